@@ -1,0 +1,68 @@
+"""Daily partition: catalog -> shards -> embeddings -> vector_log -> clean -> tags -> faiss -> funnel.
+
+Each run processes the catalog partition of its data interval (one listed_date) and replaces
+that partition's outputs, so reruns and backfills are safe. Emits the image_tags asset, which
+schedules `vecflow_trends`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
+
+from vecflow.assets import DAY_INDEXES, IMAGE_TAGS, VECTORS_CLEAN
+from vecflow.dag_defaults import DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    dag_id="vecflow_daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["vecflow", "daily"],
+    doc_md=__doc__,
+)
+def vecflow_daily():
+    from vecflow import tasks
+
+    @task_group(group_id="embed")
+    def embed_stage():
+        @task
+        def plan_shards() -> list[dict]:
+            return tasks.plan(get_current_context())
+
+        @task(max_active_tis_per_dagrun=2)
+        def embed_shard(shard: dict) -> dict:
+            return tasks.embed(shard, get_current_context())
+
+        @task
+        def load_vector_log(shards: list[dict]) -> dict:
+            return tasks.load(shards, get_current_context())
+
+        return load_vector_log(embed_shard.expand(shard=plan_shards()))
+
+    @task(outlets=[VECTORS_CLEAN])
+    def clean() -> None:
+        tasks.clean(get_current_context())
+
+    @task(outlets=[IMAGE_TAGS])
+    def tag_images() -> None:
+        tasks.tag(get_current_context())
+
+    @task(outlets=[DAY_INDEXES], retry_delay=dt.timedelta(minutes=1))
+    def build_day_indexes() -> dict:
+        return tasks.index(get_current_context())
+
+    @task(retries=0)  # an unbalanced funnel is a data bug, not a transient failure
+    def check_funnel() -> None:
+        tasks.funnel(get_current_context())
+
+    indexed = build_day_indexes()
+    tagged = tag_images()
+    embed_stage() >> clean() >> [tagged, indexed]
+    [tagged, indexed] >> check_funnel()
+
+
+vecflow_daily()

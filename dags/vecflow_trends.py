@@ -1,0 +1,34 @@
+"""Quarterly tag trends over all partitions, and the run summary; runs when image_tags change."""
+from __future__ import annotations
+
+from airflow.sdk import dag, get_current_context, task
+
+from vecflow.assets import IMAGE_TAGS
+from vecflow.dag_defaults import DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    dag_id="vecflow_trends",
+    schedule=[IMAGE_TAGS],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["vecflow", "trends"],
+    doc_md=__doc__,
+)
+def vecflow_trends():
+    from vecflow import tasks
+
+    @task
+    def tag_trends() -> list[dict]:
+        return tasks.trends(get_current_context())
+
+    @task
+    def write_summary() -> dict:
+        return tasks.summary(get_current_context())
+
+    tag_trends() >> write_summary()
+
+
+vecflow_trends()

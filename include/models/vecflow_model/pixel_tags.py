@@ -1,0 +1,112 @@
+"""Colour and pattern tags computed from pixels (the embedding is meant to ignore them).
+
+Colour: hue and saturation of the garment (pixels that differ from the background), matched to
+the taxonomy palette. Pattern: spectral peaks of the garment's log-luminance at the frequencies of
+each pattern's period; no peak above the threshold means solid.
+"""
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+
+import numpy as np
+
+from vecflow_model.imaging import ANALYSIS_SIZE
+
+MASK_THRESHOLD = 40.0
+MIN_GARMENT_PIXELS = 300
+ACHROMATIC_SATURATION = 0.28
+PEAK_RATIO_THRESHOLD = 50.0  # solids stay below ~26 (p90), patterns above ~70 (p10)
+
+
+@dataclass(frozen=True)
+class Tag:
+    value: str
+    confidence: float
+
+
+def _pattern_frequencies(pattern: str, period_px: int) -> list[tuple[float, float]]:
+    f = ANALYSIS_SIZE / period_px
+    if pattern == "striped":  # horizontal bands vary along y
+        return [(f, 0.0)]
+    if pattern == "checked":  # a checkerboard's fundamentals lie on the diagonals
+        return [(f, f), (f, -f)]
+    if pattern == "dotted":
+        return [(f, 0.0), (0.0, f)]
+    raise ValueError(f"no detector for pattern {pattern!r}")
+
+
+class PixelTagger:
+    def __init__(self, taxonomy: dict):
+        dims = taxonomy["dimensions"]
+        self.hues = {}
+        self.achromatic = []
+        for tag, info in dims["color"]["tags"].items():
+            h, s, _ = colorsys.rgb_to_hsv(*(c / 255.0 for c in info["rgb"]))
+            if s < ACHROMATIC_SATURATION:
+                self.achromatic.append(tag)
+            else:
+                self.hues[tag] = h
+        if len(self.achromatic) > 1:
+            raise ValueError(f"palette has several achromatic colours {self.achromatic}; only one is detectable")
+        self.patterns = {
+            tag: _pattern_frequencies(tag, info["period_px"])
+            for tag, info in dims["pattern"]["tags"].items() if "period_px" in info
+        }
+        self.plain_pattern = next(tag for tag, info in dims["pattern"]["tags"].items() if "period_px" not in info)
+
+    @staticmethod
+    def background_distance(pixels: np.ndarray) -> np.ndarray:
+        border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3),
+                                 pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)])
+        return np.abs(pixels - np.median(border, axis=0)).max(axis=2)
+
+    def color(self, pixels: np.ndarray, distance: np.ndarray, mask: np.ndarray) -> Tag:
+        # the garment's core: edge pixels are blended with the background and look desaturated
+        core = mask & (distance >= np.median(distance[mask]))
+        garment = pixels[core] / 255.0
+        mx, mn = garment.max(axis=1), garment.min(axis=1)
+        saturation = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
+        median_sat = float(np.median(saturation))
+        if median_sat < ACHROMATIC_SATURATION and self.achromatic:
+            return Tag(self.achromatic[0], round(1.0 - median_sat / ACHROMATIC_SATURATION, 3))
+        chroma = garment[saturation >= ACHROMATIC_SATURATION]
+        r, g, b = chroma[:, 0], chroma[:, 1], chroma[:, 2]
+        # hue as an angle, averaged on the circle
+        angle = np.arctan2(np.sqrt(3.0) * (g - b), 2.0 * r - g - b)
+        mean_angle = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())
+        hue = (mean_angle / (2 * np.pi)) % 1.0
+        distances = {tag: min(abs(hue - h), 1.0 - abs(hue - h)) for tag, h in self.hues.items()}
+        best = min(distances, key=distances.get)
+        ordered = sorted(distances.values())
+        margin = (ordered[1] - ordered[0]) / max(ordered[1], 1e-6) if len(ordered) > 1 else 1.0
+        return Tag(best, round(float(margin), 3))
+
+    def pattern(self, pixels: np.ndarray, mask: np.ndarray) -> Tag:
+        log_lum = np.log1p(pixels.mean(axis=2))
+        signal = np.where(mask, log_lum - log_lum[mask].mean(), 0.0)
+        power = np.abs(np.fft.fft2(signal)) ** 2
+        ratios = {tag: np.mean([self._peak_ratio(power, f) for f in freqs]) for tag, freqs in self.patterns.items()}
+        best = max(ratios, key=ratios.get)
+        if ratios[best] < PEAK_RATIO_THRESHOLD:
+            return Tag(self.plain_pattern, round(float(1.0 - ratios[best] / PEAK_RATIO_THRESHOLD), 3))
+        return Tag(best, round(float(min(1.0, ratios[best] / (4 * PEAK_RATIO_THRESHOLD))), 3))
+
+    @staticmethod
+    def _peak_ratio(power: np.ndarray, freq: tuple[float, float]) -> float:
+        """Peak power near a frequency over the median power of the ring around it."""
+        n = power.shape[0]
+        fy, fx = int(round(freq[0])), int(round(freq[1]))
+        ys = np.arange(fy - 6, fy + 7) % n
+        xs = np.arange(fx - 6, fx + 7) % n
+        window = power[np.ix_(ys, xs)]
+        peak = window[5:8, 5:8].max()
+        ring = np.concatenate([window[:3].ravel(), window[-3:].ravel(), window[3:-3, :3].ravel(), window[3:-3, -3:].ravel()])
+        return float(peak / max(np.median(ring), 1e-9))
+
+    def tag(self, pixels: np.ndarray) -> dict[str, Tag | None]:
+        distance = self.background_distance(pixels)
+        mask = distance > MASK_THRESHOLD
+        if mask.sum() < MIN_GARMENT_PIXELS:
+            return {"color": None, "pattern": None}
+        return {"color": self.color(pixels, distance, mask), "pattern": self.pattern(pixels, mask)}

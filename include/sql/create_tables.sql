@@ -1,0 +1,115 @@
+-- Every table of the pipeline. Day partitions and category clustering apply on BigQuery.
+CREATE TABLE IF NOT EXISTS {{ dataset }}.catalog (
+  image_id STRING NOT NULL,
+  uri STRING NOT NULL,
+  source STRING,
+  listed_date DATE NOT NULL,
+  category STRING,
+  run_id STRING,
+  loaded_at TIMESTAMP
+) PARTITION BY listed_date;
+
+-- Append-only: one row per (image, model_version, run, shard attempt).
+CREATE TABLE IF NOT EXISTS {{ dataset }}.vector_log (
+  image_id STRING NOT NULL,
+  content_md5 STRING,
+  dhash INT64,
+  source STRING,
+  listed_date DATE NOT NULL,
+  category STRING,
+  model_version STRING,
+  dim INT64,
+  embedding ARRAY<FLOAT64>,
+  color STRING,
+  color_confidence FLOAT64,
+  pattern STRING,
+  pattern_confidence FLOAT64,
+  run_id STRING NOT NULL,
+  shard_id INT64 NOT NULL,
+  attempt INT64 NOT NULL,
+  embedded_at TIMESTAMP NOT NULL
+) PARTITION BY listed_date CLUSTER BY category;
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.rejects (
+  image_id STRING,
+  listed_date DATE NOT NULL,
+  stage STRING NOT NULL,
+  reason STRING NOT NULL,
+  detail STRING,
+  category STRING,
+  run_id STRING
+) PARTITION BY listed_date;
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.dedup_map (
+  image_id STRING NOT NULL,
+  canonical_image_id STRING NOT NULL,
+  listed_date DATE NOT NULL,
+  category STRING,
+  reason STRING NOT NULL,
+  run_id STRING
+) PARTITION BY listed_date;
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.vectors_clean (
+  image_id STRING NOT NULL,
+  content_md5 STRING,
+  dhash INT64,
+  source STRING,
+  listed_date DATE NOT NULL,
+  category STRING NOT NULL,
+  model_version STRING NOT NULL,
+  embedding ARRAY<FLOAT64>,
+  color STRING,
+  color_confidence FLOAT64,
+  pattern STRING,
+  pattern_confidence FLOAT64,
+  run_id STRING
+) PARTITION BY listed_date CLUSTER BY category;
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags (
+  image_id STRING NOT NULL,
+  listed_date DATE NOT NULL,
+  dimension STRING NOT NULL,
+  tag STRING NOT NULL,
+  confidence FLOAT64,
+  tag_source STRING NOT NULL,
+  run_id STRING
+) PARTITION BY listed_date CLUSTER BY dimension, tag;
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.index_registry (
+  model_version STRING NOT NULL,
+  category STRING NOT NULL,
+  kind STRING NOT NULL,
+  date_from DATE NOT NULL,
+  date_to DATE NOT NULL,
+  vector_count INT64 NOT NULL,
+  index_type STRING,
+  path STRING NOT NULL,
+  file_md5 STRING NOT NULL,
+  status STRING NOT NULL,
+  run_id STRING,
+  created_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.funnel_metrics (
+  stage STRING NOT NULL,
+  partition_date DATE NOT NULL,
+  category STRING NOT NULL,
+  metric STRING NOT NULL,
+  value INT64 NOT NULL,
+  run_id STRING,
+  recorded_at TIMESTAMP
+) PARTITION BY partition_date;
+
+CREATE TABLE IF NOT EXISTS {{ dataset }}.taxonomy (
+  dimension STRING NOT NULL,
+  tag STRING NOT NULL,
+  display STRING
+);
+
+-- Tags derived from another tag (style from category).
+CREATE TABLE IF NOT EXISTS {{ dataset }}.tag_derivations (
+  dimension STRING NOT NULL,
+  tag STRING NOT NULL,
+  from_dimension STRING NOT NULL,
+  from_tag STRING NOT NULL
+);

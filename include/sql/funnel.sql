@@ -1,0 +1,58 @@
+-- Funnel of one partition: for every stage and category, what came in, went out and was dropped
+-- (by reason). "in" and "out" are counted from different tables, so a stage that loses rows
+-- without a reject shows up as in != out + dropped. The catalog stage is written by the plan task.
+DELETE FROM {{ dataset }}.funnel_metrics WHERE partition_date = @run_date AND stage != 'catalog';
+INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metric, value, run_id, recorded_at)
+WITH latest AS (
+  SELECT image_id, COALESCE(category, 'unknown') AS category
+  FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date
+),
+validate_rejects AS (
+  SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate'
+),
+clean AS (
+  SELECT image_id, category FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+),
+counts AS (
+  SELECT 'embed' AS stage, COALESCE(category, 'unknown') AS category, 'in' AS metric, COUNT(*) AS value
+  FROM {{ dataset }}.catalog WHERE listed_date = @run_date GROUP BY 2
+  UNION ALL
+  SELECT 'embed', category, 'out', COUNT(*) FROM latest GROUP BY 2
+  UNION ALL
+  SELECT stage, COALESCE(category, 'unknown'), CONCAT('dropped.', reason), COUNT(*)
+  FROM {{ dataset }}.rejects
+  WHERE listed_date = @run_date AND stage IN ('embed', 'validate', 'tags')
+  GROUP BY stage, 2, reason
+  UNION ALL
+  SELECT 'validate', category, 'in', COUNT(*) FROM latest GROUP BY 2
+  UNION ALL
+  SELECT 'validate', category, 'out', COUNT(*)
+  FROM latest WHERE image_id NOT IN (SELECT image_id FROM validate_rejects) GROUP BY 2
+  UNION ALL
+  SELECT 'dedup', category, 'in', COUNT(*)
+  FROM latest WHERE image_id NOT IN (SELECT image_id FROM validate_rejects) GROUP BY 2
+  UNION ALL
+  SELECT 'dedup', COALESCE(category, 'unknown'), CONCAT('dropped.', reason), COUNT(*)
+  FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date GROUP BY 2, reason
+  UNION ALL
+  SELECT 'dedup', category, 'out', COUNT(*) FROM clean GROUP BY 2
+  UNION ALL
+  -- tags counts tag rows: three direct tags per image plus the derived ones
+  SELECT 'tags', c.category, 'in', COUNT(*) * 3 + (
+    SELECT COUNT(*) FROM clean AS c2
+    JOIN {{ dataset }}.tag_derivations AS t ON t.from_dimension = 'category' AND t.from_tag = c2.category
+    WHERE c2.category = c.category)
+  FROM clean AS c GROUP BY c.category
+  UNION ALL
+  SELECT 'tags', c.category, 'out', COUNT(*)
+  FROM {{ dataset }}.image_tags AS t JOIN clean AS c ON c.image_id = t.image_id
+  WHERE t.listed_date = @run_date GROUP BY c.category
+  UNION ALL
+  SELECT 'index', category, 'in', COUNT(*) FROM clean GROUP BY 2
+  UNION ALL
+  SELECT 'index', category, 'out', SUM(vector_count)
+  FROM {{ dataset }}.index_registry
+  WHERE kind = 'day' AND date_from = @run_date AND model_version = @model_version GROUP BY 2
+)
+SELECT stage, @run_date, category, metric, value, @run_id, CURRENT_TIMESTAMP()
+FROM counts;

@@ -1,0 +1,31 @@
+-- One row per canonical image x dimension x tag. Tags outside the taxonomy become rejects.
+DELETE FROM {{ dataset }}.image_tags WHERE listed_date = @run_date;
+DELETE FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'tags';
+CREATE TEMP TABLE candidate_tags AS
+WITH direct AS (
+  SELECT image_id, listed_date, category AS image_category, 'category' AS dimension, category AS tag,
+         1.0 AS confidence, 'catalog' AS tag_source
+  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+  UNION ALL
+  SELECT image_id, listed_date, category, 'color', color, color_confidence, 'pixels'
+  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+  UNION ALL
+  SELECT image_id, listed_date, category, 'pattern', pattern, pattern_confidence, 'pixels'
+  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+)
+SELECT * FROM direct
+UNION ALL
+SELECT d.image_id, d.listed_date, d.image_category, t.dimension, t.tag, d.confidence, 'derived'
+FROM direct AS d
+JOIN {{ dataset }}.tag_derivations AS t ON t.from_dimension = d.dimension AND t.from_tag = d.tag;
+INSERT INTO {{ dataset }}.rejects (image_id, listed_date, stage, reason, detail, category, run_id)
+SELECT c.image_id, c.listed_date, 'tags', 'unknown_tag',
+       CONCAT(c.dimension, '=', COALESCE(c.tag, 'NULL')), c.image_category, @run_id
+FROM candidate_tags AS c
+LEFT JOIN {{ dataset }}.taxonomy AS t ON t.dimension = c.dimension AND t.tag = c.tag
+WHERE t.tag IS NULL;
+INSERT INTO {{ dataset }}.image_tags (image_id, listed_date, dimension, tag, confidence, tag_source, run_id)
+SELECT c.image_id, c.listed_date, c.dimension, c.tag, c.confidence, c.tag_source, @run_id
+FROM candidate_tags AS c
+JOIN {{ dataset }}.taxonomy AS t ON t.dimension = c.dimension AND t.tag = c.tag;
+DROP TABLE candidate_tags;

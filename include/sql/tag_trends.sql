@@ -1,0 +1,62 @@
+-- Tag trends per quarter over all partitions: count, share within the dimension, change in share
+-- vs the previous quarter, direction by @flat_threshold (absolute share points), rank of movers.
+-- Every taxonomy tag appears in every quarter, so a tag that vanishes shows a share of 0.
+CREATE OR REPLACE TABLE {{ dataset }}.tag_trends AS
+WITH tagged AS (
+  SELECT DATE_TRUNC(listed_date, QUARTER) AS quarter_start, dimension, tag, image_id
+  FROM {{ dataset }}.image_tags
+),
+quarters AS (
+  SELECT DISTINCT quarter_start FROM tagged
+),
+grid AS (
+  SELECT q.quarter_start, t.dimension, t.tag
+  FROM quarters AS q CROSS JOIN {{ dataset }}.taxonomy AS t
+),
+counts AS (
+  SELECT quarter_start, dimension, tag, COUNT(DISTINCT image_id) AS tag_count
+  FROM tagged GROUP BY quarter_start, dimension, tag
+),
+totals AS (
+  SELECT quarter_start, dimension, COUNT(DISTINCT image_id) AS dimension_total
+  FROM tagged GROUP BY quarter_start, dimension
+),
+shares AS (
+  SELECT
+    g.quarter_start, g.dimension, g.tag,
+    COALESCE(c.tag_count, 0) AS tag_count,
+    COALESCE(t.dimension_total, 0) AS dimension_total,
+    IF(COALESCE(t.dimension_total, 0) = 0, 0.0, COALESCE(c.tag_count, 0) / t.dimension_total) AS share
+  FROM grid AS g
+  LEFT JOIN counts AS c USING (quarter_start, dimension, tag)
+  LEFT JOIN totals AS t USING (quarter_start, dimension)
+),
+changes AS (
+  SELECT *,
+    LAG(share) OVER (PARTITION BY dimension, tag ORDER BY quarter_start) AS previous_share
+  FROM shares
+)
+SELECT
+  quarter_start,
+  CONCAT(CAST(EXTRACT(YEAR FROM quarter_start) AS STRING), '-Q', CAST(EXTRACT(QUARTER FROM quarter_start) AS STRING)) AS quarter,
+  dimension, tag, tag_count, dimension_total, share, previous_share,
+  share - previous_share AS share_change,
+  CASE
+    WHEN previous_share IS NULL THEN 'new'
+    WHEN share - previous_share > @flat_threshold THEN 'rising'
+    WHEN share - previous_share < -@flat_threshold THEN 'falling'
+    ELSE 'flat'
+  END AS direction,
+  RANK() OVER (PARTITION BY quarter_start ORDER BY ABS(COALESCE(share - previous_share, 0)) DESC) AS mover_rank
+FROM changes;
+
+CREATE OR REPLACE VIEW {{ dataset }}.v_tag_trends_latest AS
+SELECT quarter, dimension, tag, tag_count, previous_share, share, share_change, direction, mover_rank
+FROM {{ dataset }}.tag_trends
+WHERE quarter_start = (SELECT MAX(quarter_start) FROM {{ dataset }}.tag_trends)
+ORDER BY ABS(share_change) DESC;
+
+CREATE OR REPLACE VIEW {{ dataset }}.v_tag_share_by_quarter AS
+SELECT dimension, tag, quarter, share, tag_count
+FROM {{ dataset }}.tag_trends
+ORDER BY dimension, tag, quarter;

@@ -1,0 +1,116 @@
+"""Trend spec: which tag shares move across the date range, and how much to plant."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vecflow.config import ConfigError
+from vecflow.taxonomy import Taxonomy
+
+GENERATED_DIMENSIONS = ("category", "color", "pattern")
+RATE_FIELDS = ("exact_duplicate_rate", "near_duplicate_rate", "corrupt_rate")
+
+
+@dataclass(frozen=True)
+class Trend:
+    dimension: str
+    tag: str
+    from_share: float
+    to_share: float
+
+
+@dataclass(frozen=True)
+class TrendSpec:
+    trends: tuple[Trend, ...]
+    exact_duplicate_rate: float
+    near_duplicate_rate: float
+    corrupt_rate: float
+
+    def to_json(self) -> dict:
+        return {
+            "trends": [t.__dict__ for t in self.trends],
+            **{f: getattr(self, f) for f in RATE_FIELDS},
+        }
+
+
+def _share(value, field: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"trend spec: {field}={value!r} must be a number in [0, 1]")
+    return float(value)
+
+
+def parse_trend_spec(raw: dict, taxonomy: Taxonomy, source: str = "trend spec") -> TrendSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a JSON object")
+    unknown = set(raw) - {"trends", *RATE_FIELDS}
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {sorted(unknown)}")
+    items = raw.get("trends", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: 'trends' must be a list")
+    trends = []
+    for i, item in enumerate(items):
+        where = f"{source}: trends[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be an object")
+        for key in ("dimension", "tag", "from_share", "to_share"):
+            if key not in item:
+                raise ConfigError(f"{where}.{key} is missing")
+        dim, tag = item["dimension"], item["tag"]
+        if dim not in GENERATED_DIMENSIONS:
+            raise ConfigError(f"{where}.dimension={dim!r} must be one of {list(GENERATED_DIMENSIONS)}")
+        if tag not in taxonomy.tags(dim):
+            raise ConfigError(f"{where}.tag={tag!r} is not a {dim} tag; known: {taxonomy.tags(dim)}")
+        trends.append(Trend(dim, tag, _share(item["from_share"], f"{where}.from_share"),
+                            _share(item["to_share"], f"{where}.to_share")))
+    for dim in GENERATED_DIMENSIONS:
+        planted = [t for t in trends if t.dimension == dim]
+        if len({t.tag for t in planted}) != len(planted):
+            raise ConfigError(f"{source}: a {dim} tag is planted twice")
+        if not planted:
+            continue
+        free_tags = len(taxonomy.tags(dim)) - len(planted)
+        for end in ("from_share", "to_share"):
+            total = sum(getattr(t, end) for t in planted)
+            if total > 1.0 + 1e-9 or (free_tags == 0 and abs(total - 1.0) > 1e-9):
+                raise ConfigError(f"{source}: planted {dim} {end} values sum to {total:.3f}; "
+                                  "they must leave a share for the other tags (or sum to 1 if all are planted)")
+    rates = {}
+    for field in RATE_FIELDS:
+        value = raw.get(field, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 0.3:
+            raise ConfigError(f"{source}: {field}={value!r} must be a number in [0, 0.3]")
+        rates[field] = float(value)
+    if sum(rates.values()) > 0.5:
+        raise ConfigError(f"{source}: planted rates sum to {sum(rates.values()):.2f}; keep them below 0.5")
+    return TrendSpec(tuple(trends), **rates)
+
+
+def load_trend_spec(path: Path, taxonomy: Taxonomy) -> TrendSpec:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"trend spec {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"trend spec {path} is not valid JSON: {exc}") from None
+    return parse_trend_spec(raw, taxonomy, source=f"trend spec {path}")
+
+
+def daily_shares(spec: TrendSpec, taxonomy: Taxonomy, dimension: str, days: int) -> tuple[list[str], "np.ndarray"]:
+    """(tags, shares[day, tag]): planted tags move linearly; the others split the rest evenly."""
+    import numpy as np
+
+    tags = taxonomy.tags(dimension)
+    progress = np.linspace(0.0, 1.0, days) if days > 1 else np.zeros(1)
+    shares = np.zeros((days, len(tags)))
+    planted = {t.tag: t for t in spec.trends if t.dimension == dimension}
+    for j, tag in enumerate(tags):
+        if tag in planted:
+            t = planted[tag]
+            shares[:, j] = t.from_share + (t.to_share - t.from_share) * progress
+    free = [j for j, tag in enumerate(tags) if tag not in planted]
+    if free:
+        rest = 1.0 - shares.sum(axis=1)
+        shares[:, free] = (rest / len(free))[:, None]
+    return tags, shares

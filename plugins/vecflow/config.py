@@ -1,0 +1,90 @@
+"""Paths and settings, read from the environment (Airflow Variables can override in DAGs).
+
+Everything a run writes lies under VECFLOW_HOME (default `.data/` in the repository).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INCLUDE_DIR = REPO_ROOT / "include"
+SQL_DIR = INCLUDE_DIR / "sql"
+MODELS_DIR = INCLUDE_DIR / "models"
+TAXONOMY_PATH = INCLUDE_DIR / "taxonomy.json"
+DEFAULT_TREND_SPEC = INCLUDE_DIR / "trends" / "default.json"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    shard_size: int
+    embed_batch_size: int
+    embed_runner: str
+    model_version: str
+    trend_flat_threshold: float
+    index_factory: str
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.home / "catalog"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+
+def settings() -> Settings:
+    home = Path(os.environ.get("VECFLOW_HOME") or REPO_ROOT / ".data").resolve()
+    runner = os.environ.get("VECFLOW_EMBED_RUNNER", "inprocess")
+    if runner not in ("inprocess", "subprocess"):
+        raise ConfigError(f"VECFLOW_EMBED_RUNNER={runner!r} must be 'inprocess' or 'subprocess'")
+    return Settings(
+        home=home,
+        shard_size=_env_int("VECFLOW_SHARD_SIZE", 5000),
+        embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 64),
+        embed_runner=runner,
+        model_version=os.environ.get("VECFLOW_MODEL_VERSION", "randconv-v1"),
+        trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.02),
+        index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
+    )

@@ -1,0 +1,52 @@
+"""Loads shard outputs: vectors appended to vector_log, unusable images into rejects."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+VECTOR_COLUMNS = [
+    "image_id", "content_md5", "dhash", "source", "listed_date", "category", "model_version", "dim",
+    "embedding", "color", "color_confidence", "pattern", "pattern_confidence", "run_id", "shard_id",
+    "attempt", "embedded_at",
+]
+
+
+class ShardOutputError(ValueError):
+    """A shard output is missing or belongs to another partition or run."""
+
+
+def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict]) -> dict:
+    vectors_loaded, rejects = 0, []
+    for shard in shards:
+        try:
+            table = pq.read_table(shard["output"])
+        except FileNotFoundError:
+            raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} missing") from None
+        if table.num_rows and set(pc.unique(table["run_id"]).to_pylist()) != {run_id}:
+            raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} is not from run {run_id}")
+        rejected = pc.is_valid(table["reject_reason"])
+        vectors = table.filter(pc.invert(rejected)).select(VECTOR_COLUMNS)
+        warehouse.run("append_shard", rows=vectors, names={"columns": VECTOR_COLUMNS},
+                      run_date=run_date, run_id=run_id, shard_id=shard["shard_id"], attempt=shard["attempt"])
+        vectors_loaded += vectors.num_rows
+        rejects.append(table.filter(rejected))
+    reject_rows = [
+        {"image_id": r["image_id"], "listed_date": run_date, "stage": "embed", "reason": r["reject_reason"],
+         "detail": r["reject_detail"], "category": r["category"], "run_id": run_id}
+        for t in rejects for r in t.to_pylist()]
+    frame = pd.DataFrame(reject_rows, columns=["image_id", "listed_date", "stage", "reason", "detail",
+                                               "category", "run_id"])
+    warehouse.run("replace_partition", rows=frame,
+                  names={"table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
+                         "columns": list(frame.columns)},
+                  partition_value=run_date, stage="embed")
+    stats = {"vectors": vectors_loaded, "rejects": len(frame),
+             "rejects_by_reason": frame["reason"].value_counts().to_dict()}
+    log.info("partition %s: loaded %s", run_date, stats)
+    return stats

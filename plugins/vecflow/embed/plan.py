@@ -1,0 +1,92 @@
+"""Plans the shards of one catalog partition and records the partition in the warehouse."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from vecflow.catalog.generate import partition_dir
+from vecflow.config import Settings
+from vecflow.embed import safe_run_id
+
+log = logging.getLogger(__name__)
+MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]
+
+
+class CatalogError(ValueError):
+    """The catalog partition is missing or malformed."""
+
+
+def read_partition(catalog_dir: Path, run_date: dt.date) -> pd.DataFrame:
+    path = partition_dir(catalog_dir, run_date) / "manifest.parquet"
+    if not path.exists():
+        raise CatalogError(f"no catalog partition for {run_date}: {path} does not exist")
+    manifest = pd.read_parquet(path)
+    missing = [c for c in ("image_id", "uri") if c not in manifest.columns]
+    if missing:
+        raise CatalogError(f"{path}: required column(s) {missing} missing")
+    for column in MANIFEST_COLUMNS:
+        if column not in manifest.columns:
+            manifest[column] = None
+    manifest["listed_date"] = run_date
+    return manifest[MANIFEST_COLUMNS]
+
+
+def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
+    """Writes the partition's catalog rows, rejects and catalog funnel; returns one spec per shard."""
+    manifest = read_partition(settings.catalog_dir, run_date)
+    bad = manifest["image_id"].isna() | manifest["uri"].isna()
+    repeated = manifest["image_id"].duplicated(keep="first") & ~bad
+    rejects = pd.concat([
+        manifest[bad].assign(reason="missing_field", detail="image_id or uri is empty"),
+        manifest[repeated].assign(reason="repeated_image_id", detail="image_id listed more than once"),
+    ])
+    catalog = manifest[~bad & ~repeated].sort_values("image_id").reset_index(drop=True)
+    now = pd.Timestamp.now(tz="UTC")
+    warehouse.run("replace_partition", rows=catalog.assign(run_id=run_id, loaded_at=now),
+                  names={"table": "catalog", "partition_column": "listed_date",
+                         "columns": [*MANIFEST_COLUMNS, "run_id", "loaded_at"]},
+                  partition_value=run_date)
+    reject_rows = pd.DataFrame({
+        "image_id": rejects["image_id"], "listed_date": run_date, "stage": "catalog",
+        "reason": rejects["reason"], "detail": rejects["detail"], "category": rejects["category"],
+        "run_id": run_id})
+    warehouse.run("replace_partition", rows=reject_rows,
+                  names={"table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
+                         "columns": list(reject_rows.columns)},
+                  partition_value=run_date, stage="catalog")
+    record_funnel(warehouse, "catalog", run_date, run_id, manifest, catalog, rejects)
+
+    shard_dir = settings.staging_dir / run_date.isoformat() / safe_run_id(run_id)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for shard_id, start in enumerate(range(0, len(catalog), settings.shard_size)):
+        path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
+        catalog.iloc[start:start + settings.shard_size].to_parquet(path, index=False)
+        shards.append({"run_date": run_date.isoformat(), "run_id": run_id, "shard_id": shard_id,
+                       "manifest": str(path), "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"),
+                       "images": int(min(settings.shard_size, len(catalog) - start))})
+    log.info("partition %s: %d manifest rows, %d unique, %d rejected, %d shard(s)",
+             run_date, len(manifest), len(catalog), len(rejects), len(shards))
+    return shards
+
+
+def record_funnel(warehouse, stage: str, run_date: dt.date, run_id: str,
+                  rows_in: pd.DataFrame, rows_out: pd.DataFrame, rejects: pd.DataFrame) -> None:
+    """Funnel rows of a stage counted in Python (the SQL stages count theirs in funnel.sql)."""
+    def by_category(frame: pd.DataFrame) -> pd.Series:
+        return frame["category"].fillna("unknown").value_counts()
+
+    metrics = [("in", by_category(rows_in)), ("out", by_category(rows_out))]
+    metrics += [(f"dropped.{reason}", by_category(group)) for reason, group in rejects.groupby("reason")]
+    funnel = pd.DataFrame(
+        [{"stage": stage, "partition_date": run_date, "category": category, "metric": metric,
+          "value": int(value), "run_id": run_id, "recorded_at": pd.Timestamp.now(tz="UTC")}
+         for metric, counts in metrics for category, value in counts.items()],
+        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"])
+    warehouse.run("replace_partition", rows=funnel,
+                  names={"table": "funnel_metrics", "partition_column": "partition_date", "stage_column": "stage",
+                         "columns": list(funnel.columns)},
+                  partition_value=run_date, stage=stage)

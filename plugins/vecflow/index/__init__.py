@@ -1,0 +1,1 @@
+"""faiss indexes: one per category per day, written atomically with a manifest."""

@@ -1,0 +1,98 @@
+"""Run summary (reports/summary.json), with what was found compared to what the generator planted."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def planted_trend_check(truth_dir: Path, trends: pd.DataFrame) -> list[dict]:
+    """For each planted trend: the direction it must have (sign of to - from) and what tag_trends says
+    for every quarter after the first."""
+    params = json.loads((truth_dir / "params.json").read_text())
+    checks = []
+    for planted in params["spec"]["trends"]:
+        expected = "rising" if planted["to_share"] > planted["from_share"] else "falling"
+        rows = trends[(trends["dimension"] == planted["dimension"]) & (trends["tag"] == planted["tag"])
+                      & (trends["direction"] != "new")].sort_values("quarter")
+        found = rows["direction"].tolist()
+        checks.append({**planted, "expected": expected, "found_by_quarter": dict(zip(rows["quarter"], found)),
+                       "ok": bool(found) and all(d == expected for d in found)})
+    return checks
+
+
+def duplicate_check(truth_dir: Path, dedup_map: pd.DataFrame) -> dict:
+    truth = pd.read_csv(truth_dir / "duplicates.csv")
+    exact = set(truth.loc[truth["kind"] == "exact", "image_id"])
+    found = set(dedup_map.loc[dedup_map["reason"] == "md5", "image_id"])
+    return {"planted_exact": len(exact), "found_md5": len(found),
+            "exact_recall": round(len(found & exact) / len(exact), 4) if exact else None,
+            "md5_precision": round(len(found & exact) / len(found), 4) if found else None,
+            "planted_near": int((truth["kind"] == "near").sum())}
+
+
+def build_summary(settings, warehouse) -> dict:
+    counts = warehouse.query("summary_counts").iloc[0].to_dict()
+    breakdown = warehouse.query("summary_breakdown")
+    trends = warehouse.table("tag_trends")
+    by_kind = {kind: dict(zip(group["name"], group["value"].astype(int))) for kind, group in breakdown.groupby("kind")}
+    latest = trends[trends["quarter_start"] == trends["quarter_start"].max()]
+    movers = latest[latest["direction"].isin(["rising", "falling"])].sort_values(
+        "share_change", key=abs, ascending=False)
+    summary = {
+        "vecflow_home": str(settings.home),
+        "model_version": settings.model_version,
+        **{k: int(v) for k, v in counts.items()},
+        "duplicates_removed": by_kind.get("duplicates", {}),
+        "rejects_by_reason": by_kind.get("rejects", {}),
+        "index_vectors_by_category": by_kind.get("index_vectors", {}),
+        "index_files_by_category": by_kind.get("index_files", {}),
+        "quarters": sorted(trends["quarter"].unique().tolist()),
+        "trend_movers_latest_quarter": [
+            {"dimension": r.dimension, "tag": r.tag, "from": round(float(r.previous_share), 4),
+             "to": round(float(r.share), 4), "change": round(float(r.share_change), 4), "direction": r.direction}
+            for r in movers.itertuples()],
+    }
+    truth_dir = settings.catalog_dir / "truth"
+    if (truth_dir / "params.json").exists():
+        summary["planted_trends"] = planted_trend_check(truth_dir, trends)
+        summary["planted_duplicates"] = duplicate_check(truth_dir, warehouse.table("dedup_map"))
+    return summary
+
+
+def write_summary(settings, warehouse) -> dict:
+    summary = build_summary(settings, warehouse)
+    path = settings.reports_dir / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    log.info("summary written to %s", path)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"vecflow run summary ({summary['vecflow_home']})",
+        f"  partitions            {summary['partitions']}",
+        f"  images in             {summary['catalog_images']}",
+        f"  vectors staged        {summary['vectors_staged']}  (vector_log rows: {summary['vector_log_rows']})",
+        f"  vectors clean         {summary['vectors_clean']}",
+        f"  duplicates removed    {sum(summary['duplicates_removed'].values())}  {summary['duplicates_removed']}",
+        f"  rejects by reason     {summary['rejects_by_reason']}",
+        f"  tags written          {summary['tags_written']}  on {summary['images_tagged']} images",
+        f"  quarters              {', '.join(summary['quarters'])}",
+        f"  index vectors         {sum(summary['index_vectors_by_category'].values())} in "
+        f"{sum(summary['index_files_by_category'].values())} day indexes",
+        "  trend movers (latest quarter vs previous):",
+    ]
+    lines += [f"    {m['direction']:8s} {m['dimension']}={m['tag']}: {m['from']:.3f} -> {m['to']:.3f}"
+              for m in summary["trend_movers_latest_quarter"]]
+    for check in summary.get("planted_trends", []):
+        lines.append(f"  planted {check['dimension']}={check['tag']} {check['expected']}: "
+                     f"{'FOUND' if check['ok'] else 'NOT FOUND'} {check['found_by_quarter']}")
+    if "planted_duplicates" in summary:
+        lines.append(f"  planted duplicates    {summary['planted_duplicates']}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""What each DAG task does, one function per task; DAG files only wire these together.
+
+Each function reads the partition (logical date's data interval start) and run_id from the
+Airflow context, so a task is idempotent per partition and safe to retry or rerun.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _partition(context) -> tuple[dt.date, str]:
+    return context["data_interval_start"].date(), context["run_id"]
+
+
+def _env():
+    from vecflow.config import settings
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    s = settings()
+    warehouse = get_warehouse(s)
+    return s, warehouse, bootstrap
+
+
+def plan(context) -> list[dict]:
+    from vecflow.embed.plan import plan_shards
+
+    s, warehouse, bootstrap = _env()
+    bootstrap(warehouse)
+    run_date, run_id = _partition(context)
+    return plan_shards(s, warehouse, run_date, run_id)
+
+
+def embed(shard: dict, context) -> dict:
+    from vecflow.config import settings
+    from vecflow.embed.runner import run_shard
+
+    return run_shard(shard, settings(), attempt=context["ti"].try_number)
+
+
+def load(shards, context) -> dict:
+    from vecflow.embed.load import load_shards
+
+    _, warehouse, _ = _env()
+    run_date, run_id = _partition(context)
+    # index, not iterate: iterating a mapped XCom sequence probes past its end and logs an error
+    return load_shards(warehouse, run_date, run_id, [shards[i] for i in range(len(shards))])
+
+
+def clean(context) -> None:
+    from vecflow.clean import clean_partition
+
+    _, warehouse, _ = _env()
+    clean_partition(warehouse, *_partition(context))
+
+
+def tag(context) -> None:
+    from vecflow.tags import tag_partition
+
+    _, warehouse, _ = _env()
+    tag_partition(warehouse, *_partition(context))
+
+
+def index(context) -> dict:
+    from vecflow.index.build import build_day_indexes
+
+    s, warehouse, _ = _env()
+    run_date, run_id = _partition(context)
+    built = build_day_indexes(s.index_dir, warehouse, run_date, run_id, s.model_version, s.index_factory)
+    return {b["category"]: b["vector_count"] for b in built}
+
+
+def funnel(context) -> None:
+    from vecflow.funnel import check_funnel, record_funnel
+
+    s, warehouse, _ = _env()
+    run_date, run_id = _partition(context)
+    record_funnel(warehouse, run_date, run_id, s.model_version)
+    check_funnel(warehouse, run_date)
+
+
+def trends(context) -> list[dict]:
+    from vecflow.tags import compute_trends
+
+    s, warehouse, _ = _env()
+    movers = compute_trends(warehouse, s.trend_flat_threshold)
+    log.info("trend movers in the latest quarter:\n%s", movers.to_string(index=False))
+    return movers.astype({"previous_share": float, "share": float, "share_change": float}).to_dict("records")
+
+
+def summary(context) -> dict:
+    from vecflow.report import write_summary
+
+    s, warehouse, _ = _env()
+    return write_summary(s, warehouse)

@@ -1,0 +1,29 @@
+"""Warehouse access: BigQuery standard SQL files from include/sql, run on DuckDB (default) or BigQuery."""
+from vecflow.warehouse.sql import render_sql, to_duckdb  # noqa: F401
+
+
+def get_warehouse(settings=None):
+    """The configured warehouse backend (DuckDB file under VECFLOW_HOME by default)."""
+    from vecflow.config import settings as load_settings
+    from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
+
+    s = settings or load_settings()
+    return DuckDBWarehouse(s.warehouse_path)
+
+
+def bootstrap(warehouse) -> None:
+    """Creates the tables and views and loads the taxonomy; safe to run before every partition."""
+    import pandas as pd
+
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    warehouse.run("create_tables")
+    warehouse.run("vector_log_latest")
+    tags = pd.DataFrame(taxonomy.rows())
+    warehouse.run("replace_table", rows=tags, names={"table": "taxonomy", "columns": list(tags.columns)})
+    derivations = pd.DataFrame(
+        [{"dimension": "style", "tag": style, "from_dimension": "category", "from_tag": category}
+         for category, style in taxonomy.style_of_category().items()])
+    warehouse.run("replace_table", rows=derivations,
+                  names={"table": "tag_derivations", "columns": list(derivations.columns)})

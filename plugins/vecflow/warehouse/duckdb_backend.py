@@ -1,0 +1,75 @@
+"""The embedded warehouse: one DuckDB file running the BigQuery SQL files through sqlglot."""
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from vecflow.warehouse.sql import render_sql, to_duckdb
+
+log = logging.getLogger(__name__)
+DATASET = "vecflow"
+STAGING = "incoming_rows"  # rows handed to a SQL file, like a load job's staging table on BigQuery
+
+
+class DuckDBWarehouse:
+    dialect = "duckdb"
+
+    def __init__(self, path: Path, dataset: str = DATASET):
+        self.path = Path(path)
+        self.dataset = dataset
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def connect(self):
+        con = duckdb.connect(str(self.path))
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {self.dataset}")
+            yield con
+        finally:
+            con.close()
+
+    def statements(self, name: str, names: dict | None = None) -> tuple[str, ...]:
+        return to_duckdb(render_sql(name, self.dataset, staging=STAGING, **(names or {})))
+
+    @staticmethod
+    def _bind(statement: str, params: dict) -> dict:
+        used = set(re.findall(r"\$(\w+)", statement))
+        missing = used - set(params)
+        if missing:
+            raise KeyError(f"query parameter(s) {sorted(missing)} not given")
+        return {k: v for k, v in params.items() if k in used}
+
+    def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None,
+            **params) -> None:
+        """Runs every statement of include/sql/<name>.sql in one transaction; `rows` are readable
+        as the staging table and `names` fill identifiers."""
+        statements = self.statements(name, names)
+        with self.connect() as con:
+            if rows is not None:
+                con.register(STAGING, rows)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for statement in statements:
+                    con.execute(statement, self._bind(statement, params))
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        log.info("ran %s.sql %s", name, {k: str(v) for k, v in params.items()})
+
+    def query(self, name: str, names: dict | None = None, **params) -> pd.DataFrame:
+        """The result of the last statement of include/sql/<name>.sql."""
+        *setup, last = self.statements(name, names)
+        with self.connect() as con:
+            for statement in setup:
+                con.execute(statement, self._bind(statement, params))
+            return con.execute(last, self._bind(last, params)).df()
+
+    def table(self, table: str) -> pd.DataFrame:
+        return self.query("select_table", names={"table": table})
