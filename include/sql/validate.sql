@@ -5,7 +5,7 @@ WITH checked AS (
   SELECT
     image_id, listed_date, category, model_version, dim,
     ARRAY_LENGTH(embedding) AS length,
-    EXISTS(SELECT 1 FROM UNNEST(embedding) AS x WHERE IS_NAN(x) OR IS_INF(x)) AS non_finite,
+    EXISTS(SELECT 1 FROM UNNEST(embedding) AS x WHERE x IS NULL OR IS_NAN(x) OR IS_INF(x)) AS non_finite,
     SQRT((SELECT SUM(x * x) FROM UNNEST(embedding) AS x)) AS norm,
     category IN (SELECT tag FROM {{ dataset }}.taxonomy WHERE dimension = 'category') AS known_category
   FROM {{ dataset }}.v_vector_log_latest

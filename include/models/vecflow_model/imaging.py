@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,7 +22,8 @@ def decode(data: bytes) -> Image.Image:
         image.load()
         return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(str(exc) or type(exc).__name__) from None
+        # drop object reprs (memory addresses) so the same bad file gives the same reject detail
+        raise DecodeError(re.sub(r"\s*<[^>]*>", "", str(exc)) or type(exc).__name__) from None
 
 
 def content_md5(data: bytes) -> str:

@@ -1,0 +1,60 @@
+# vecflow: `make run` runs the pipeline on embedded defaults, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export VECFLOW_HOME ?= $(CURDIR)/.data
+export PYTHONPATH := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+SEED ?= 7
+DAYS ?= 181
+IMAGES_PER_DAY ?= 40
+START_DATE ?= 2026-01-01
+TRENDS ?= include/trends/default.json
+CATALOG_ARGS = --seed $(SEED) --days $(DAYS) --images-per-day $(IMAGES_PER_DAY) --start-date $(START_DATE) --trends $(TRENDS)
+
+.PHONY: setup run test airflow bench catalog clean
+
+# The venv is rebuilt only when requirements.txt changes. torch goes first: it is the CPU build
+# on disk, and installing it first stops anything from pulling a multi-GB CUDA build.
+$(STAMP): requirements.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$$(grep -E '^torch==' requirements.txt)"
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
+
+setup: $(STAMP) $(FASHION_MNIST)
+
+catalog: setup
+	$(VENV)/bin/python -m vecflow.cli generate-catalog $(CATALOG_ARGS)
+
+run: setup
+	$(VENV)/bin/python -m vecflow.cli run $(CATALOG_ARGS)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: setup
+	$(VENV)/bin/python bench/embed_throughput.py
+
+# Airflow UI on http://127.0.0.1:8080 with these DAGs (login printed by standalone). Runs in its own
+# process group so Ctrl-C stops every child it started.
+airflow: setup
+	mkdir -p $(VECFLOW_HOME)/airflow
+	AIRFLOW_HOME=$(VECFLOW_HOME)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__PARALLELISM=4 \
+	AIRFLOW__API__HOST=127.0.0.1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	setsid $(VENV)/bin/airflow standalone & pgid=$$!; trap 'kill -TERM -- -$$pgid' INT TERM; wait $$pgid
+
+clean:
+	rm -rf $(VECFLOW_HOME)

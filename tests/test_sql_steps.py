@@ -1,0 +1,180 @@
+"""Every warehouse SQL step on small hand-made tables, with exact expected outputs."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from vecflow.clean import clean_partition
+from vecflow.embed.load import VECTOR_COLUMNS
+from vecflow.funnel import FunnelError, check_funnel, record_funnel
+from vecflow.index.build import build_day_indexes
+from vecflow.tags import compute_trends, tag_partition
+
+D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)
+
+
+def unit(seed: int, dim: int = 256) -> list[float]:
+    v = np.random.default_rng(seed).normal(size=dim)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def row(image_id, day, md5=None, category="dress", color="red", pattern="solid", embedding=None,
+        run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1"):
+    embedding = unit(hash(image_id) % 10_000) if embedding is None else embedding
+    return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": 0, "source": "shop_a",
+            "listed_date": day, "category": category, "model_version": model_version, "dim": len(embedding),
+            "embedding": embedding, "color": color, "color_confidence": 0.9, "pattern": pattern,
+            "pattern_confidence": 0.8, "run_id": run_id, "shard_id": shard_id, "attempt": attempt,
+            "embedded_at": pd.Timestamp(at)}
+
+
+def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
+    table = pa.Table.from_pandas(pd.DataFrame(rows)[VECTOR_COLUMNS], preserve_index=False)
+    warehouse.run("append_shard", rows=table, names={"columns": VECTOR_COLUMNS}, run_date=day, run_id=run_id,
+                  shard_id=shard_id, attempt=attempt)
+
+
+def catalog(warehouse, day, ids, category="dress"):
+    frame = pd.DataFrame({"image_id": ids, "uri": [f"{i}.jpg" for i in ids], "source": "shop_a",
+                          "listed_date": day, "category": category, "run_id": "run-1",
+                          "loaded_at": pd.Timestamp("2026-05-01", tz="UTC")})
+    warehouse.run("replace_partition", rows=frame, names={
+        "table": "catalog", "partition_column": "listed_date", "columns": list(frame.columns)}, partition_value=day)
+
+
+def by_id(frame: pd.DataFrame, column: str) -> dict:
+    return dict(zip(frame["image_id"], frame[column]))
+
+
+def test_validate_rejects_each_bad_vector_with_its_reason(warehouse):
+    load(warehouse, [
+        row("ok", D1),
+        row("short", D1, embedding=unit(1, 128)),
+        row("nan", D1, embedding=[math.nan] + unit(2)[1:]),
+        row("zero", D1, embedding=[0.0] * 256),
+        row("big", D1, embedding=[x * 3 for x in unit(3)]),
+        row("alien", D1, category="spaceship"),
+        row("nomodel", D1, model_version=None),
+    ], D1)
+    clean_partition(warehouse, D1, "run-1")
+    rejects = warehouse.table("rejects")
+    assert by_id(rejects, "reason") == {
+        "short": "wrong_dim", "nan": "non_finite", "zero": "zero_norm", "big": "bad_norm",
+        "alien": "unknown_category", "nomodel": "missing_model_version"}
+    assert set(rejects["stage"]) == {"validate"}
+    assert warehouse.table("vectors_clean")["image_id"].tolist() == ["ok"]
+
+
+def test_exact_dedup_within_day_and_against_earlier_days(warehouse):
+    load(warehouse, [row("a1", D1, md5="A"), row("b1", D1, md5="B"), row("a2", D1, md5="A")], D1)
+    clean_partition(warehouse, D1, "run-1")
+    load(warehouse, [row("a3", D2, md5="A"), row("c1", D2, md5="C"), row("b2", D2, md5="B"),
+                     row("c0", D2, md5="C")], D2)
+    clean_partition(warehouse, D2, "run-1")
+    dedup = warehouse.table("dedup_map")
+    assert by_id(dedup, "canonical_image_id") == {"a2": "a1", "a3": "a1", "b2": "b1", "c1": "c0"}
+    assert set(dedup["reason"]) == {"md5"}
+    clean = warehouse.table("vectors_clean")
+    assert sorted(clean["image_id"]) == ["a1", "b1", "c0"]
+
+
+def test_latest_attempt_and_latest_run_win(warehouse):
+    load(warehouse, [row("x", D1, attempt=1, color="red")], D1, attempt=1)
+    load(warehouse, [row("x", D1, attempt=2, color="blue")], D1, attempt=2)
+    load(warehouse, [row("x", D1, attempt=2, color="blue")], D1, attempt=2)  # the same load retried
+    assert len(warehouse.table("vector_log")) == 2
+    clean_partition(warehouse, D1, "run-1")
+    assert warehouse.table("vectors_clean")["color"].tolist() == ["blue"]
+    load(warehouse, [row("x", D1, run_id="run-2", color="green", at="2026-05-02T00:00:00Z")], D1, run_id="run-2")
+    clean_partition(warehouse, D1, "run-2")
+    clean = warehouse.table("vectors_clean")
+    assert clean["color"].tolist() == ["green"] and clean["run_id"].tolist() == ["run-2"]
+
+
+def test_clean_is_idempotent(warehouse):
+    load(warehouse, [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256)], D1)
+    snapshots = []
+    for _ in range(2):
+        clean_partition(warehouse, D1, "run-1")
+        snapshots.append({t: warehouse.table(t).sort_values("image_id").to_csv(index=False)
+                          for t in ("vectors_clean", "dedup_map", "rejects")})
+    assert snapshots[0] == snapshots[1]
+
+
+def test_image_tags_and_unknown_tags_become_rejects(warehouse):
+    load(warehouse, [row("i1", D1, color="red", pattern="striped", category="coat"),
+                     row("i2", D1, color="mauve", pattern="solid", category="bag")], D1)
+    clean_partition(warehouse, D1, "run-1")
+    tag_partition(warehouse, D1, "run-1")
+    tags = warehouse.table("image_tags")
+    got = set(zip(tags["image_id"], tags["dimension"], tags["tag"], tags["tag_source"]))
+    assert got == {
+        ("i1", "category", "coat", "catalog"), ("i1", "color", "red", "pixels"),
+        ("i1", "pattern", "striped", "pixels"), ("i1", "style", "outerwear", "derived"),
+        ("i2", "category", "bag", "catalog"), ("i2", "pattern", "solid", "pixels"),
+        ("i2", "style", "accessory", "derived")}
+    rejects = warehouse.table("rejects")
+    assert rejects[["image_id", "stage", "reason", "detail"]].values.tolist() == [
+        ["i2", "tags", "unknown_tag", "color=mauve"]]
+
+
+def test_tag_trends_exact_shares_changes_and_directions(warehouse):
+    q1 = [row(f"q1-{i}", D1, pattern="striped" if i < 1 else "solid") for i in range(4)]   # striped 1/4
+    q2 = [row(f"q2-{i}", D2, pattern="striped" if i < 3 else "solid") for i in range(5)]   # striped 3/5
+    for day, rows in ((D1, q1), (D2, q2)):
+        load(warehouse, rows, day)
+        clean_partition(warehouse, day, "run-1")
+        tag_partition(warehouse, day, "run-1")
+    movers = compute_trends(warehouse, flat_threshold=0.02)
+    trends = warehouse.table("tag_trends").set_index(["quarter", "dimension", "tag"])
+    striped = trends.loc[("2026-Q2", "pattern", "striped")]
+    assert striped["tag_count"] == 3 and striped["dimension_total"] == 5
+    assert striped["share"] == pytest.approx(0.6)
+    assert striped["previous_share"] == pytest.approx(0.25)
+    assert striped["share_change"] == pytest.approx(0.35)
+    assert striped["direction"] == "rising"
+    assert trends.loc[("2026-Q2", "pattern", "solid"), "direction"] == "falling"
+    assert trends.loc[("2026-Q2", "pattern", "dotted"), "direction"] == "flat"  # 0 -> 0
+    assert trends.loc[("2026-Q1", "pattern", "striped"), "direction"] == "new"
+    assert trends.loc[("2026-Q2", "color", "red"), "share"] == pytest.approx(1.0)
+    assert movers.iloc[0]["tag"] in {"striped", "solid"} and set(movers["direction"]) == {"rising", "falling"}
+    latest = warehouse.query("select_table", names={"table": "v_tag_trends_latest"})
+    assert set(latest["quarter"]) == {"2026-Q2"}
+
+
+def test_funnel_balances_and_catches_silent_loss(warehouse):
+    from vecflow.embed.plan import record_funnel as record_catalog_funnel
+
+    ids = ["a1", "a2", "bad", "ok"]
+    catalog(warehouse, D1, ids + ["corrupt"])
+    record_catalog_funnel(warehouse, "catalog", D1, "run-1", warehouse.table("catalog"),
+                          warehouse.table("catalog"), pd.DataFrame(columns=["reason", "category"]))
+    warehouse.run("replace_partition", rows=pd.DataFrame([{
+        "image_id": "corrupt", "listed_date": D1, "stage": "embed", "reason": "corrupt", "detail": "",
+        "category": "dress", "run_id": "run-1"}]), names={
+        "table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
+        "columns": ["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"]},
+        partition_value=D1, stage="embed")
+    load(warehouse, [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256),
+                     row("ok", D1)], D1)
+    clean_partition(warehouse, D1, "run-1")
+    tag_partition(warehouse, D1, "run-1")
+    build_day_indexes(warehouse.path.parent / "index", warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
+    record_funnel(warehouse, D1, "run-1", "m1")
+    check_funnel(warehouse, D1)
+    funnel = warehouse.table("funnel_metrics").set_index(["stage", "metric"])["value"].to_dict()
+    assert funnel[("embed", "in")] == 5 and funnel[("embed", "dropped.corrupt")] == 1
+    assert funnel[("validate", "dropped.zero_norm")] == 1 and funnel[("dedup", "dropped.md5")] == 1
+    assert funnel[("index", "out")] == 2 and funnel[("tags", "out")] == 8
+
+    # a stage that loses a row without recording why
+    with warehouse.connect() as con:
+        con.execute("DELETE FROM vecflow.vectors_clean WHERE image_id = 'ok'")
+    record_funnel(warehouse, D1, "run-1", "m1")
+    with pytest.raises(FunnelError, match="dedup / dress: in != out"):
+        check_funnel(warehouse, D1)
