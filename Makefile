@@ -25,7 +25,6 @@ CATALOG_ARGS = --seed $(SEED) --days $(DAYS) --images-per-day $(IMAGES_PER_DAY) 
 $(STAMP): requirements.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$$(grep -E '^torch==' requirements.txt)"
 	$(VENV)/bin/pip install -q -r requirements.txt
 	touch $@

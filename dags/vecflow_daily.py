@@ -11,16 +11,13 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
 from vecflow.assets import DAY_INDEXES, IMAGE_TAGS, VECTORS_CLEAN
-from vecflow.dag_defaults import DEFAULT_ARGS, START_DATE
+from vecflow.dag_defaults import DAG_KWARGS
 
 
 @dag(
     dag_id="vecflow_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_KWARGS,
     tags=["vecflow", "daily"],
     doc_md=__doc__,
 )

@@ -4,16 +4,13 @@ from __future__ import annotations
 from airflow.sdk import dag, get_current_context, task
 
 from vecflow.assets import IMAGE_TAGS
-from vecflow.dag_defaults import DEFAULT_ARGS, START_DATE
+from vecflow.dag_defaults import DAG_KWARGS
 
 
 @dag(
     dag_id="vecflow_trends",
     schedule=[IMAGE_TAGS],
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    **DAG_KWARGS,
     tags=["vecflow", "trends"],
     doc_md=__doc__,
 )

@@ -4,6 +4,7 @@ Everything a run writes lies under VECFLOW_HOME (default `.data/` in the reposit
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,16 @@ DEFAULT_TREND_SPEC = INCLUDE_DIR / "trends" / "default.json"
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
+
+
+def read_json(path: Path, what: str):
+    """A JSON config file, or a ConfigError that names the file and what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -85,6 +96,6 @@ def settings() -> Settings:
         embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 64),
         embed_runner=runner,
         model_version=os.environ.get("VECFLOW_MODEL_VERSION", "randconv-v1"),
-        trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.02),
+        trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
     )

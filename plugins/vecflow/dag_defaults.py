@@ -10,3 +10,11 @@ DEFAULT_ARGS = {
     "retry_delay": dt.timedelta(seconds=int(os.environ.get("VECFLOW_RETRY_DELAY_SECONDS", "300"))),
     "retry_exponential_backoff": True,
 }
+
+# Keyword arguments of every vecflow @dag: one run at a time, no implicit catchup (backfills are explicit).
+DAG_KWARGS = {
+    "start_date": START_DATE,
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+}

@@ -25,6 +25,21 @@ def planted_trend_check(truth_dir: Path, trends: pd.DataFrame) -> list[dict]:
     return checks
 
 
+def trend_agreement(truth_dir: Path, trends: pd.DataFrame, flat_threshold: float) -> dict:
+    """Direction of every tag in every quarter after the first, from the planted truth (same
+    threshold) against what tag_trends found."""
+    truth = pd.read_csv(truth_dir / "tag_shares.csv").dropna(subset=["change"])
+    truth["expected"] = truth["change"].map(
+        lambda c: "rising" if c > flat_threshold else "falling" if c < -flat_threshold else "flat")
+    merged = truth.merge(trends[["quarter", "dimension", "tag", "direction", "share"]],
+                         on=["quarter", "dimension", "tag"], how="left", suffixes=("_truth", ""))
+    wrong = merged[merged["expected"] != merged["direction"]]
+    return {"tags_compared": len(merged), "same_direction": int(len(merged) - len(wrong)),
+            "different": [{"quarter": r.quarter, "dimension": r.dimension, "tag": r.tag,
+                           "expected": r.expected, "found": r.direction,
+                           "true_change": round(float(r.change), 4)} for r in wrong.itertuples()]}
+
+
 def duplicate_check(truth_dir: Path, dedup_map: pd.DataFrame) -> dict:
     truth = pd.read_csv(truth_dir / "duplicates.csv")
     exact = set(truth.loc[truth["kind"] == "exact", "image_id"])
@@ -51,6 +66,7 @@ def build_summary(settings, warehouse) -> dict:
         "rejects_by_reason": by_kind.get("rejects", {}),
         "index_vectors_by_category": by_kind.get("index_vectors", {}),
         "index_files_by_category": by_kind.get("index_files", {}),
+        "index_bytes": sum(f.stat().st_size for f in settings.index_dir.rglob("*") if f.is_file()),
         "quarters": sorted(trends["quarter"].unique().tolist()),
         "trend_movers_latest_quarter": [
             {"dimension": r.dimension, "tag": r.tag, "from": round(float(r.previous_share), 4),
@@ -60,6 +76,7 @@ def build_summary(settings, warehouse) -> dict:
     truth_dir = settings.catalog_dir / "truth"
     if (truth_dir / "params.json").exists():
         summary["planted_trends"] = planted_trend_check(truth_dir, trends)
+        summary["trend_agreement"] = trend_agreement(truth_dir, trends, settings.trend_flat_threshold)
         summary["planted_duplicates"] = duplicate_check(truth_dir, warehouse.table("dedup_map"))
     return summary
 
@@ -85,7 +102,7 @@ def format_summary(summary: dict) -> str:
         f"  tags written          {summary['tags_written']}  on {summary['images_tagged']} images",
         f"  quarters              {', '.join(summary['quarters'])}",
         f"  index vectors         {sum(summary['index_vectors_by_category'].values())} in "
-        f"{sum(summary['index_files_by_category'].values())} day indexes",
+        f"{sum(summary['index_files_by_category'].values())} day indexes ({summary['index_bytes'] / 1e6:.1f} MB)",
         "  trend movers (latest quarter vs previous):",
     ]
     lines += [f"    {m['direction']:8s} {m['dimension']}={m['tag']}: {m['from']:.3f} -> {m['to']:.3f}"
@@ -93,6 +110,12 @@ def format_summary(summary: dict) -> str:
     for check in summary.get("planted_trends", []):
         lines.append(f"  planted {check['dimension']}={check['tag']} {check['expected']}: "
                      f"{'FOUND' if check['ok'] else 'NOT FOUND'} {check['found_by_quarter']}")
+    if "trend_agreement" in summary:
+        agreement = summary["trend_agreement"]
+        lines.append(f"  trend directions      {agreement['same_direction']}/{agreement['tags_compared']} "
+                     "tags x quarters as planted")
+        lines += [f"    differs: {d['quarter']} {d['dimension']}={d['tag']} planted {d['expected']} "
+                  f"(true change {d['true_change']:+.3f}), found {d['found']}" for d in agreement["different"]]
     if "planted_duplicates" in summary:
         lines.append(f"  planted duplicates    {summary['planted_duplicates']}")
     return "\n".join(lines)

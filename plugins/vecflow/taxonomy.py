@@ -1,12 +1,11 @@
 """The tag taxonomy (include/taxonomy.json): dimensions -> tags, with display names."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from vecflow.config import TAXONOMY_PATH, ConfigError
+from vecflow.config import TAXONOMY_PATH, ConfigError, read_json
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,7 @@ class Taxonomy:
 
 @lru_cache(maxsize=4)
 def load_taxonomy(path: Path = TAXONOMY_PATH) -> Taxonomy:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"taxonomy file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"taxonomy file {path} is not valid JSON: {exc}") from None
+    raw = read_json(path, "taxonomy file")
     dims = raw.get("dimensions")
     if not isinstance(dims, dict) or not dims:
         raise ConfigError(f"taxonomy file {path}: 'dimensions' must be a non-empty object")

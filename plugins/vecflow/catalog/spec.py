@@ -1,11 +1,10 @@
 """Trend spec: which tag shares move across the date range, and how much to plant."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vecflow.config import ConfigError
+from vecflow.config import ConfigError, read_json
 from vecflow.taxonomy import Taxonomy
 
 GENERATED_DIMENSIONS = ("category", "color", "pattern")
@@ -88,13 +87,7 @@ def parse_trend_spec(raw: dict, taxonomy: Taxonomy, source: str = "trend spec") 
 
 
 def load_trend_spec(path: Path, taxonomy: Taxonomy) -> TrendSpec:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"trend spec {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"trend spec {path} is not valid JSON: {exc}") from None
-    return parse_trend_spec(raw, taxonomy, source=f"trend spec {path}")
+    return parse_trend_spec(read_json(path, "trend spec"), taxonomy, source=f"trend spec {path}")
 
 
 def daily_shares(spec: TrendSpec, taxonomy: Taxonomy, dimension: str, days: int) -> tuple[list[str], "np.ndarray"]:
