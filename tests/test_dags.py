@@ -36,7 +36,7 @@ def test_every_dag_has_owner_tags_and_retries(dagbag):
 def test_daily_dag_uses_a_data_interval_timetable(dagbag):
     from airflow.sdk import CronDataIntervalTimetable
 
-    dag = dagbag.get_dag("vecflow_daily")
+    dag = dagbag.dags["vecflow_daily"]
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.max_active_runs == 1 and dag.catchup is False
 
