@@ -1,0 +1,52 @@
+"""The planted trends of the default spec come out of tag_trends with the right direction.
+
+Runs every stage's task function for 120 partitions spanning two quarters (without the Airflow
+scheduler loop, which test_e2e covers), then compares with the generator's truth."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from vecflow import tasks
+from vecflow.cli import generate_catalog
+from vecflow.config import DEFAULT_TREND_SPEC
+
+START, DAYS = dt.date(2026, 2, 15), 120
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    import os
+
+    os.environ["VECFLOW_HOME"] = str(tmp_path_factory.mktemp("trends"))
+    generate_catalog(argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=8,
+                                        trends=DEFAULT_TREND_SPEC))
+    for i in range(DAYS):
+        start = dt.datetime.combine(START + dt.timedelta(days=i), dt.time(), tzinfo=dt.timezone.utc)
+        context = {"data_interval_start": start, "run_id": f"test__{start:%Y%m%d}",
+                   "ti": SimpleNamespace(try_number=1)}
+        shards = [tasks.embed(shard, context) for shard in tasks.plan(context)]
+        tasks.load(shards, context)
+        tasks.clean(context)
+        tasks.tag(context)
+        tasks.index(context)
+        tasks.funnel(context)
+    tasks.trends({})
+    return tasks.summary({})
+
+
+def test_planted_trends_found_with_their_direction(summary):
+    found = {(c["dimension"], c["tag"]): c for c in summary["planted_trends"]}
+    assert found[("pattern", "striped")]["found_by_quarter"] == {"2026-Q2": "rising"}
+    assert found[("color", "red")]["found_by_quarter"] == {"2026-Q2": "falling"}
+    assert all(c["ok"] for c in summary["planted_trends"])
+
+
+def test_every_tag_moves_as_planted(summary):
+    agreement = summary["trend_agreement"]
+    assert agreement["tags_compared"] == 27  # (10 categories + 8 colours + 4 patterns + 5 styles) x 1 quarter
+    assert agreement["different"] == [], json.dumps(agreement["different"], indent=1)
