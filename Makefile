@@ -44,7 +44,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: setup
-	$(VENV)/bin/python bench/embed_throughput.py
+	$(VENV)/bin/python bench/embed.py --mode cpu
 
 # Airflow UI on http://127.0.0.1:8080 with these DAGs (login printed by standalone). Runs in its own
 # process group so Ctrl-C stops every child it started.

@@ -11,6 +11,7 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
 from vecflow.assets import DAY_INDEXES, IMAGE_TAGS, VECTORS_CLEAN
+from vecflow.config import embed_backend
 from vecflow.dag_defaults import DAG_KWARGS
 
 
@@ -31,14 +32,23 @@ def vecflow_daily():
             return tasks.plan(get_current_context())
 
         @task(max_active_tis_per_dagrun=2)
-        def embed_shard(shard: dict) -> dict:
-            return tasks.embed(shard, get_current_context())
+        def embed_shard(shard: dict) -> None:
+            tasks.embed(shard, get_current_context())
 
         @task
         def load_vector_log(shards: list[dict]) -> dict:
             return tasks.load(shards, get_current_context())
 
-        return load_vector_log(embed_shard.expand(shard=plan_shards()))
+        shards = plan_shards()
+        if embed_backend() == "kubernetes":
+            from vecflow.embed.pods import embed_pod_partial, pod_arguments
+
+            embedded = embed_pod_partial().expand(arguments=shards.map(pod_arguments))
+        else:
+            embedded = embed_shard.expand(shard=shards)
+        loaded = load_vector_log(shards)
+        embedded >> loaded
+        return loaded
 
     @task(outlets=[VECTORS_CLEAN])
     def clean() -> None:

@@ -27,7 +27,8 @@ def row(image_id, day, md5=None, category="dress", color="red", pattern="solid",
         run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1"):
     embedding = unit(hash(image_id) % 10_000) if embedding is None else embedding
     return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": 0, "source": "shop_a",
-            "listed_date": day, "category": category, "model_version": model_version, "dim": len(embedding),
+            "listed_date": day, "catalog_category": category, "category": category, "category_confidence": 0.95,
+            "model_version": model_version, "dim": len(embedding),
             "embedding": embedding, "color": color, "color_confidence": 0.9, "pattern": pattern,
             "pattern_confidence": 0.8, "run_id": run_id, "shard_id": shard_id, "attempt": attempt,
             "embedded_at": pd.Timestamp(at)}
@@ -114,9 +115,9 @@ def test_image_tags_and_unknown_tags_become_rejects(warehouse):
     tags = warehouse.table("image_tags")
     got = set(zip(tags["image_id"], tags["dimension"], tags["tag"], tags["tag_source"]))
     assert got == {
-        ("i1", "category", "coat", "catalog"), ("i1", "color", "red", "pixels"),
+        ("i1", "category", "coat", "model"), ("i1", "color", "red", "pixels"),
         ("i1", "pattern", "striped", "pixels"), ("i1", "style", "outerwear", "derived"),
-        ("i2", "category", "bag", "catalog"), ("i2", "pattern", "solid", "pixels"),
+        ("i2", "category", "bag", "model"), ("i2", "pattern", "solid", "pixels"),
         ("i2", "style", "accessory", "derived")}
     rejects = warehouse.table("rejects")
     assert rejects[["image_id", "stage", "reason", "detail"]].values.tolist() == [

@@ -29,7 +29,9 @@ def summary(tmp_path_factory):
         start = dt.datetime.combine(START + dt.timedelta(days=i), dt.time(), tzinfo=dt.timezone.utc)
         context = {"data_interval_start": start, "run_id": f"test__{start:%Y%m%d}",
                    "ti": SimpleNamespace(try_number=1)}
-        shards = [tasks.embed(shard, context) for shard in tasks.plan(context)]
+        shards = tasks.plan(context)
+        for shard in shards:
+            tasks.embed(shard, context)
         tasks.load(shards, context)
         tasks.clean(context)
         tasks.tag(context)

@@ -1,10 +1,12 @@
 -- Funnel of one partition: for every stage and category, what came in, went out and was dropped
 -- (by reason). "in" and "out" are counted from different tables, so a stage that loses rows
 -- without a reject shows up as in != out + dropped. The catalog stage is written by the plan task.
+-- Up to embed, category is the catalog's; from validate on it is the model's prediction.
 DELETE FROM {{ dataset }}.funnel_metrics WHERE partition_date = @run_date AND stage != 'catalog';
 INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metric, value, run_id, recorded_at)
 WITH latest AS (
-  SELECT image_id, COALESCE(category, 'unknown') AS category
+  SELECT image_id, COALESCE(category, 'unknown') AS category,
+         COALESCE(catalog_category, 'unknown') AS catalog_category
   FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date
 ),
 validate_rejects AS (
@@ -17,7 +19,7 @@ counts AS (
   SELECT 'embed' AS stage, COALESCE(category, 'unknown') AS category, 'in' AS metric, COUNT(*) AS value
   FROM {{ dataset }}.catalog WHERE listed_date = @run_date GROUP BY 2
   UNION ALL
-  SELECT 'embed', category, 'out', COUNT(*) FROM latest GROUP BY 2
+  SELECT 'embed', catalog_category, 'out', COUNT(*) FROM latest GROUP BY 2
   UNION ALL
   SELECT stage, COALESCE(category, 'unknown'), CONCAT('dropped.', reason), COUNT(*)
   FROM {{ dataset }}.rejects

@@ -1,5 +1,6 @@
 -- Stages of a partition where in != out + dropped, or where a stage's output is not the next
--- stage's input. An empty result means the funnel balances.
+-- stage's input (compared in total: the category key changes from the catalog's to the model's).
+-- An empty result means the funnel balances.
 WITH pivot AS (
   SELECT stage, category,
     SUM(IF(metric = 'in', value, 0)) AS in_rows,
@@ -16,12 +17,12 @@ links AS (
   SELECT 'dedup', 'index'
 ),
 link_counts AS (
-  SELECT l.from_stage, l.to_stage, p.category,
+  SELECT l.from_stage, l.to_stage, 'all' AS category,
     SUM(IF(p.stage = l.from_stage, p.out_rows, 0)) AS out_rows,
     SUM(IF(p.stage = l.to_stage, p.in_rows, 0)) AS next_in_rows
   FROM links AS l
   JOIN pivot AS p ON p.stage IN (l.from_stage, l.to_stage)
-  GROUP BY l.from_stage, l.to_stage, p.category
+  GROUP BY l.from_stage, l.to_stage
 )
 SELECT stage, category, 'in != out + dropped' AS problem, in_rows, out_rows, dropped_rows
 FROM pivot

@@ -4,7 +4,7 @@ DELETE FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'tag
 CREATE TEMP TABLE candidate_tags AS
 WITH direct AS (
   SELECT image_id, listed_date, category AS image_category, 'category' AS dimension, category AS tag,
-         1.0 AS confidence, 'catalog' AS tag_source
+         category_confidence AS confidence, 'model' AS tag_source
   FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
   UNION ALL
   SELECT image_id, listed_date, category, 'color', color, color_confidence, 'pixels'

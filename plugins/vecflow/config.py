@@ -60,7 +60,10 @@ class Settings:
     shard_size: int
     embed_batch_size: int
     embed_runner: str
+    embed_backend: str
+    embed_workers: int
     model_version: str
+    model_registry: Path
     trend_flat_threshold: float
     index_factory: str
 
@@ -85,17 +88,30 @@ class Settings:
         return self.home / "reports"
 
 
+def embed_backend() -> str:
+    """Where shards are embedded: 'local' (a process on this worker) or 'kubernetes' (GPU pods).
+    Read at DAG parse time, since it decides the DAG's shape."""
+    backend = os.environ.get("VECFLOW_EMBED_BACKEND", "local")
+    if backend not in ("local", "kubernetes"):
+        raise ConfigError(f"VECFLOW_EMBED_BACKEND={backend!r} must be 'local' or 'kubernetes'")
+    return backend
+
+
 def settings() -> Settings:
     home = Path(os.environ.get("VECFLOW_HOME") or REPO_ROOT / ".data").resolve()
     runner = os.environ.get("VECFLOW_EMBED_RUNNER", "inprocess")
     if runner not in ("inprocess", "subprocess"):
         raise ConfigError(f"VECFLOW_EMBED_RUNNER={runner!r} must be 'inprocess' or 'subprocess'")
+    backend = embed_backend()
     return Settings(
         home=home,
         shard_size=_env_int("VECFLOW_SHARD_SIZE", 5000),
-        embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 64),
+        embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 256),
         embed_runner=runner,
-        model_version=os.environ.get("VECFLOW_MODEL_VERSION", "randconv-v1"),
+        embed_backend=backend,
+        embed_workers=_env_int("VECFLOW_EMBED_WORKERS", 0, minimum=0),
+        model_version=os.environ.get("VECFLOW_MODEL_VERSION", "garment-arcface-v1"),
+        model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),
         trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
     )

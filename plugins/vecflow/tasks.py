@@ -25,19 +25,21 @@ def _env():
 
 
 def plan(context) -> list[dict]:
+    from airflow.configuration import conf
+
     from vecflow.embed.plan import plan_shards
 
     s, warehouse, bootstrap = _env()
     bootstrap(warehouse)
     run_date, run_id = _partition(context)
-    return plan_shards(s, warehouse, run_date, run_id)
+    return plan_shards(s, warehouse, run_date, run_id, max_shards=conf.getint("core", "max_map_length"))
 
 
-def embed(shard: dict, context) -> dict:
+def embed(shard: dict, context) -> None:
     from vecflow.config import settings
     from vecflow.embed.runner import run_shard
 
-    return run_shard(shard, settings(), attempt=context["ti"].try_number)
+    run_shard(shard, settings(), attempt=context["ti"].try_number)
 
 
 def load(shards, context) -> dict:

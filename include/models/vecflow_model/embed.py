@@ -1,14 +1,21 @@
 """Embed one shard: `python -m vecflow_model.embed --manifest SHARD.parquet --output OUT.parquet ...`
 
-Reads a shard manifest (image_id, uri, source, listed_date, category), decodes every image,
-and writes one parquet file with a row per image: fingerprints, the vector, colour and pattern tags
-and, for images that could not be used, reject_reason instead of a vector. The output is written to
-a temporary name and renamed, so a killed job never leaves a partial file. Exit status is non-zero
-only for fatal errors (bad arguments, unreadable manifest, unknown model); a bad image is a row.
+The container contract of the embedding job, the same on a GPU pod and as a local process. Reads
+a shard manifest (image_id, uri, source, listed_date, category), decodes and preprocesses images in
+DataLoader workers, embeds them under torch.inference_mode (AMP and channels_last on CUDA,
+optionally torch.compile) and writes one parquet file with a row per image: fingerprints, the
+vector, the predicted category, colour and pattern tags, and for an image that could not be used
+a reject_reason instead of a vector. The file is written under a temporary name and renamed, so a
+killed job never leaves a partial output. Exit status is non-zero only for fatal errors (bad
+arguments, unreadable manifest, unknown model or wrong md5); a bad image is a row.
+
+RUN_ID, MODEL_VERSION, SHARD_ID and ATTEMPT in the environment stand in for the matching
+arguments (how the Kubernetes pod passes them).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -22,16 +29,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64
-from vecflow_model.model import INPUT_SIZE, load_model
 from vecflow_model.pixel_tags import PixelTagger
+from vecflow_model.preprocess import background_distance, model_input
+from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
 
 log = logging.getLogger("vecflow_model.embed")
 
 OUTPUT_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("source", pa.string()), ("listed_date", pa.date32()),
-    ("category", pa.string()), ("content_md5", pa.string()), ("dhash", pa.int64()),
+    ("catalog_category", pa.string()), ("category", pa.string()), ("category_confidence", pa.float64()),
+    ("content_md5", pa.string()), ("dhash", pa.int64()),
     ("model_version", pa.string()), ("dim", pa.int32()), ("embedding", pa.list_(pa.float64())),
     ("color", pa.string()), ("color_confidence", pa.float64()),
     ("pattern", pa.string()), ("pattern_confidence", pa.float64()),
@@ -39,21 +49,33 @@ OUTPUT_SCHEMA = pa.schema([
     ("embedded_at", pa.timestamp("us", tz="UTC")),
     ("reject_reason", pa.string()), ("reject_detail", pa.string()),
 ])
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m vecflow_model.embed", description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True, type=Path, help="shard manifest (parquet)")
     p.add_argument("--catalog-root", required=True, type=Path, help="base for relative image URIs")
     p.add_argument("--output", required=True, type=Path, help="output parquet file")
     p.add_argument("--taxonomy", required=True, type=Path, help="taxonomy.json (palette and patterns)")
-    p.add_argument("--model-version", required=True)
-    p.add_argument("--run-id", required=True)
-    p.add_argument("--shard-id", required=True, type=int)
-    p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--model-version", default=env("MODEL_VERSION"), help="model in the registry [MODEL_VERSION]")
+    p.add_argument("--registry", type=Path, default=Path(env("VECFLOW_MODEL_REGISTRY") or DEFAULT_REGISTRY))
+    p.add_argument("--run-id", default=env("RUN_ID"), help="[RUN_ID]")
+    p.add_argument("--shard-id", type=int, default=env("SHARD_ID"), help="[SHARD_ID]")
+    p.add_argument("--attempt", type=int, default=int(env("ATTEMPT") or 1), help="[ATTEMPT]")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=64)
-    return p.parse_args(argv)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
+                   help="mixed precision on CUDA (auto = bf16); ignored on CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    args = p.parse_args(argv)
+    for name in ("model_version", "run_id", "shard_id"):
+        if getattr(args, name) in (None, ""):
+            p.error(f"--{name.replace('_', '-')} (or {name.upper()}) is required")
+    return args
 
 
 def _resolve(uri: str, root: Path) -> Path:
@@ -63,79 +85,110 @@ def _resolve(uri: str, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def _read_image(uri: str, root: Path) -> tuple[bytes | None, str | None, str | None]:
-    path = _resolve(uri, root)
-    try:
-        return path.read_bytes(), None, None
-    except FileNotFoundError:
-        return None, "missing", f"{path} does not exist"
-    except OSError as exc:
-        return None, "unreadable", f"{path}: {exc}"
+class ShardImages(Dataset):
+    """One manifest row -> (model input or None, output row). Runs in DataLoader workers."""
+
+    def __init__(self, rows: list[dict], catalog_root: Path, tagger: PixelTagger, input_kind: str, input_size: int):
+        self.rows, self.root, self.tagger = rows, catalog_root, tagger
+        self.input_kind, self.input_size = input_kind, input_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray | None, dict]:
+        item = self.rows[i]
+        row = {"image_id": item["image_id"], "source": item.get("source"), "listed_date": item.get("listed_date"),
+               "catalog_category": item.get("category"), "reject_reason": None, "reject_detail": None}
+        path = _resolve(item["uri"], self.root)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None, {**row, "reject_reason": "missing", "reject_detail": f"{path} does not exist"}
+        except OSError as exc:
+            return None, {**row, "reject_reason": "unreadable", "reject_detail": f"{path}: {exc}"}
+        row["content_md5"] = content_md5(data)
+        try:
+            image = decode(data)
+        except DecodeError as exc:
+            return None, {**row, "reject_reason": "corrupt", "reject_detail": f"cannot decode: {exc}"}
+        row["dhash"] = dhash64(image)
+        pixels = analysis_pixels(image)
+        distance = background_distance(pixels)
+        tags = self.tagger.tag(pixels, distance)
+        if tags["color"] is None:
+            return None, {**row, "reject_reason": "no_garment", "reject_detail": "no foreground pixels found"}
+        row.update(color=tags["color"].value, color_confidence=tags["color"].confidence,
+                   pattern=tags["pattern"].value, pattern_confidence=tags["pattern"].confidence)
+        if self.input_kind == "silhouette28":
+            return model_input(distance)[None], row
+        rgb = np.asarray(image.resize((self.input_size, self.input_size), Image.BILINEAR), dtype=np.float32) / 255.0
+        return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), row
+
+
+def collate(batch: list[tuple[np.ndarray | None, dict]]) -> tuple[torch.Tensor | None, list[dict], list[dict]]:
+    inputs = [x for x, _ in batch if x is not None]
+    embedded = [row for x, row in batch if x is not None]
+    rejected = [row for x, row in batch if x is None]
+    return (torch.from_numpy(np.stack(inputs)) if inputs else None), embedded, rejected
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def embed_shard(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     manifest = pq.read_table(args.manifest).to_pylist()
-    tagger = PixelTagger(json.loads(args.taxonomy.read_text()))
+    model = load_model(args.model_version, args.registry)
     device = torch.device(args.device)
-    model = load_model(args.model_version).to(device)
+    network = model.network.to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    now = dt.datetime.now(dt.timezone.utc)
+        network = network.to(memory_format=torch.channels_last)
+    if args.compile:
+        network = torch.compile(network)
+    tagger = PixelTagger(json.loads(args.taxonomy.read_text()))
+    loader = DataLoader(ShardImages(manifest, args.catalog_root, tagger, model.input_kind, model.input_size),
+                        batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda")
     base = {"model_version": args.model_version, "run_id": args.run_id, "shard_id": args.shard_id,
-            "attempt": args.attempt, "embedded_at": now}
-    rows, batch, batch_rows = [], [], []
-
-    def flush() -> None:
-        if not batch:
-            return
-        tensor = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0).to(device)
-        with torch.inference_mode():
-            vectors = model(tensor).double().cpu().numpy()
-        for row, vector in zip(batch_rows, vectors):
-            row["embedding"] = vector.tolist()
-            row["dim"] = len(vector)
-        batch.clear()
-        batch_rows.clear()
-
-    for i, item in enumerate(manifest, 1):
-        row = {**base, **{k: item.get(k) for k in ("image_id", "source", "listed_date", "category")},
-               "reject_reason": None, "reject_detail": None}
-        rows.append(row)
-        data, reason, detail = _read_image(item["uri"], args.catalog_root)
-        if data is None:
-            row.update(reject_reason=reason, reject_detail=detail)
-            continue
-        row["content_md5"] = content_md5(data)
-        try:
-            image = decode(data)
-        except DecodeError as exc:
-            row.update(reject_reason="corrupt", reject_detail=f"cannot decode: {exc}")
-            continue
-        row["dhash"] = dhash64(image)
-        tags = tagger.tag(analysis_pixels(image))
-        if tags["color"] is None:
-            row.update(reject_reason="no_garment", reject_detail="no foreground pixels found")
-            continue
-        row.update(color=tags["color"].value, color_confidence=tags["color"].confidence,
-                   pattern=tags["pattern"].value, pattern_confidence=tags["pattern"].confidence)
-        batch.append(np.asarray(image.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR), dtype=np.uint8))
-        batch_rows.append(row)
-        if len(batch) >= args.batch_size:
-            flush()
-        if i % 1000 == 0:
-            log.info("shard %s: %d/%d images, %.1f images/s", args.shard_id, i, len(manifest),
-                     i / (time.perf_counter() - started))
-    flush()
+            "attempt": args.attempt, "embedded_at": dt.datetime.now(dt.timezone.utc)}
+    rows: list[dict] = []
+    model_seconds = 0.0
+    with torch.inference_mode(), _autocast(device, args.amp):
+        for inputs, embedded, rejected in loader:
+            rows.extend({**base, **r} for r in rejected)
+            if inputs is not None:
+                tick = time.perf_counter()
+                inputs = inputs.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                vectors, probabilities = network(inputs)
+                vectors = vectors.float().cpu().numpy().astype(np.float64)
+                if probabilities is not None:
+                    confidence, label = probabilities.float().max(dim=1)
+                    categories = [model.categories[i] for i in label.cpu().tolist()]
+                    confidences = confidence.cpu().tolist()
+                else:  # a backbone without a category head: keep the catalog's category
+                    categories = [r["catalog_category"] for r in embedded]
+                    confidences = [None] * len(embedded)
+                model_seconds += time.perf_counter() - tick
+                for row, vector, category, conf in zip(embedded, vectors, categories, confidences):
+                    rows.append({**base, **row, "embedding": vector.tolist(), "dim": len(vector),
+                                 "category": category, "category_confidence": conf})
+            if len(rows) // 5000 != (len(rows) - len(embedded) - len(rejected)) // 5000:
+                log.info("shard %s: %d/%d images, %.1f images/s", args.shard_id, len(rows), len(manifest),
+                         len(rows) / (time.perf_counter() - started))
     table = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".{args.output.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, args.output)
     elapsed = time.perf_counter() - started
-    rejected = sum(r["reject_reason"] is not None for r in rows)
-    stats = {"shard_id": args.shard_id, "images": len(rows), "embedded": len(rows) - rejected,
-             "rejected": rejected, "seconds": round(elapsed, 3),
+    rejected_count = sum(r["reject_reason"] is not None for r in rows)
+    stats = {"shard_id": args.shard_id, "images": len(rows), "embedded": len(rows) - rejected_count,
+             "rejected": rejected_count, "seconds": round(elapsed, 3), "model_seconds": round(model_seconds, 3),
              "images_per_s": round(len(rows) / elapsed, 1) if elapsed else None, "output": str(args.output)}
     log.info("shard %s done: %s", args.shard_id, stats)
     return stats
@@ -146,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         embed_shard(args)
-    except (OSError, ValueError, pa.ArrowException) as exc:
+    except (OSError, ValueError, ModelRegistryError, pa.ArrowException) as exc:
         log.error("fatal: %s", exc)
         return 2
     return 0

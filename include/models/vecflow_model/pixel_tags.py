@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vecflow_model.imaging import ANALYSIS_SIZE
+from vecflow_model.preprocess import background_distance
 
 MASK_THRESHOLD = 40.0
 MIN_GARMENT_PIXELS = 300
@@ -54,12 +55,6 @@ class PixelTagger:
             for tag, info in dims["pattern"]["tags"].items() if "period_px" in info
         }
         self.plain_pattern = next(tag for tag, info in dims["pattern"]["tags"].items() if "period_px" not in info)
-
-    @staticmethod
-    def background_distance(pixels: np.ndarray) -> np.ndarray:
-        border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3),
-                                 pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)])
-        return np.abs(pixels - np.median(border, axis=0)).max(axis=2)
 
     def color(self, pixels: np.ndarray, distance: np.ndarray, mask: np.ndarray) -> Tag:
         # the garment's core: edge pixels are blended with the background and look desaturated
@@ -104,8 +99,9 @@ class PixelTagger:
         ring = np.concatenate([window[:3].ravel(), window[-3:].ravel(), window[3:-3, :3].ravel(), window[3:-3, -3:].ravel()])
         return float(peak / max(np.median(ring), 1e-9))
 
-    def tag(self, pixels: np.ndarray) -> dict[str, Tag | None]:
-        distance = self.background_distance(pixels)
+    def tag(self, pixels: np.ndarray, distance: np.ndarray | None = None) -> dict[str, Tag | None]:
+        """Tags of a (256, 256, 3) image; `distance` is its background_distance if already computed."""
+        distance = background_distance(pixels) if distance is None else distance
         mask = distance > MASK_THRESHOLD
         if mask.sum() < MIN_GARMENT_PIXELS:
             return {"color": None, "pattern": None}

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 VECTOR_COLUMNS = [
-    "image_id", "content_md5", "dhash", "source", "listed_date", "category", "model_version", "dim",
+    "image_id", "content_md5", "dhash", "source", "listed_date", "catalog_category", "category",
+    "category_confidence", "model_version", "dim",
     "embedding", "color", "color_confidence", "pattern", "pattern_confidence", "run_id", "shard_id",
     "attempt", "embedded_at",
 ]
@@ -30,15 +31,20 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict]) -
             raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} missing") from None
         if table.num_rows and set(pc.unique(table["run_id"]).to_pylist()) != {run_id}:
             raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} is not from run {run_id}")
+        # the attempt that wrote the file (retries overwrite it); local and pod runs alike
+        attempts = set(pc.unique(table["attempt"]).to_pylist()) or {0}
+        if len(attempts) != 1:
+            raise ShardOutputError(f"shard {shard['shard_id']}: output mixes attempts {sorted(attempts)}")
+        attempt = attempts.pop()
         rejected = pc.is_valid(table["reject_reason"])
         vectors = table.filter(pc.invert(rejected)).select(VECTOR_COLUMNS)
         warehouse.run("append_shard", rows=vectors, names={"columns": VECTOR_COLUMNS},
-                      run_date=run_date, run_id=run_id, shard_id=shard["shard_id"], attempt=shard["attempt"])
+                      run_date=run_date, run_id=run_id, shard_id=shard["shard_id"], attempt=attempt)
         vectors_loaded += vectors.num_rows
         rejects.append(table.filter(rejected))
     reject_rows = [
         {"image_id": r["image_id"], "listed_date": run_date, "stage": "embed", "reason": r["reject_reason"],
-         "detail": r["reject_detail"], "category": r["category"], "run_id": run_id}
+         "detail": r["reject_detail"], "category": r["catalog_category"], "run_id": run_id}
         for t in rejects for r in t.to_pylist()]
     frame = pd.DataFrame(reject_rows, columns=["image_id", "listed_date", "stage", "reason", "detail",
                                                "category", "run_id"])

@@ -34,7 +34,13 @@ def read_partition(catalog_dir: Path, run_date: dt.date) -> pd.DataFrame:
     return manifest[MANIFEST_COLUMNS]
 
 
-def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
+def shard_size(images: int, target: int, max_shards: int) -> int:
+    """The target shard size, grown when the partition would need more than max_shards shards
+    (Airflow refuses to map more task instances than core.max_map_length)."""
+    return max(target, -(-images // max_shards)) if images else target
+
+
+def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, max_shards: int = 1024) -> list[dict]:
     """Writes the partition's catalog rows, rejects and catalog funnel; returns one spec per shard."""
     manifest = read_partition(settings.catalog_dir, run_date)
     bad = manifest["image_id"].isna() | manifest["uri"].isna()
@@ -61,13 +67,15 @@ def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str) -
 
     shard_dir = settings.staging_dir / run_date.isoformat() / safe_run_id(run_id)
     shard_dir.mkdir(parents=True, exist_ok=True)
+    size = shard_size(len(catalog), settings.shard_size, max_shards)
     shards = []
-    for shard_id, start in enumerate(range(0, len(catalog), settings.shard_size)):
+    for shard_id, start in enumerate(range(0, len(catalog), size)):
         path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
-        catalog.iloc[start:start + settings.shard_size].to_parquet(path, index=False)
+        part = catalog.iloc[start:start + size]
+        part.to_parquet(path, index=False)
         shards.append({"run_date": run_date.isoformat(), "run_id": run_id, "shard_id": shard_id,
                        "manifest": str(path), "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"),
-                       "images": int(min(settings.shard_size, len(catalog) - start))})
+                       "images": len(part)})
     log.info("partition %s: %d manifest rows, %d unique, %d rejected, %d shard(s)",
              run_date, len(manifest), len(catalog), len(rejects), len(shards))
     return shards

@@ -25,13 +25,14 @@ def entrypoint_args(shard: dict, settings: Settings, attempt: int, device: str =
     return [
         "--manifest", shard["manifest"], "--catalog-root", str(settings.catalog_dir),
         "--output", shard["output"], "--taxonomy", str(TAXONOMY_PATH),
-        "--model-version", settings.model_version, "--run-id", shard["run_id"],
-        "--shard-id", str(shard["shard_id"]), "--attempt", str(attempt),
+        "--model-version", settings.model_version, "--registry", str(settings.model_registry),
+        "--run-id", shard["run_id"], "--shard-id", str(shard["shard_id"]), "--attempt", str(attempt),
         "--device", device, "--batch-size", str(settings.embed_batch_size),
+        "--workers", str(settings.embed_workers),
     ]
 
 
-def run_shard(shard: dict, settings: Settings, attempt: int) -> dict:
+def run_shard(shard: dict, settings: Settings, attempt: int) -> None:
     args = entrypoint_args(shard, settings, attempt)
     if settings.embed_runner == "subprocess":
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(MODELS_DIR), os.environ.get("PYTHONPATH", "")])}
@@ -41,7 +42,7 @@ def run_shard(shard: dict, settings: Settings, attempt: int) -> dict:
             log.info("entrypoint output:\n%s%s", done.stdout, done.stderr)
         if done.returncode != 0:
             raise EmbedError(f"shard {shard['shard_id']}: entrypoint exited {done.returncode}")
-        return {**shard, "attempt": attempt}
+        return
     if str(MODELS_DIR) not in sys.path:
         sys.path.insert(0, str(MODELS_DIR))
     from vecflow_model.embed import main
@@ -49,4 +50,3 @@ def run_shard(shard: dict, settings: Settings, attempt: int) -> dict:
     status = main(args)
     if status != 0:
         raise EmbedError(f"shard {shard['shard_id']}: entrypoint returned {status}")
-    return {**shard, "attempt": attempt}

@@ -1,0 +1,29 @@
+"""Model input: the garment's silhouette and shading, with colour and pattern taken out.
+
+A product photo becomes what Fashion-MNIST looks like: the distance of each pixel from the
+background colour (0 = background), area-downsampled to 28x28 (which averages fine patterns out)
+and scaled to [0, 1]. The model trains on Fashion-MNIST with the same scaling, plus augmentation
+that flattens shading the way a saturated tint does.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+MODEL_INPUT_SIZE = 28
+
+
+def background_distance(pixels: np.ndarray) -> np.ndarray:
+    """Per-pixel max-channel distance from the median border colour, float32 (H, W)."""
+    border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3),
+                             pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)])
+    return np.abs(pixels - np.median(border, axis=0)).max(axis=2)
+
+
+def model_input(distance: np.ndarray) -> np.ndarray:
+    """(28, 28) float32 in [0, 1] from a background-distance map of any size."""
+    small = Image.fromarray(distance.astype(np.float32), mode="F").resize(
+        (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.BOX)
+    array = np.asarray(small, dtype=np.float32)
+    top = float(np.percentile(array, 99.5))
+    return np.clip(array / top, 0.0, 1.0) if top > 0 else array

@@ -1,0 +1,194 @@
+"""Embedding stage: shipped model, entrypoint contract, pod spec, sharding, retried shards."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from vecflow.config import MODELS_DIR, TAXONOMY_PATH, settings
+from vecflow.embed.plan import shard_size
+
+sys.path.insert(0, str(MODELS_DIR))
+from vecflow_model.embed import main as entrypoint  # noqa: E402
+from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, file_md5, load_model, read_card  # noqa: E402
+
+MODEL = "garment-arcface-v1"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(MODEL)
+
+
+def test_shipped_weights_match_the_card(model):
+    card = json.loads((DEFAULT_REGISTRY / MODEL / "card.json").read_text())
+    assert file_md5(DEFAULT_REGISTRY / MODEL / card["weights_file"]) == card["weights_md5"]
+    assert model.embedding_dim == 256 and model.categories[0] == "tshirt_top"
+
+
+def test_recall_at_1_on_held_out_test_images(model):
+    """1,000 Fashion-MNIST test images as queries against 10,000 train images as the gallery."""
+    import torch
+
+    from vecflow.catalog import fashion_mnist
+
+    train, train_labels = fashion_mnist.load("train")
+    test, test_labels = fashion_mnist.load("test")
+
+    def embed(images):
+        x = torch.from_numpy(images).float()[:, None] / 255.0
+        x = (x / torch.quantile(x.flatten(1), 0.995, dim=1).clamp_min(1e-6)[:, None, None, None]).clamp(0, 1)
+        with torch.inference_mode():
+            return torch.cat([model.network(x[i:i + 1000])[0] for i in range(0, len(x), 1000)])
+
+    queries, gallery = embed(test[:1000]), embed(train[:10000])
+    nearest = (queries @ gallery.t()).argmax(dim=1).numpy()
+    recall = float((train_labels[:10000][nearest] == test_labels[:1000]).mean())
+    print(f"recall@1 = {recall:.4f}")
+    assert recall >= 0.85
+
+
+def test_registry_refuses_wrong_md5_and_unknown_models(tmp_path):
+    shutil.copytree(DEFAULT_REGISTRY / MODEL, tmp_path / MODEL)
+    with open(tmp_path / MODEL / "model.pt", "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ModelRegistryError, match="md5"):
+        read_card(MODEL, tmp_path)
+    with pytest.raises(ModelRegistryError, match="not in registry"):
+        read_card("no-such-model", tmp_path)
+    (tmp_path / MODEL / "model.pt").unlink()
+    with pytest.raises(ModelRegistryError, match="missing"):
+        read_card(MODEL, tmp_path)
+
+
+def _tiny_shard(tmp_path):
+    """Six catalog images: four good ones (two of them the same bytes), one corrupt, one missing."""
+    from vecflow.catalog import fashion_mnist
+    from vecflow.catalog.render import jpeg_bytes, pattern_modulation, render
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    images, labels = fashion_mnist.load("test")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        data = jpeg_bytes(render(images[i], (200, 30, 35), pattern_modulation("striped", 8, 256), rng), 90)
+        (tmp_path / f"img{i}.jpg").write_bytes(data)
+        rows.append({"image_id": f"img{i}", "uri": f"img{i}.jpg", "category": taxonomy.category_by_label()[int(labels[i])]})
+    (tmp_path / "dup.jpg").write_bytes((tmp_path / "img0.jpg").read_bytes())
+    (tmp_path / "bad.jpg").write_bytes((tmp_path / "img1.jpg").read_bytes()[:500])
+    rows += [{"image_id": "zdup", "uri": "dup.jpg", "category": rows[0]["category"]},
+             {"image_id": "bad", "uri": "bad.jpg", "category": "trouser"},
+             {"image_id": "gone", "uri": "gone.jpg", "category": "trouser"}]
+    manifest = pd.DataFrame(rows).assign(source="shop_a", listed_date=dt.date(2026, 1, 1))
+    manifest.to_parquet(tmp_path / "shard.parquet", index=False)
+    return tmp_path / "shard.parquet"
+
+
+def _run(tmp_path, manifest, output, attempt=1, extra=()):
+    return entrypoint(["--manifest", str(manifest), "--catalog-root", str(tmp_path), "--output", str(output),
+                       "--taxonomy", str(TAXONOMY_PATH), "--model-version", MODEL, "--run-id", "r1",
+                       "--shard-id", "0", "--attempt", str(attempt), "--batch-size", "2", *extra])
+
+
+def test_entrypoint_writes_vectors_and_reject_rows(tmp_path):
+    manifest = _tiny_shard(tmp_path)
+    assert _run(tmp_path, manifest, tmp_path / "out.parquet") == 0
+    out = pq.read_table(tmp_path / "out.parquet").to_pandas().set_index("image_id")
+    assert out.loc["bad", "reject_reason"] == "corrupt" and out.loc["gone", "reject_reason"] == "missing"
+    good = out[out["reject_reason"].isna()]
+    assert sorted(good.index) == ["img0", "img1", "img2", "img3", "zdup"]
+    vectors = np.stack(good["embedding"].to_numpy())
+    assert vectors.shape == (5, 256)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[list(good.index).index("zdup")], vectors[list(good.index).index("img0")])
+    assert good.loc["zdup", "content_md5"] == good.loc["img0", "content_md5"]
+    assert set(good["color"]) == {"red"} and set(good["pattern"]) == {"striped"}
+    assert (good["category"] == good["catalog_category"]).mean() >= 0.8
+    assert set(out["run_id"]) == {"r1"} and set(out["attempt"]) == {1}
+    assert not list(tmp_path.glob(".out.parquet.*.tmp"))
+
+
+def test_entrypoint_fails_only_on_fatal_errors(tmp_path):
+    manifest = _tiny_shard(tmp_path)
+    assert _run(tmp_path, manifest, tmp_path / "out.parquet", extra=["--model-version", "nope"]) == 2
+    assert _run(tmp_path, tmp_path / "no-manifest.parquet", tmp_path / "out.parquet") == 2
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_shard_size_keeps_the_fan_out_under_max_map_length():
+    assert shard_size(250_000, 100_000, 1024) == 100_000
+    assert shard_size(10_000_000, 5_000, 1024) == 9766  # 1024 shards of <= 9766 images
+    assert -(-10_000_000 // shard_size(10_000_000, 5_000, 1024)) <= 1024
+    assert shard_size(0, 5_000, 1024) == 5_000
+
+
+def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
+    from vecflow.clean import clean_partition
+    from vecflow.embed.load import load_shards
+
+    manifest = _tiny_shard(tmp_path)
+    output = tmp_path / "out.parquet"
+    day = dt.date(2026, 1, 1)
+    shard = {"shard_id": 0, "output": str(output)}
+    _run(tmp_path, manifest, output, attempt=1)
+    load_shards(warehouse, day, "r1", [shard])
+    load_shards(warehouse, day, "r1", [shard])  # the load task retried
+    _run(tmp_path, manifest, output, attempt=2)  # the shard retried after a failure downstream
+    load_shards(warehouse, day, "r1", [shard])
+    assert len(warehouse.table("vector_log")) == 10  # two attempts of five vectors, each loaded once
+    clean_partition(warehouse, day, "r1")
+    clean = warehouse.table("vectors_clean")
+    assert sorted(clean["image_id"]) == ["img0", "img1", "img2", "img3"]  # zdup -> img0 by md5 (the smaller image_id is canonical)
+    assert len(warehouse.table("rejects").query("stage == 'embed'")) == 2
+
+
+def test_pod_spec_rendered_by_the_provider(monkeypatch):
+    from vecflow.embed.pods import embed_pod_operator, pod_arguments
+
+    monkeypatch.setenv("VECFLOW_EMBED_IMAGE", "registry.example/vecflow-embed:1.0")
+    monkeypatch.setenv("VECFLOW_K8S_TOLERATIONS", '[{"key": "gpu", "operator": "Equal", "value": "h100", "effect": "NoSchedule"}]')
+    shard = {"manifest": "/data/staging/s.parquet", "output": "/data/staging/s.vectors.parquet", "shard_id": 3}
+    op = embed_pod_operator(arguments=pod_arguments(shard))
+    pod = op.build_pod_request_obj(context=None, dry_run=True)
+    container = pod.spec.containers[0]
+    assert container.image == "registry.example/vecflow-embed:1.0"
+    assert container.command == ["python", "-m", "vecflow_model.embed"]
+    args = container.args
+    assert args[args.index("--manifest") + 1] == shard["manifest"] and args[args.index("--device") + 1] == "cuda"
+    assert container.resources.requests["nvidia.com/gpu"] == container.resources.limits["nvidia.com/gpu"] == "1"
+    assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert [(t.key, t.value, t.effect) for t in pod.spec.tolerations] == [("gpu", "h100", "NoSchedule")]
+    volumes = {v.name: v for v in pod.spec.volumes}
+    assert volumes["dshm"].empty_dir.medium == "Memory"
+    assert volumes["models"].persistent_volume_claim.read_only is True
+    mounts = {m.name: m for m in container.volume_mounts}
+    assert mounts["dshm"].mount_path == "/dev/shm" and mounts["models"].read_only is True
+    assert mounts["data"].mount_path == str(settings().home)
+    env = {e.name: e.value for e in container.env}
+    assert {"RUN_ID", "MODEL_VERSION", "SHARD_ID", "ATTEMPT"} <= set(env)
+    assert pod.spec.security_context.run_as_non_root is True
+    assert container.security_context.read_only_root_filesystem is True
+    assert op.retries >= 2 and op.retry_exponential_backoff
+    assert op.on_finish_action.value == "delete_succeeded_pod"
+    assert pod.metadata.name.startswith("vecflow-embed") and len(pod.metadata.name) <= 63
+
+
+def test_kubernetes_backend_maps_pods_over_shards(monkeypatch):
+    import subprocess
+
+    probe = ("from airflow.dag_processing.dagbag import DagBag; import sys; "
+             "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
+             "t = bag.dags['vecflow_daily'].get_task('embed.embed_shard'); print(type(t).__name__, t.operator_name)")
+    from vecflow.config import REPO_ROOT
+
+    env = {**__import__("os").environ, "VECFLOW_EMBED_BACKEND": "kubernetes"}
+    done = subprocess.run([sys.executable, "-c", probe, str(REPO_ROOT / "dags")], env=env, capture_output=True,
+                          text=True, check=True)
+    assert "MappedOperator KubernetesPodOperator" in done.stdout
