@@ -50,11 +50,8 @@ class _TorchvisionEmbedder(nn.Module):
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def read_card(model_version: str, registry: Path = DEFAULT_REGISTRY) -> tuple[dict, Path]:
