@@ -5,6 +5,9 @@ VENV := .venv
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+BQ_VENV := .venv-bq
+BQ_STAMP := $(BQ_VENV)/.installed-$(shell sha256sum requirements-bqemulator.txt | cut -c1-16)
+DUCKDB_EXTENSIONS := $(HOME)/.duckdb/extensions/v1.5.5/linux_amd64
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export VECFLOW_HOME ?= $(CURDIR)/.data
@@ -32,6 +35,18 @@ $(STAMP): requirements.txt
 $(FASHION_MNIST):
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
+# The BigQuery emulator for the integration tests. Its DuckDB extensions come from PyPI and are put
+# where DuckDB looks, or it would try to download them and exit.
+$(BQ_STAMP): requirements-bqemulator.txt
+	rm -rf $(BQ_VENV)
+	$(PYTHON) -m venv $(BQ_VENV)
+	$(BQ_VENV)/bin/pip install -q -r requirements-bqemulator.txt
+	mkdir -p $(DUCKDB_EXTENSIONS)
+	for ext in spatial avro; do \
+	  cp $(BQ_VENV)/lib/python3*/site-packages/duckdb_extension_$$ext/extensions/v1.5.5/$$ext.duckdb_extension $(DUCKDB_EXTENSIONS)/; \
+	done
+	touch $@
+
 setup: $(STAMP) $(FASHION_MNIST)
 
 catalog: setup
@@ -40,7 +55,7 @@ catalog: setup
 run: setup
 	$(VENV)/bin/python -m vecflow.cli run $(CATALOG_ARGS)
 
-test: setup
+test: setup $(BQ_STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: setup

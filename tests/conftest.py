@@ -38,10 +38,66 @@ def vecflow_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-@pytest.fixture
-def warehouse(vecflow_home):
+BQEMULATOR = Path(os.environ.get("VECFLOW_BQEMULATOR", REPO / ".venv-bq" / "bin" / "bqemulator"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bigquery_client(tmp_path_factory):
+    """The real google-cloud-bigquery client against a bqemulator server on 127.0.0.1, started here."""
+    import time
+    import urllib.request
+
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    if not BQEMULATOR.exists():
+        pytest.fail(f"{BQEMULATOR} missing: `make test` installs it (target .venv-bq)")
+    rest, grpc = _free_port(), _free_port()
+    log = open(tmp_path_factory.mktemp("bqemulator") / "server.log", "w")
+    server = subprocess.Popen([str(BQEMULATOR), "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest),
+                               "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", "vecflow-test",
+                               "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{rest}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/bigquery/v2/projects/vecflow-test/datasets", timeout=2)
+            break
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"bqemulator did not start; see {log.name}")
+            time.sleep(0.3)
+    yield bigquery.Client(project="vecflow-test", credentials=AnonymousCredentials(),
+                          client_options=ClientOptions(api_endpoint=endpoint))
+    server.terminate()
+    server.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(params=["duckdb", "bigquery"])
+def warehouse(request, vecflow_home):
+    """The same SQL files on both backends: DuckDB (transpiled) and BigQuery (the emulator)."""
+    import uuid
+
     from vecflow.warehouse import bootstrap, get_warehouse
 
-    wh = get_warehouse()
+    if request.param == "duckdb":
+        wh = get_warehouse()
+    else:
+        from vecflow.warehouse.bigquery_backend import BigQueryWarehouse
+
+        client = request.getfixturevalue("bigquery_client")
+        wh = BigQueryWarehouse(client, dataset=f"t_{uuid.uuid4().hex[:10]}")
+        client.create_dataset(wh.dataset)
     bootstrap(wh)
     return wh

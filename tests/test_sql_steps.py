@@ -148,7 +148,17 @@ def test_tag_trends_exact_shares_changes_and_directions(warehouse):
     assert set(latest["quarter"]) == {"2026-Q2"}
 
 
-def test_funnel_balances_and_catches_silent_loss(warehouse):
+def delete_rows(warehouse, table: str, image_id: str) -> None:
+    """Simulates a stage losing a row without a reject (test-only SQL, straight to the backend)."""
+    sql = f"DELETE FROM {warehouse.dataset}.{table} WHERE image_id = '{image_id}'"
+    if warehouse.dialect == "duckdb":
+        with warehouse.connect() as con:
+            con.execute(sql)
+    else:
+        warehouse.client.query(sql).result()
+
+
+def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
     from vecflow.embed.plan import record_funnel as record_catalog_funnel
 
     ids = ["a1", "a2", "bad", "ok"]
@@ -165,7 +175,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse):
                      row("ok", D1)], D1)
     clean_partition(warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1")
-    build_day_indexes(warehouse.path.parent / "index", warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
+    build_day_indexes(vecflow_home / "index", warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
     record_funnel(warehouse, D1, "run-1", "m1")
     check_funnel(warehouse, D1)
     funnel = warehouse.table("funnel_metrics").set_index(["stage", "metric"])["value"].to_dict()
@@ -174,8 +184,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse):
     assert funnel[("index", "out")] == 2 and funnel[("tags", "out")] == 8
 
     # a stage that loses a row without recording why
-    with warehouse.connect() as con:
-        con.execute("DELETE FROM vecflow.vectors_clean WHERE image_id = 'ok'")
+    delete_rows(warehouse, "vectors_clean", "ok")
     record_funnel(warehouse, D1, "run-1", "m1")
     with pytest.raises(FunnelError, match="dedup / dress: in != out"):
         check_funnel(warehouse, D1)

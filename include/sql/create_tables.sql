@@ -104,6 +104,20 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.funnel_metrics (
   recorded_at TIMESTAMP
 ) PARTITION BY partition_date;
 
+CREATE TABLE IF NOT EXISTS {{ dataset }}.tag_trends (
+  quarter_start DATE NOT NULL,
+  quarter STRING NOT NULL,
+  dimension STRING NOT NULL,
+  tag STRING NOT NULL,
+  tag_count INT64 NOT NULL,
+  dimension_total INT64 NOT NULL,
+  share FLOAT64 NOT NULL,
+  previous_share FLOAT64,
+  share_change FLOAT64,
+  direction STRING NOT NULL,
+  mover_rank INT64
+);
+
 CREATE TABLE IF NOT EXISTS {{ dataset }}.taxonomy (
   dimension STRING NOT NULL,
   tag STRING NOT NULL,

@@ -1,9 +1,16 @@
 -- Tag trends per quarter over all partitions: count, share within the dimension, change in share
 -- vs the previous quarter, direction by @flat_threshold (absolute share points), rank of movers.
 -- Every taxonomy tag appears in every quarter, so a tag that vanishes shows a share of 0.
-CREATE OR REPLACE TABLE {{ dataset }}.tag_trends AS
-WITH tagged AS (
-  SELECT DATE_TRUNC(listed_date, QUARTER) AS quarter_start, dimension, tag, image_id
+-- Replaced as a whole: trends span every partition.
+DELETE FROM {{ dataset }}.tag_trends WHERE TRUE;
+INSERT INTO {{ dataset }}.tag_trends (
+  quarter_start, quarter, dimension, tag, tag_count, dimension_total, share, previous_share, share_change,
+  direction, mover_rank)
+WITH settings AS (
+  SELECT @flat_threshold AS flat_threshold
+),
+tagged AS (
+  SELECT CAST(DATE_TRUNC(listed_date, QUARTER) AS DATE) AS quarter_start, dimension, tag, image_id
   FROM {{ dataset }}.image_tags
 ),
 quarters AS (
@@ -43,12 +50,12 @@ SELECT
   share - previous_share AS share_change,
   CASE
     WHEN previous_share IS NULL THEN 'new'
-    WHEN share - previous_share > @flat_threshold THEN 'rising'
-    WHEN share - previous_share < -@flat_threshold THEN 'falling'
+    WHEN share - previous_share > flat_threshold THEN 'rising'
+    WHEN share - previous_share < -flat_threshold THEN 'falling'
     ELSE 'flat'
   END AS direction,
   RANK() OVER (PARTITION BY quarter_start ORDER BY ABS(COALESCE(share - previous_share, 0)) DESC) AS mover_rank
-FROM changes;
+FROM changes CROSS JOIN settings;
 
 CREATE OR REPLACE VIEW {{ dataset }}.v_tag_trends_latest AS
 SELECT quarter, dimension, tag, tag_count, previous_share, share, share_change, direction, mover_rank

@@ -3,12 +3,23 @@ from vecflow.warehouse.sql import render_sql, to_duckdb  # noqa: F401
 
 
 def get_warehouse(settings=None):
-    """The configured warehouse backend (DuckDB file under VECFLOW_HOME by default)."""
+    """The configured warehouse: VECFLOW_WAREHOUSE=duckdb (default, a file under VECFLOW_HOME) or
+    bigquery (see BigQueryWarehouse.from_environment)."""
+    import os
+
+    from vecflow.config import ConfigError
     from vecflow.config import settings as load_settings
+
+    kind = os.environ.get("VECFLOW_WAREHOUSE", "duckdb")
+    if kind == "bigquery":
+        from vecflow.warehouse.bigquery_backend import BigQueryWarehouse
+
+        return BigQueryWarehouse.from_environment()
+    if kind != "duckdb":
+        raise ConfigError(f"VECFLOW_WAREHOUSE={kind!r} must be 'duckdb' or 'bigquery'")
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
-    s = settings or load_settings()
-    return DuckDBWarehouse(s.warehouse_path)
+    return DuckDBWarehouse((settings or load_settings()).warehouse_path)
 
 
 def bootstrap(warehouse) -> None:

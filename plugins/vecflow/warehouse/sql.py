@@ -26,7 +26,8 @@ def render_sql(name: str, dataset: str, **names) -> str:
 
 @lru_cache(maxsize=256)
 def to_duckdb(bigquery_sql: str) -> tuple[str, ...]:
-    """Statements transpiled to DuckDB; @param becomes $param. Partition/cluster clauses have no
-    DuckDB equivalent and are dropped (sqlglot warns about them, which is expected)."""
+    """Statements transpiled to DuckDB; @param becomes $param. Comments are dropped (a parameter
+    named in a comment must not count as used). Partition/cluster clauses have no DuckDB
+    equivalent and are dropped (sqlglot warns about them, which is expected)."""
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
-    return tuple(s for s in sqlglot.transpile(bigquery_sql, read="bigquery", write="duckdb") if s.strip())
+    return tuple(s for s in sqlglot.transpile(bigquery_sql, read="bigquery", write="duckdb", comments=False) if s.strip())

@@ -1,0 +1,156 @@
+"""The production warehouse: BigQuery, through the Google provider's hook and an Airflow Connection.
+
+The SQL files are BigQuery standard SQL already; each statement runs as its own query job with
+the query parameters it uses (BigQuery's @name). Rows handed to a step are loaded as parquet into
+a staging table in the dataset, read by the step as {{ staging }}, and dropped afterwards.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+import re
+import uuid
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlglot
+
+from vecflow.warehouse.sql import render_sql
+
+log = logging.getLogger(__name__)
+
+
+def _parameter(name: str, value):
+    from google.cloud import bigquery
+
+    if isinstance(value, bool):
+        kind = "BOOL"
+    elif isinstance(value, int):
+        kind = "INT64"
+    elif isinstance(value, float):
+        kind = "FLOAT64"
+    elif isinstance(value, dt.datetime):
+        kind = "TIMESTAMP"
+    elif isinstance(value, dt.date):
+        kind = "DATE"
+    elif isinstance(value, str) or value is None:
+        kind = "STRING"
+    else:
+        raise TypeError(f"query parameter {name}={value!r}: unsupported type {type(value).__name__}")
+    return bigquery.ScalarQueryParameter(name, kind, value)
+
+
+def _schema(table: pa.Table) -> list:
+    """BigQuery fields for an Arrow table (staging tables are created before the load)."""
+    from google.cloud import bigquery
+
+    def kind(t: pa.DataType) -> str:
+        if pa.types.is_boolean(t):
+            return "BOOL"
+        if pa.types.is_integer(t):
+            return "INT64"
+        if pa.types.is_floating(t):
+            return "FLOAT64"
+        if pa.types.is_date(t):
+            return "DATE"
+        if pa.types.is_timestamp(t):
+            return "TIMESTAMP"
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+            return "STRING"
+        raise TypeError(f"no BigQuery type for Arrow {t}")
+
+    fields = []
+    for field in table.schema:
+        if pa.types.is_list(field.type):
+            fields.append(bigquery.SchemaField(field.name, kind(field.type.value_type), mode="REPEATED"))
+        else:
+            fields.append(bigquery.SchemaField(field.name, kind(field.type)))
+    return fields
+
+
+class BigQueryWarehouse:
+    dialect = "bigquery"
+
+    def __init__(self, client, dataset: str = "vecflow", location: str | None = None):
+        self.client = client
+        self.dataset = dataset
+        self.location = location
+
+    @classmethod
+    def from_environment(cls) -> "BigQueryWarehouse":
+        """VECFLOW_BQ_ENDPOINT (an emulator, anonymous credentials) or the Airflow Connection
+        VECFLOW_BQ_CONN_ID (default google_cloud_default); dataset VECFLOW_BQ_DATASET."""
+        dataset = os.environ.get("VECFLOW_BQ_DATASET", "vecflow")
+        location = os.environ.get("VECFLOW_BQ_LOCATION")
+        endpoint = os.environ.get("VECFLOW_BQ_ENDPOINT")
+        if endpoint:
+            from google.api_core.client_options import ClientOptions
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import bigquery
+
+            client = bigquery.Client(project=os.environ.get("VECFLOW_BQ_PROJECT", "vecflow-local"),
+                                     credentials=AnonymousCredentials(),
+                                     client_options=ClientOptions(api_endpoint=endpoint))
+        else:
+            from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+            hook = BigQueryHook(gcp_conn_id=os.environ.get("VECFLOW_BQ_CONN_ID", "google_cloud_default"),
+                                location=location)
+            client = hook.get_client(project_id=os.environ.get("VECFLOW_BQ_PROJECT") or hook.project_id,
+                                     location=location)
+        warehouse = cls(client, dataset, location)
+        client.create_dataset(dataset, exists_ok=True)
+        return warehouse
+
+    def statements(self, name: str, names: dict | None = None, staging: str = "unused_staging") -> list[str]:
+        script = render_sql(name, self.dataset, staging=staging, **(names or {}))
+        return [s for s in sqlglot.transpile(script, read="bigquery", write="bigquery", comments=False) if s.strip()]
+
+    def _execute(self, statement: str, params: dict):
+        from google.cloud import bigquery
+
+        used = set(re.findall(r"@(\w+)", statement))
+        missing = used - set(params)
+        if missing:
+            raise KeyError(f"query parameter(s) {sorted(missing)} not given")
+        config = bigquery.QueryJobConfig(query_parameters=[_parameter(k, params[k]) for k in sorted(used)])
+        return self.client.query(statement, job_config=config, location=self.location).result()
+
+    def _stage(self, rows: pa.Table | pd.DataFrame) -> str:
+        from google.cloud import bigquery
+
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        buf.seek(0)
+        staging = f"{self.dataset}._staging_{uuid.uuid4().hex[:12]}"
+        self.client.create_table(bigquery.Table(f"{self.client.project}.{staging}", schema=_schema(table)))
+        config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
+                                        write_disposition=bigquery.WriteDisposition.WRITE_APPEND)  # a new, uniquely named table
+        config.parquet_options = bigquery.ParquetOptions()
+        config.parquet_options.enable_list_inference = True
+        self.client.load_table_from_file(buf, staging, job_config=config, size=None).result()
+        return staging
+
+    def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None,
+            **params) -> None:
+        staging = self._stage(rows) if rows is not None else "unused_staging"
+        try:
+            for statement in self.statements(name, names, staging):
+                self._execute(statement, params)
+        finally:
+            if rows is not None:
+                self.client.delete_table(staging, not_found_ok=True)
+        log.info("ran %s.sql on BigQuery %s", name, {k: str(v) for k, v in params.items()})
+
+    def query(self, name: str, names: dict | None = None, **params) -> pd.DataFrame:
+        *setup, last = self.statements(name, names)
+        for statement in setup:
+            self._execute(statement, params)
+        return self._execute(last, params).to_dataframe(create_bqstorage_client=False)
+
+    def table(self, table: str) -> pd.DataFrame:
+        return self.query("select_table", names={"table": table})
