@@ -192,3 +192,15 @@ def test_kubernetes_backend_maps_pods_over_shards(monkeypatch):
     done = subprocess.run([sys.executable, "-c", probe, str(REPO_ROOT / "dags")], env=env, capture_output=True,
                           text=True, check=True)
     assert "MappedOperator KubernetesPodOperator" in done.stdout
+
+
+def test_dataloader_workers_give_the_same_rows(tmp_path):
+    manifest = _tiny_shard(tmp_path)
+    assert _run(tmp_path, manifest, tmp_path / "serial.parquet") == 0
+    assert _run(tmp_path, manifest, tmp_path / "workers.parquet", extra=["--workers", "2"]) == 0
+    columns = ["image_id", "content_md5", "dhash", "category", "color", "pattern", "reject_reason"]
+    serial = pq.read_table(tmp_path / "serial.parquet").to_pandas().sort_values("image_id").reset_index(drop=True)
+    workers = pq.read_table(tmp_path / "workers.parquet").to_pandas().sort_values("image_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(serial[columns], workers[columns])
+    for a, b in zip(serial["embedding"], workers["embedding"]):
+        assert (a is None and b is None) or np.allclose(a, b, atol=1e-6)
