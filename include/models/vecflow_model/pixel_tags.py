@@ -37,6 +37,16 @@ def _pattern_frequencies(pattern: str, period_px: int) -> list[tuple[float, floa
     raise ValueError(f"no detector for pattern {pattern!r}")
 
 
+def _power_spectrum(signal: np.ndarray) -> np.ndarray:
+    """|FFT|^2 of a real square image, from the half spectrum (rfft2, ~3x cheaper than fft2):
+    the missing half mirrors through the origin, P(y, x) = P(-y, -x)."""
+    n = signal.shape[0]
+    half = np.abs(np.fft.rfft2(signal)) ** 2
+    rows = (-np.arange(n)) % n
+    mirrored = half[rows][:, 1:n - half.shape[1] + 1][:, ::-1]
+    return np.concatenate([half, mirrored], axis=1)
+
+
 class PixelTagger:
     def __init__(self, taxonomy: dict):
         dims = taxonomy["dimensions"]
@@ -57,10 +67,13 @@ class PixelTagger:
         self.plain_pattern = next(tag for tag, info in dims["pattern"]["tags"].items() if "period_px" not in info)
 
     def color(self, pixels: np.ndarray, distance: np.ndarray, mask: np.ndarray) -> Tag:
+        # every other row and column is plenty for colour statistics (4x less work)
+        pixels, distance, mask = pixels[::2, ::2], distance[::2, ::2], mask[::2, ::2]
         # the garment's core: edge pixels are blended with the background and look desaturated
         core = mask & (distance >= np.median(distance[mask]))
         garment = pixels[core] / 255.0
-        mx, mn = garment.max(axis=1), garment.min(axis=1)
+        r, g, b = garment[:, 0], garment[:, 1], garment[:, 2]
+        mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
         saturation = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
         median_sat = float(np.median(saturation))
         if median_sat < ACHROMATIC_SATURATION and self.achromatic:
@@ -80,7 +93,7 @@ class PixelTagger:
     def pattern(self, pixels: np.ndarray, mask: np.ndarray) -> Tag:
         log_lum = np.log1p(pixels.mean(axis=2))
         signal = np.where(mask, log_lum - log_lum[mask].mean(), 0.0)
-        power = np.abs(np.fft.fft2(signal)) ** 2
+        power = _power_spectrum(signal.astype(np.float32))
         ratios = {tag: np.mean([self._peak_ratio(power, f) for f in freqs]) for tag, freqs in self.patterns.items()}
         best = max(ratios, key=ratios.get)
         if ratios[best] < PEAK_RATIO_THRESHOLD:

@@ -17,7 +17,12 @@ def background_distance(pixels: np.ndarray) -> np.ndarray:
     """Per-pixel max-channel distance from the median border colour, float32 (H, W)."""
     border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3),
                              pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)])
-    return np.abs(pixels - np.median(border, axis=0)).max(axis=2)
+    background = np.median(border, axis=0)
+    # channel by channel: a max over a length-3 last axis is a slow strided reduction
+    distance = np.abs(pixels[..., 0] - background[0])
+    for channel in (1, 2):
+        np.maximum(distance, np.abs(pixels[..., channel] - background[channel]), out=distance)
+    return distance
 
 
 def model_input(distance: np.ndarray) -> np.ndarray:
