@@ -188,3 +188,16 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
     record_funnel(warehouse, D1, "run-1", "m1")
     with pytest.raises(FunnelError, match="dedup / dress: in != out"):
         check_funnel(warehouse, D1)
+
+
+def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home):
+    index_dir = vecflow_home / "index"
+    load(warehouse, [row("c1", D1, category="coat"), row("b1", D1, category="bag")], D1)
+    clean_partition(warehouse, D1, "run-1")
+    build_day_indexes(index_dir, warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
+    assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["bag", "coat"]
+    load(warehouse, [row("c1", D1, category="coat", run_id="run-2", at="2026-05-02T00:00:00Z")], D1, run_id="run-2")
+    clean_partition(warehouse, D1, "run-2")
+    build_day_indexes(index_dir, warehouse, D1, "run-2", "m1", "IVF{nlist},Flat")
+    assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["coat"]
+    assert warehouse.table("index_registry")["category"].tolist() == ["coat"]

@@ -17,19 +17,19 @@ def _partition(context) -> tuple[dt.date, str]:
 
 def _env():
     from vecflow.config import settings
-    from vecflow.warehouse import bootstrap, get_warehouse
+    from vecflow.warehouse import get_warehouse
 
     s = settings()
-    warehouse = get_warehouse(s)
-    return s, warehouse, bootstrap
+    return s, get_warehouse(s)
 
 
 def plan(context) -> list[dict]:
     from airflow.configuration import conf
 
     from vecflow.embed.plan import plan_shards
+    from vecflow.warehouse import bootstrap
 
-    s, warehouse, bootstrap = _env()
+    s, warehouse = _env()
     bootstrap(warehouse)
     run_date, run_id = _partition(context)
     return plan_shards(s, warehouse, run_date, run_id, max_shards=conf.getint("core", "max_map_length"))
@@ -45,7 +45,7 @@ def embed(shard: dict, context) -> None:
 def load(shards, context) -> dict:
     from vecflow.embed.load import load_shards
 
-    _, warehouse, _ = _env()
+    _, warehouse = _env()
     run_date, run_id = _partition(context)
     # index, not iterate: iterating a mapped XCom sequence probes past its end and logs an error
     return load_shards(warehouse, run_date, run_id, [shards[i] for i in range(len(shards))])
@@ -54,21 +54,21 @@ def load(shards, context) -> dict:
 def clean(context) -> None:
     from vecflow.clean import clean_partition
 
-    _, warehouse, _ = _env()
+    _, warehouse = _env()
     clean_partition(warehouse, *_partition(context))
 
 
 def tag(context) -> None:
     from vecflow.tags import tag_partition
 
-    _, warehouse, _ = _env()
+    _, warehouse = _env()
     tag_partition(warehouse, *_partition(context))
 
 
 def index(context) -> dict:
     from vecflow.index.build import build_day_indexes
 
-    s, warehouse, _ = _env()
+    s, warehouse = _env()
     run_date, run_id = _partition(context)
     built = build_day_indexes(s.index_dir, warehouse, run_date, run_id, s.model_version, s.index_factory)
     return {b["category"]: b["vector_count"] for b in built}
@@ -77,7 +77,7 @@ def index(context) -> dict:
 def funnel(context) -> None:
     from vecflow.funnel import check_funnel, record_funnel
 
-    s, warehouse, _ = _env()
+    s, warehouse = _env()
     run_date, run_id = _partition(context)
     record_funnel(warehouse, run_date, run_id, s.model_version)
     check_funnel(warehouse, run_date)
@@ -86,7 +86,7 @@ def funnel(context) -> None:
 def trends(context) -> list[dict]:
     from vecflow.tags import compute_trends
 
-    s, warehouse, _ = _env()
+    s, warehouse = _env()
     movers = compute_trends(warehouse, s.trend_flat_threshold)
     log.info("trend movers in the latest quarter:\n%s", movers.to_string(index=False))
     return movers.astype({"previous_share": float, "share": float, "share_change": float}).to_dict("records")
@@ -95,5 +95,5 @@ def trends(context) -> list[dict]:
 def summary(context) -> dict:
     from vecflow.report import write_summary
 
-    s, warehouse, _ = _env()
+    s, warehouse = _env()
     return write_summary(s, warehouse)

@@ -131,7 +131,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
         seq = 0
         manifest = []
 
-        def emit(data: bytes, row: dict) -> None:
+        def emit(data: bytes, row: dict) -> str:
             nonlocal seq
             seq += 1
             image_id = f"{day:%Y%m%d}-{seq:05d}"

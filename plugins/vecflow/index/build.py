@@ -102,6 +102,11 @@ def build_day_indexes(index_dir: Path, warehouse, run_date: dt.date, run_id: str
             "path": str(final_dir), "file_md5": manifest["files"]["index.faiss"], "status": "candidate",
             "run_id": run_id, "created_at": pd.Timestamp.now(tz="UTC"),
         })
+    # a rerun with fewer categories must not leave the old run's indexes of that day behind
+    built_categories = {b["category"] for b in built}
+    for stale in (index_dir / model_version).glob(f"*/day={run_date.isoformat()}"):
+        if stale.parent.name not in built_categories:
+            shutil.rmtree(stale)
     registry = pd.DataFrame(built, columns=[
         "model_version", "category", "kind", "date_from", "date_to", "vector_count", "index_type", "path",
         "file_md5", "status", "run_id", "created_at"])
