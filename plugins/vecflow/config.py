@@ -60,7 +60,6 @@ class Settings:
     shard_size: int
     embed_batch_size: int
     embed_runner: str
-    embed_backend: str
     embed_workers: int
     model_version: str
     model_registry: Path
@@ -102,13 +101,11 @@ def settings() -> Settings:
     runner = os.environ.get("VECFLOW_EMBED_RUNNER", "inprocess")
     if runner not in ("inprocess", "subprocess"):
         raise ConfigError(f"VECFLOW_EMBED_RUNNER={runner!r} must be 'inprocess' or 'subprocess'")
-    backend = embed_backend()
     return Settings(
         home=home,
         shard_size=_env_int("VECFLOW_SHARD_SIZE", 5000),
         embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 256),
         embed_runner=runner,
-        embed_backend=backend,
         embed_workers=_env_int("VECFLOW_EMBED_WORKERS", 0, minimum=0),
         model_version=os.environ.get("VECFLOW_MODEL_VERSION", "garment-arcface-v1"),
         model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),

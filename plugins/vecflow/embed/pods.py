@@ -76,6 +76,7 @@ def pod_kwargs() -> dict:
     if not isinstance(node_selector, dict) or not isinstance(tolerations, list):
         raise ConfigError("VECFLOW_K8S_NODE_SELECTOR must be a JSON object and VECFLOW_K8S_TOLERATIONS a JSON list")
     data_path = str(s.home)
+    memory = os.environ.get("VECFLOW_K8S_MEMORY", "32Gi")
     volumes = [
         k8s.V1Volume(name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(
             medium="Memory", size_limit=os.environ.get("VECFLOW_K8S_SHM", "16Gi"))),
@@ -105,9 +106,8 @@ def pod_kwargs() -> dict:
             k8s.V1EnvVar(name="ATTEMPT", value="{{ ti.try_number }}"),
         ],
         "container_resources": k8s.V1ResourceRequirements(
-            requests={"nvidia.com/gpu": gpus, "cpu": os.environ.get("VECFLOW_K8S_CPU", "8"),
-                      "memory": os.environ.get("VECFLOW_K8S_MEMORY", "32Gi")},
-            limits={"nvidia.com/gpu": gpus, "memory": os.environ.get("VECFLOW_K8S_MEMORY", "32Gi")},
+            requests={"nvidia.com/gpu": gpus, "cpu": os.environ.get("VECFLOW_K8S_CPU", "8"), "memory": memory},
+            limits={"nvidia.com/gpu": gpus, "memory": memory},
         ),
         "node_selector": node_selector,
         "tolerations": [k8s.V1Toleration(**t) for t in tolerations],

@@ -10,7 +10,6 @@ import datetime as dt
 import io
 import logging
 import os
-import re
 import uuid
 
 import pandas as pd
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlglot
 
-from vecflow.warehouse.sql import render_sql
+from vecflow.warehouse.sql import render_sql, used_parameters
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +111,8 @@ class BigQueryWarehouse:
     def _execute(self, statement: str, params: dict):
         from google.cloud import bigquery
 
-        used = set(re.findall(r"@(\w+)", statement))
-        missing = used - set(params)
-        if missing:
-            raise KeyError(f"query parameter(s) {sorted(missing)} not given")
-        config = bigquery.QueryJobConfig(query_parameters=[_parameter(k, params[k]) for k in sorted(used)])
+        used = used_parameters(statement, "@", params)
+        config = bigquery.QueryJobConfig(query_parameters=[_parameter(k, v) for k, v in used.items()])
         return self.client.query(statement, job_config=config, location=self.location).result()
 
     def _stage(self, rows: pa.Table | pd.DataFrame) -> str:

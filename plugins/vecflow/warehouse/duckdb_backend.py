@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from vecflow.warehouse.sql import render_sql, to_duckdb
+from vecflow.warehouse.sql import render_sql, to_duckdb, used_parameters
 
 log = logging.getLogger(__name__)
 DATASET = "vecflow"
@@ -39,11 +38,7 @@ class DuckDBWarehouse:
 
     @staticmethod
     def _bind(statement: str, params: dict) -> dict:
-        used = set(re.findall(r"\$(\w+)", statement))
-        missing = used - set(params)
-        if missing:
-            raise KeyError(f"query parameter(s) {sorted(missing)} not given")
-        return {k: v for k, v in params.items() if k in used}
+        return used_parameters(statement, "$", params)
 
     def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None,
             **params) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 
 import jinja2
@@ -22,6 +23,16 @@ def render_sql(name: str, dataset: str, **names) -> str:
             if not isinstance(ident, str) or not ident.replace("_", "").replace(".", "").isalnum():
                 raise ValueError(f"{ident!r} is not a plain SQL identifier")
     return _env.get_template(f"{name}.sql").render(dataset=dataset, **names)
+
+
+def used_parameters(statement: str, marker: str, params: dict) -> dict:
+    """The parameters a statement uses (written marker + name: `@name` on BigQuery, `$name` on
+    DuckDB); a missing one is a KeyError naming it."""
+    used = set(re.findall(re.escape(marker) + r"(\w+)", statement))
+    missing = used - set(params)
+    if missing:
+        raise KeyError(f"query parameter(s) {sorted(missing)} not given")
+    return {name: params[name] for name in sorted(used)}
 
 
 @lru_cache(maxsize=256)
