@@ -102,7 +102,9 @@ def test_summary_reports_the_run(pipeline):
     s, _, _ = pipeline
     summary = json.loads((s.reports_dir / "summary.json").read_text())
     assert summary["partitions"] == DAYS and summary["quarters"] == ["2026-Q1", "2026-Q2"]
-    assert summary["planted_duplicates"]["exact_recall"] == 1.0
+    assert summary["planted_duplicates"]["exact_by_md5"]["recall"] == 1.0
+    assert summary["planted_duplicates"]["exact_by_md5"]["precision"] == 1.0
+    assert summary["planted_duplicates"]["near_by_dhash"]["precision"] == 1.0
 
 
 def test_rerunning_a_date_leaves_identical_tables(pipeline):

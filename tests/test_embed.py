@@ -131,6 +131,7 @@ def test_shard_size_keeps_the_fan_out_under_max_map_length():
 
 def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
     from vecflow.clean import clean_partition
+    from vecflow.config import settings
     from vecflow.embed.load import load_shards
 
     manifest = _tiny_shard(tmp_path)
@@ -143,7 +144,7 @@ def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
     _run(tmp_path, manifest, output, attempt=2)  # the shard retried after a failure downstream
     load_shards(warehouse, day, "r1", [shard])
     assert len(warehouse.table("vector_log")) == 10  # two attempts of five vectors, each loaded once
-    clean_partition(warehouse, day, "r1")
+    clean_partition(settings(), warehouse, day, "r1")
     clean = warehouse.table("vectors_clean")
     assert sorted(clean["image_id"]) == ["img0", "img1", "img2", "img3"]  # zdup -> img0 by md5 (the smaller image_id is canonical)
     assert len(warehouse.table("rejects").query("stage == 'embed'")) == 2

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from vecflow.clean import clean_partition
+from vecflow.config import settings
 from vecflow.embed.load import VECTOR_COLUMNS
 from vecflow.funnel import FunnelError, check_funnel, record_funnel
 from vecflow.index.build import build_day_indexes
@@ -24,9 +25,13 @@ def unit(seed: int, dim: int = 256) -> list[float]:
 
 
 def row(image_id, day, md5=None, category="dress", color="red", pattern="solid", embedding=None,
-        run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1"):
+        run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1",
+        dhash=0, edge_signature=None):
     embedding = unit(hash(image_id) % 10_000) if embedding is None else embedding
-    return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": 0, "source": "shop_a",
+    # unrelated pictures: random edge signatures are far from each other (cosine ~0)
+    edge_signature = unit(hash(image_id) % 10_000, 128) if edge_signature is None else edge_signature
+    return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": dhash,
+            "edge_signature": edge_signature, "source": "shop_a",
             "listed_date": day, "catalog_category": category, "category": category, "category_confidence": 0.95,
             "model_version": model_version, "dim": len(embedding),
             "embedding": embedding, "color": color, "color_confidence": 0.9, "pattern": pattern,
@@ -62,7 +67,7 @@ def test_validate_rejects_each_bad_vector_with_its_reason(warehouse):
         row("alien", D1, category="spaceship"),
         row("nomodel", D1, model_version=None),
     ], D1)
-    clean_partition(warehouse, D1, "run-1")
+    clean_partition(settings(), warehouse, D1, "run-1")
     rejects = warehouse.table("rejects")
     assert by_id(rejects, "reason") == {
         "short": "wrong_dim", "nan": "non_finite", "zero": "zero_norm", "big": "bad_norm",
@@ -73,10 +78,10 @@ def test_validate_rejects_each_bad_vector_with_its_reason(warehouse):
 
 def test_exact_dedup_within_day_and_against_earlier_days(warehouse):
     load(warehouse, [row("a1", D1, md5="A"), row("b1", D1, md5="B"), row("a2", D1, md5="A")], D1)
-    clean_partition(warehouse, D1, "run-1")
+    clean_partition(settings(), warehouse, D1, "run-1")
     load(warehouse, [row("a3", D2, md5="A"), row("c1", D2, md5="C"), row("b2", D2, md5="B"),
                      row("c0", D2, md5="C")], D2)
-    clean_partition(warehouse, D2, "run-1")
+    clean_partition(settings(), warehouse, D2, "run-1")
     dedup = warehouse.table("dedup_map")
     assert by_id(dedup, "canonical_image_id") == {"a2": "a1", "a3": "a1", "b2": "b1", "c1": "c0"}
     assert set(dedup["reason"]) == {"md5"}
@@ -84,15 +89,73 @@ def test_exact_dedup_within_day_and_against_earlier_days(warehouse):
     assert sorted(clean["image_id"]) == ["a1", "b1", "c0"]
 
 
+def flip(value: int, *bits: int) -> int:
+    """value (a signed INT64) with the given bit positions flipped."""
+    flipped = (value & (2**64 - 1)) ^ sum(1 << b for b in bits)
+    return flipped - 2**64 if flipped >= 2**63 else flipped
+
+
+def near(signature: list[float], cosine: float, seed: int) -> list[float]:
+    """A unit vector with the given cosine to `signature`."""
+    base = np.asarray(signature)
+    other = np.random.default_rng(seed).normal(size=base.size)
+    other -= other @ base * base
+    other /= np.linalg.norm(other)
+    return (cosine * base + math.sqrt(1 - cosine**2) * other).tolist()
+
+
+H0 = -0x2F3A_5C7E_91B4_D608  # negative: band extraction must not depend on the sign bit
+S0 = unit(99, 128)
+
+
+def test_near_dedup_by_banded_dhash_and_edge_signature(warehouse):
+    # default settings: Hamming <= 5 bits and edge cosine >= 0.96, lookback 90 days
+    load(warehouse, [
+        row("n0", D1, dhash=H0, edge_signature=S0),
+        row("n1", D1, dhash=flip(H0, 0, 17, 63), edge_signature=near(S0, 0.99, 1)),        # 3 bits
+        row("n3", D1, dhash=flip(H0, 0, 17, 63, 30, 44, 51), edge_signature=near(S0, 0.98, 2)),  # 6 from n0, 3 from n1
+        row("far", D1, dhash=flip(H0, *range(0, 64, 9)), edge_signature=S0),               # 8 bits
+        row("lookalike", D1, dhash=flip(H0, 5), edge_signature=near(S0, 0.9, 3)),        # other garment, same hash
+        row("z-copy", D1, md5="md5-n0", dhash=H0, edge_signature=S0),                      # exact: md5 wins
+    ], D1)
+    clean_partition(settings(), warehouse, D1, "run-1")
+    load(warehouse, [row("n2", D2, dhash=flip(H0, 40), edge_signature=near(S0, 0.97, 4)),
+                     row("new", D2, dhash=flip(H0, 1, 2, 3, 4, 5, 6, 7), edge_signature=S0)], D2)
+    clean_partition(settings(), warehouse, D2, "run-1")
+    dedup = warehouse.table("dedup_map")
+    assert set(zip(dedup["image_id"], dedup["canonical_image_id"], dedup["reason"])) == {
+        ("n1", "n0", "dhash"), ("n3", "n0", "dhash"), ("z-copy", "n0", "md5"), ("n2", "n0", "dhash")}
+    assert sorted(warehouse.table("vectors_clean")["image_id"]) == ["far", "lookalike", "n0", "new"]
+
+
+def test_near_dedup_looks_back_only_as_far_as_configured(warehouse, monkeypatch):
+    monkeypatch.setenv("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", "2")  # D2 is three days after D1
+    load(warehouse, [row("n0", D1, dhash=H0, edge_signature=S0)], D1)
+    clean_partition(settings(), warehouse, D1, "run-1")
+    load(warehouse, [row("n2", D2, dhash=H0, edge_signature=S0)], D2)
+    clean_partition(settings(), warehouse, D2, "run-1")
+    assert warehouse.table("dedup_map").empty
+    monkeypatch.setenv("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", "3")
+    clean_partition(settings(), warehouse, D2, "run-1")
+    assert by_id(warehouse.table("dedup_map"), "canonical_image_id") == {"n2": "n0"}
+
+
+def test_an_image_listed_twice_in_a_run_keeps_its_latest_embedding(warehouse):
+    load(warehouse, [row("x", D1, color="red", at="2026-05-01T00:00:00Z")], D1, shard_id=0)
+    load(warehouse, [row("x", D1, color="blue", at="2026-05-01T00:05:00Z", shard_id=1)], D1, shard_id=1)
+    clean_partition(settings(), warehouse, D1, "run-1")
+    assert warehouse.table("vectors_clean")["color"].tolist() == ["blue"]
+
+
 def test_latest_attempt_and_latest_run_win(warehouse):
     load(warehouse, [row("x", D1, attempt=1, color="red")], D1, attempt=1)
     load(warehouse, [row("x", D1, attempt=2, color="blue")], D1, attempt=2)
     load(warehouse, [row("x", D1, attempt=2, color="blue")], D1, attempt=2)  # the same load retried
     assert len(warehouse.table("vector_log")) == 2
-    clean_partition(warehouse, D1, "run-1")
+    clean_partition(settings(), warehouse, D1, "run-1")
     assert warehouse.table("vectors_clean")["color"].tolist() == ["blue"]
     load(warehouse, [row("x", D1, run_id="run-2", color="green", at="2026-05-02T00:00:00Z")], D1, run_id="run-2")
-    clean_partition(warehouse, D1, "run-2")
+    clean_partition(settings(), warehouse, D1, "run-2")
     clean = warehouse.table("vectors_clean")
     assert clean["color"].tolist() == ["green"] and clean["run_id"].tolist() == ["run-2"]
 
@@ -101,7 +164,7 @@ def test_clean_is_idempotent(warehouse):
     load(warehouse, [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256)], D1)
     snapshots = []
     for _ in range(2):
-        clean_partition(warehouse, D1, "run-1")
+        clean_partition(settings(), warehouse, D1, "run-1")
         snapshots.append({t: warehouse.table(t).sort_values("image_id").to_csv(index=False)
                           for t in ("vectors_clean", "dedup_map", "rejects")})
     assert snapshots[0] == snapshots[1]
@@ -110,7 +173,7 @@ def test_clean_is_idempotent(warehouse):
 def test_image_tags_and_unknown_tags_become_rejects(warehouse):
     load(warehouse, [row("i1", D1, color="red", pattern="striped", category="coat"),
                      row("i2", D1, color="mauve", pattern="solid", category="bag")], D1)
-    clean_partition(warehouse, D1, "run-1")
+    clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1")
     tags = warehouse.table("image_tags")
     got = set(zip(tags["image_id"], tags["dimension"], tags["tag"], tags["tag_source"]))
@@ -129,7 +192,7 @@ def test_tag_trends_exact_shares_changes_and_directions(warehouse):
     q2 = [row(f"q2-{i}", D2, pattern="striped" if i < 3 else "solid") for i in range(5)]   # striped 3/5
     for day, rows in ((D1, q1), (D2, q2)):
         load(warehouse, rows, day)
-        clean_partition(warehouse, day, "run-1")
+        clean_partition(settings(), warehouse, day, "run-1")
         tag_partition(warehouse, day, "run-1")
     movers = compute_trends(warehouse, flat_threshold=0.02)
     trends = warehouse.table("tag_trends").set_index(["quarter", "dimension", "tag"])
@@ -173,7 +236,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
         partition_value=D1, stage="embed")
     load(warehouse, [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256),
                      row("ok", D1)], D1)
-    clean_partition(warehouse, D1, "run-1")
+    clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1")
     build_day_indexes(vecflow_home / "index", warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
     record_funnel(warehouse, D1, "run-1", "m1")
@@ -193,11 +256,11 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
 def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home):
     index_dir = vecflow_home / "index"
     load(warehouse, [row("c1", D1, category="coat"), row("b1", D1, category="bag")], D1)
-    clean_partition(warehouse, D1, "run-1")
+    clean_partition(settings(), warehouse, D1, "run-1")
     build_day_indexes(index_dir, warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
     assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["bag", "coat"]
     load(warehouse, [row("c1", D1, category="coat", run_id="run-2", at="2026-05-02T00:00:00Z")], D1, run_id="run-2")
-    clean_partition(warehouse, D1, "run-2")
+    clean_partition(settings(), warehouse, D1, "run-2")
     build_day_indexes(index_dir, warehouse, D1, "run-2", "m1", "IVF{nlist},Flat")
     assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["coat"]
     assert warehouse.table("index_registry")["category"].tolist() == ["coat"]

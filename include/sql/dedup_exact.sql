@@ -1,6 +1,6 @@
 -- Exact duplicates by content MD5, within the day and against earlier days: the earliest listed
 -- image (then the smallest image_id) is canonical. image_ids are unique per partition (plan stage).
-DELETE FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date;
+DELETE FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date AND reason = 'md5';
 INSERT INTO {{ dataset }}.dedup_map (image_id, canonical_image_id, listed_date, category, reason, run_id)
 WITH valid AS (
   SELECT v.image_id, v.content_md5, v.listed_date, v.category

@@ -1,10 +1,10 @@
 -- The partition's canonical, valid vectors: replaced as a whole so reruns leave the same rows.
 DELETE FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date;
 INSERT INTO {{ dataset }}.vectors_clean (
-  image_id, content_md5, dhash, source, listed_date, catalog_category, category, category_confidence,
+  image_id, content_md5, dhash, edge_signature, source, listed_date, catalog_category, category, category_confidence,
   model_version, embedding, color, color_confidence, pattern, pattern_confidence, run_id)
 SELECT
-  v.image_id, v.content_md5, v.dhash, v.source, v.listed_date, v.catalog_category, v.category,
+  v.image_id, v.content_md5, v.dhash, v.edge_signature, v.source, v.listed_date, v.catalog_category, v.category,
   v.category_confidence, v.model_version, v.embedding, v.color, v.color_confidence, v.pattern, v.pattern_confidence, @run_id
 FROM {{ dataset }}.v_vector_log_latest AS v
 WHERE v.listed_date = @run_date

@@ -1,4 +1,4 @@
-"""Clean stage: validate vectors, remove exact duplicates, write vectors_clean (all SQL files)."""
+"""Clean stage: validate vectors, remove exact and near duplicates, write vectors_clean (all SQL files)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,8 +8,11 @@ MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or 
 MAX_NORM = 1.5
 
 
-def clean_partition(warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> None:
+def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> None:
     warehouse.run("validate", run_date=run_date, run_id=run_id, expected_dim=expected_dim,
                   min_norm=MIN_NORM, max_norm=MAX_NORM)
     warehouse.run("dedup_exact", run_date=run_date, run_id=run_id)
+    warehouse.run("dedup_near", run_date=run_date, run_id=run_id, lookback_days=settings.near_dup_lookback_days,
+                  max_hamming=settings.near_dup_max_hamming,
+                  min_edge_similarity=settings.near_dup_min_edge_similarity)
     warehouse.run("vectors_clean", run_date=run_date, run_id=run_id)

@@ -31,7 +31,7 @@ def read_json(path: Path, what: str):
         raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
 
 
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
+def _env_int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -39,19 +39,23 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name}={value} must be {bounds}")
     return value
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, minimum: float = float("-inf"), maximum: float = float("inf")) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={value} must be between {minimum} and {maximum}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class Settings:
     model_registry: Path
     trend_flat_threshold: float
     index_factory: str
+    near_dup_lookback_days: int
+    near_dup_max_hamming: int
+    near_dup_min_edge_similarity: float
 
     @property
     def catalog_dir(self) -> Path:
@@ -111,4 +118,8 @@ def settings() -> Settings:
         model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),
         trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
+        near_dup_lookback_days=_env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
+        # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
+        near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 5, minimum=1, maximum=15),
+        near_dup_min_edge_similarity=_env_float("VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY", 0.96, 0.0, 1.0),
     )

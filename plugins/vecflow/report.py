@@ -40,14 +40,20 @@ def trend_agreement(truth_dir: Path, trends: pd.DataFrame, flat_threshold: float
                            "true_change": round(float(r.change), 4)} for r in wrong.itertuples()]}
 
 
+def _pair_quality(planted: pd.DataFrame, found: pd.DataFrame) -> dict:
+    """Found (duplicate -> canonical) pairs against planted ones: a pair counts only with the right canonical."""
+    truth = set(zip(planted["image_id"], planted["canonical_image_id"]))
+    pairs = set(zip(found["image_id"], found["canonical_image_id"]))
+    hits = len(truth & pairs)
+    return {"planted": len(truth), "found": len(pairs),
+            "precision": round(hits / len(pairs), 4) if pairs else None,
+            "recall": round(hits / len(truth), 4) if truth else None}
+
+
 def duplicate_check(truth_dir: Path, dedup_map: pd.DataFrame) -> dict:
     truth = pd.read_csv(truth_dir / "duplicates.csv")
-    exact = set(truth.loc[truth["kind"] == "exact", "image_id"])
-    found = set(dedup_map.loc[dedup_map["reason"] == "md5", "image_id"])
-    return {"planted_exact": len(exact), "found_md5": len(found),
-            "exact_recall": round(len(found & exact) / len(exact), 4) if exact else None,
-            "md5_precision": round(len(found & exact) / len(found), 4) if found else None,
-            "planted_near": int((truth["kind"] == "near").sum())}
+    return {"exact_by_md5": _pair_quality(truth[truth["kind"] == "exact"], dedup_map[dedup_map["reason"] == "md5"]),
+            "near_by_dhash": _pair_quality(truth[truth["kind"] == "near"], dedup_map[dedup_map["reason"] == "dhash"])}
 
 
 def build_summary(settings, warehouse) -> dict:
@@ -116,6 +122,7 @@ def format_summary(summary: dict) -> str:
                      "tags x quarters as planted")
         lines += [f"    differs: {d['quarter']} {d['dimension']}={d['tag']} planted {d['expected']} "
                   f"(true change {d['true_change']:+.3f}), found {d['found']}" for d in agreement["different"]]
-    if "planted_duplicates" in summary:
-        lines.append(f"  planted duplicates    {summary['planted_duplicates']}")
+    for name, quality in summary.get("planted_duplicates", {}).items():
+        lines.append(f"  planted duplicates    {name}: {quality['found']} found of {quality['planted']} planted, "
+                     f"precision {quality['precision']}, recall {quality['recall']}")
     return "\n".join(lines)

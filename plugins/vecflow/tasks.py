@@ -54,8 +54,8 @@ def load(shards, context) -> dict:
 def clean(context) -> None:
     from vecflow.clean import clean_partition
 
-    _, warehouse = _env()
-    clean_partition(warehouse, *_partition(context))
+    s, warehouse = _env()
+    clean_partition(s, warehouse, *_partition(context))
 
 
 def tag(context) -> None:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64
+from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
 from vecflow_model.preprocess import background_distance, model_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
@@ -41,7 +41,7 @@ log = logging.getLogger("vecflow_model.embed")
 OUTPUT_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("source", pa.string()), ("listed_date", pa.date32()),
     ("catalog_category", pa.string()), ("category", pa.string()), ("category_confidence", pa.float64()),
-    ("content_md5", pa.string()), ("dhash", pa.int64()),
+    ("content_md5", pa.string()), ("dhash", pa.int64()), ("edge_signature", pa.list_(pa.float64())),
     ("model_version", pa.string()), ("dim", pa.int32()), ("embedding", pa.list_(pa.float64())),
     ("color", pa.string()), ("color_confidence", pa.float64()),
     ("pattern", pa.string()), ("pattern_confidence", pa.float64()),
@@ -112,6 +112,7 @@ class ShardImages(Dataset):
         except DecodeError as exc:
             return None, {**row, "reject_reason": "corrupt", "reject_detail": f"cannot decode: {exc}"}
         row["dhash"] = dhash64(image)
+        row["edge_signature"] = edge_signature(image).tolist()
         pixels = analysis_pixels(image)
         distance = background_distance(pixels)
         tags = self.tagger.tag(pixels, distance)

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 SOURCES = ("shop_a", "shop_b", "shop_c")
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
+# Fashion-MNIST holds near-identical pictures (many trousers differ by a few pixels). Two originals
+# drawn from such a pair would be distinct in the truth yet look like copies of one product, so
+# sources are picked at most this correlated with every source already picked for their label.
+SOURCE_MAX_CORRELATION = 0.97
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,24 @@ def apportion(expected: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return counts
 
 
+def distinct_sources(images: np.ndarray, candidates: np.ndarray, max_correlation: float, needed: int) -> list[int]:
+    """Up to `needed` of the candidates, in order, skipping each one correlated above max_correlation
+    with one kept."""
+    pixels = images[candidates].reshape(len(candidates), -1).astype(np.float32)
+    pixels -= pixels.mean(axis=1, keepdims=True)
+    pixels /= np.maximum(np.linalg.norm(pixels, axis=1, keepdims=True), 1e-6)
+    blocked = np.zeros(len(candidates), dtype=bool)
+    kept = []
+    for i in range(len(candidates)):
+        if blocked[i]:
+            continue
+        kept.append(int(candidates[i]))
+        if len(kept) == needed:
+            break
+        blocked[i + 1:] |= pixels[i + 1:] @ pixels[i] > max_correlation
+    return kept
+
+
 def _quota_tags(counts: np.ndarray, tags: list[str], rng: np.random.Generator) -> list[str]:
     out = [tag for tag, n in zip(tags, counts) for _ in range(int(n))]
     rng.shuffle(out)
@@ -101,8 +123,6 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     images, labels = fashion_mnist.load("all")
     category_by_label = taxonomy.category_by_label()
     label_by_category = {c: l for l, c in category_by_label.items()}
-    pools = {label: rng.permutation(np.flatnonzero(labels == label)).tolist() for label in category_by_label}
-    pool_pos = dict.fromkeys(pools, 0)
     colors = {tag: tuple(taxonomy.tag_info("color", tag)["rgb"]) for tag in taxonomy.tags("color")}
     modulations = {
         tag: pattern_modulation(tag, taxonomy.tag_info("pattern", tag).get("period_px"), IMAGE_SIZE)
@@ -118,6 +138,13 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     for dim in GENERATED_DIMENSIONS:
         tags, shares = daily_shares(spec, taxonomy, dim, params.days)
         tag_plan[dim] = (tags, apportion(shares * originals_per_day[:, None], originals_per_day))
+    # every original of a category and any corrupt image may need its own source
+    category_tags, category_counts = tag_plan["category"]
+    needed = dict(zip(category_tags, category_counts.sum(axis=0) + planted[:, 2].sum()))
+    pools = {label: distinct_sources(images, rng.permutation(np.flatnonzero(labels == label)),
+                                     SOURCE_MAX_CORRELATION, int(needed[category]))
+             for label, category in category_by_label.items()}
+    pool_pos = dict.fromkeys(pools, 0)
 
     if catalog_dir.exists():
         shutil.rmtree(catalog_dir)

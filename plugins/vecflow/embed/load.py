@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 VECTOR_COLUMNS = [
-    "image_id", "content_md5", "dhash", "source", "listed_date", "catalog_category", "category",
+    "image_id", "content_md5", "dhash", "edge_signature", "source", "listed_date", "catalog_category", "category",
     "category_confidence", "model_version", "dim",
     "embedding", "color", "color_confidence", "pattern", "pattern_confidence", "run_id", "shard_id",
     "attempt", "embedded_at",

@@ -1,4 +1,5 @@
-"""The planted trends of the default spec come out of tag_trends with the right direction.
+"""What the generator planted is found: trends with their direction, exact and near duplicates with
+their canonical image.
 
 Runs every stage's task function for 120 partitions spanning two quarters (without the Airflow
 scheduler loop, which test_e2e covers), then compares with the generator's truth."""
@@ -52,3 +53,10 @@ def test_every_tag_moves_as_planted(summary):
     agreement = summary["trend_agreement"]
     assert agreement["tags_compared"] == 27  # (10 categories + 8 colours + 4 patterns + 5 styles) x 1 quarter
     assert agreement["different"] == [], json.dumps(agreement["different"], indent=1)
+
+
+def test_planted_duplicates_found_with_their_canonical(summary):
+    exact, near = summary["planted_duplicates"]["exact_by_md5"], summary["planted_duplicates"]["near_by_dhash"]
+    assert exact["planted"] > 20 and near["planted"] > 20
+    assert exact["precision"] == exact["recall"] == 1.0
+    assert near["precision"] >= 0.99 and near["recall"] >= 0.95, near
