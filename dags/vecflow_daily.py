@@ -1,4 +1,5 @@
-"""Daily partition: catalog -> shards -> embeddings -> vector_log -> clean -> tags -> faiss -> funnel.
+"""Daily partition: catalog -> shards -> embeddings -> vector_log -> clean -> tags (+ Elasticsearch)
+-> faiss -> funnel.
 
 Each run processes the catalog partition of its data interval (one listed_date) and replaces
 that partition's outputs, so reruns and backfills are safe. Emits the image_tags asset, which
@@ -11,7 +12,7 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
 from vecflow.assets import DAY_INDEXES, IMAGE_TAGS, VECTORS_CLEAN
-from vecflow.config import embed_backend
+from vecflow.config import embed_backend, search_sink
 from vecflow.dag_defaults import DAG_KWARGS
 
 
@@ -66,9 +67,15 @@ def vecflow_daily():
     def check_funnel() -> None:
         tasks.funnel(get_current_context())
 
+    @task
+    def search_index_tags() -> dict:
+        return tasks.search_tags(get_current_context())
+
     indexed = build_day_indexes()
     tagged = tag_images()
     embed_stage() >> clean() >> [tagged, indexed]
+    if search_sink() == "elasticsearch":
+        tagged = tagged >> search_index_tags()
     [tagged, indexed] >> check_funnel()
 
 

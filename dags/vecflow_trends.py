@@ -1,9 +1,11 @@
-"""Quarterly tag trends over all partitions, and the run summary; runs when image_tags change."""
+"""Quarterly tag trends over all partitions (also as Elasticsearch documents), and the run summary;
+runs when image_tags change."""
 from __future__ import annotations
 
 from airflow.sdk import dag, get_current_context, task
 
 from vecflow.assets import IMAGE_TAGS
+from vecflow.config import search_sink
 from vecflow.dag_defaults import DAG_KWARGS
 
 
@@ -25,7 +27,14 @@ def vecflow_trends():
     def write_summary() -> dict:
         return tasks.summary(get_current_context())
 
-    tag_trends() >> write_summary()
+    @task
+    def search_index_trends() -> dict:
+        return tasks.search_trends(get_current_context())
+
+    trends = tag_trends()
+    if search_sink() == "elasticsearch":
+        trends = trends >> search_index_trends()
+    trends >> write_summary()
 
 
 vecflow_trends()

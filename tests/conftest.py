@@ -101,3 +101,30 @@ def warehouse(request, vecflow_home):
         client.create_dataset(wh.dataset)
     bootstrap(wh)
     return wh
+
+
+@pytest.fixture(scope="session")
+def search_server(tmp_path_factory):
+    """The Elasticsearch-compatible server (noida-db) on 127.0.0.1, started here, and the Airflow
+    connection `elasticsearch_default` pointing at it (as an environment variable)."""
+    from vecflow.search.local_server import LocalSearchServer
+
+    with LocalSearchServer(tmp_path_factory.mktemp("search")) as server:
+        os.environ["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"] = server.connection_uri
+        yield server
+        os.environ.pop("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", None)
+
+
+@pytest.fixture
+def search(search_server, monkeypatch, request):
+    """A client of the test server and an index prefix of this test's own."""
+    from elasticsearch import Elasticsearch
+
+    prefix = "t-" + request.node.name.lower().replace("[", "-").replace("]", "")[:40]
+    monkeypatch.setenv("VECFLOW_ES_INDEX_PREFIX", prefix)
+    es = Elasticsearch(search_server.url)
+    yield es
+    # deleting by wildcard is refused (as on Elasticsearch 8): name each index
+    for index in es.indices.get(index=f"{prefix}-*", allow_no_indices=True):
+        es.indices.delete(index=index)
+    es.close()

@@ -10,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-HEAVY_MODULES = ["torch", "faiss", "great_expectations", "google.cloud.bigquery", "duckdb", "pandas", "sqlglot"]
+HEAVY_MODULES = ["torch", "faiss", "great_expectations", "google.cloud.bigquery", "duckdb", "pandas", "sqlglot",
+                 "elasticsearch"]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,15 @@ def test_probe_catches_a_heavy_top_level_import(tmp_path):
     done = subprocess.run([sys.executable, "-c", PROBE, str(bad), json.dumps(HEAVY_MODULES)],
                           capture_output=True, text=True, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1])["heavy"] == ["pandas"]
+
+
+@pytest.mark.parametrize("sink, expected", [("elasticsearch", True), ("none", False)])
+def test_search_tasks_follow_the_search_sink_setting(sink, expected):
+    probe = ("from airflow.dag_processing.dagbag import DagBag; import sys; "
+             "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
+             "print(sorted(t for d in bag.dags.values() for t in d.task_ids if t.startswith('search_')))")
+    env = {**__import__("os").environ, "VECFLOW_SEARCH_SINK": sink}
+    done = subprocess.run([sys.executable, "-c", probe, str(REPO / "dags")], env=env, capture_output=True,
+                          text=True, check=True)
+    found = done.stdout.strip().splitlines()[-1]
+    assert found == ("['search_index_tags', 'search_index_trends']" if expected else "[]")

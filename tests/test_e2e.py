@@ -35,11 +35,12 @@ def snapshot(warehouse) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, airflow_db):
+def pipeline(tmp_path_factory, airflow_db, search_server):
     import os
 
     home = tmp_path_factory.mktemp("e2e")
     os.environ["VECFLOW_HOME"] = str(home)
+    os.environ["VECFLOW_ES_INDEX_PREFIX"] = "e2e"
     generate_catalog(argparse.Namespace(seed=5, start_date=START, days=DAYS, images_per_day=30,
                                         trends=DEFAULT_TREND_SPEC))
     dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
@@ -68,7 +69,7 @@ def test_tables_hold_what_the_catalog_planted(pipeline):
 def test_funnel_balances_for_every_partition(pipeline):
     _, warehouse, dates = pipeline
     funnel = warehouse.table("funnel_metrics")
-    assert set(funnel["stage"]) == {"catalog", "embed", "validate", "dedup", "tags", "index"}
+    assert set(funnel["stage"]) == {"catalog", "embed", "validate", "dedup", "tags", "search", "index"}
     for day in dates:
         assert warehouse.query("funnel_violations", run_date=day).empty
         part = funnel[funnel["partition_date"].astype(str) == day.isoformat()]
@@ -105,6 +106,10 @@ def test_summary_reports_the_run(pipeline):
     assert summary["planted_duplicates"]["exact_by_md5"]["recall"] == 1.0
     assert summary["planted_duplicates"]["exact_by_md5"]["precision"] == 1.0
     assert summary["planted_duplicates"]["near_by_dhash"]["precision"] == 1.0
+    # the search sink holds one document per clean image, and its aggregations match tag_trends
+    assert summary["search"]["image_documents"] == summary["vectors_clean"]
+    assert summary["search"]["trend_documents"] > 0
+    assert summary["search"]["tag_counts_differing"] == 0
 
 
 def test_rerunning_a_date_leaves_identical_tables(pipeline):

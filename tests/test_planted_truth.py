@@ -20,10 +20,11 @@ START, DAYS = dt.date(2026, 2, 15), 120
 
 
 @pytest.fixture(scope="module")
-def summary(tmp_path_factory):
+def summary(tmp_path_factory, search_server):
     import os
 
     os.environ["VECFLOW_HOME"] = str(tmp_path_factory.mktemp("trends"))
+    os.environ["VECFLOW_ES_INDEX_PREFIX"] = "planted"
     generate_catalog(argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=8,
                                         trends=DEFAULT_TREND_SPEC))
     for i in range(DAYS):
@@ -36,9 +37,11 @@ def summary(tmp_path_factory):
         tasks.load(shards, context)
         tasks.clean(context)
         tasks.tag(context)
+        tasks.search_tags(context)
         tasks.index(context)
         tasks.funnel(context)
     tasks.trends({})
+    tasks.search_trends({"run_id": "test__trends"})
     return tasks.summary({})
 
 
@@ -60,3 +63,10 @@ def test_planted_duplicates_found_with_their_canonical(summary):
     assert exact["planted"] > 20 and near["planted"] > 20
     assert exact["precision"] == exact["recall"] == 1.0
     assert near["precision"] >= 0.99 and near["recall"] >= 0.95, near
+
+
+def test_elasticsearch_holds_the_same_trends(summary):
+    search = summary["search"]
+    assert search["tag_counts_differing"] == 0 and search["tag_counts_compared"] > 0
+    assert {(c["dimension"], c["tag"]): c["found_by_quarter"] for c in search["planted_trends"]} == {
+        ("pattern", "striped"): {"2026-Q2": "rising"}, ("color", "red"): {"2026-Q2": "falling"}}

@@ -1,56 +1,19 @@
 """Every warehouse SQL step on small hand-made tables, with exact expected outputs."""
 from __future__ import annotations
 
-import datetime as dt
 import math
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
-from vecflow.embed.load import VECTOR_COLUMNS
 from vecflow.funnel import FunnelError, check_funnel, record_funnel
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import compute_trends, tag_partition
 
-D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)
-
-
-def unit(seed: int, dim: int = 256) -> list[float]:
-    v = np.random.default_rng(seed).normal(size=dim)
-    return (v / np.linalg.norm(v)).tolist()
-
-
-def row(image_id, day, md5=None, category="dress", color="red", pattern="solid", embedding=None,
-        run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1",
-        dhash=0, edge_signature=None):
-    embedding = unit(hash(image_id) % 10_000) if embedding is None else embedding
-    # unrelated pictures: random edge signatures are far from each other (cosine ~0)
-    edge_signature = unit(hash(image_id) % 10_000, 128) if edge_signature is None else edge_signature
-    return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": dhash,
-            "edge_signature": edge_signature, "source": "shop_a",
-            "listed_date": day, "catalog_category": category, "category": category, "category_confidence": 0.95,
-            "model_version": model_version, "dim": len(embedding),
-            "embedding": embedding, "color": color, "color_confidence": 0.9, "pattern": pattern,
-            "pattern_confidence": 0.8, "run_id": run_id, "shard_id": shard_id, "attempt": attempt,
-            "embedded_at": pd.Timestamp(at)}
-
-
-def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
-    table = pa.Table.from_pandas(pd.DataFrame(rows)[VECTOR_COLUMNS], preserve_index=False)
-    warehouse.run("append_shard", rows=table, names={"columns": VECTOR_COLUMNS}, run_date=day, run_id=run_id,
-                  shard_id=shard_id, attempt=attempt)
-
-
-def catalog(warehouse, day, ids, category="dress"):
-    frame = pd.DataFrame({"image_id": ids, "uri": [f"{i}.jpg" for i in ids], "source": "shop_a",
-                          "listed_date": day, "category": category, "run_id": "run-1",
-                          "loaded_at": pd.Timestamp("2026-05-01", tz="UTC")})
-    warehouse.run("replace_partition", rows=frame, names={
-        "table": "catalog", "partition_column": "listed_date", "columns": list(frame.columns)}, partition_value=day)
+from warehouse_rows import D1, D2, catalog, load, row, unit
 
 
 def by_id(frame: pd.DataFrame, column: str) -> dict:

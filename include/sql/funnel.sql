@@ -1,8 +1,10 @@
 -- Funnel of one partition: for every stage and category, what came in, went out and was dropped
 -- (by reason). "in" and "out" are counted from different tables, so a stage that loses rows
 -- without a reject shows up as in != out + dropped. The catalog stage is written by the plan task.
--- Up to embed, category is the catalog's; from validate on it is the model's prediction.
-DELETE FROM {{ dataset }}.funnel_metrics WHERE partition_date = @run_date AND stage != 'catalog';
+-- Up to embed, category is the catalog's; from validate on it is the model's prediction. The search
+-- stage is written by the search sink (what Elasticsearch took is known only there).
+DELETE FROM {{ dataset }}.funnel_metrics
+WHERE partition_date = @run_date AND stage NOT IN ('catalog', 'search');
 INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metric, value, run_id, recorded_at)
 WITH latest AS (
   SELECT image_id, COALESCE(category, 'unknown') AS category,

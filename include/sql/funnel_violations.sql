@@ -1,5 +1,6 @@
 -- Stages of a partition where in != out + dropped, or where a stage's output is not the next
 -- stage's input (compared in total: the category key changes from the catalog's to the model's).
+-- A link is checked when the partition has both stages (search exists only with a search sink).
 -- An empty result means the funnel balances.
 WITH pivot AS (
   SELECT stage, category,
@@ -14,7 +15,8 @@ links AS (
   SELECT 'catalog' AS from_stage, 'embed' AS to_stage UNION ALL
   SELECT 'embed', 'validate' UNION ALL
   SELECT 'validate', 'dedup' UNION ALL
-  SELECT 'dedup', 'index'
+  SELECT 'dedup', 'index' UNION ALL
+  SELECT 'dedup', 'search'
 ),
 link_counts AS (
   SELECT l.from_stage, l.to_stage, 'all' AS category,
@@ -23,6 +25,7 @@ link_counts AS (
   FROM links AS l
   JOIN pivot AS p ON p.stage IN (l.from_stage, l.to_stage)
   GROUP BY l.from_stage, l.to_stage
+  HAVING COUNTIF(p.stage = l.from_stage) > 0 AND COUNTIF(p.stage = l.to_stage) > 0
 )
 SELECT stage, category, 'in != out + dropped' AS problem, in_rows, out_rows, dropped_rows
 FROM pivot

@@ -3,10 +3,13 @@
 `run` generates the catalog (unless the same one is already there), then drives the date range
 through Airflow itself: one `vecflow_daily` DAG run per partition (dag.test, in this process, on the
 SQLite metadata database under VECFLOW_HOME/airflow), then `vecflow_trends`, and prints the summary.
+With the Elasticsearch sink on and no connection defined, it starts the loopback stand-in server
+for the run (data under VECFLOW_HOME/elasticsearch).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -39,7 +42,7 @@ def add_catalog_args(p: argparse.ArgumentParser) -> None:
 
 def generate_catalog(args: argparse.Namespace, force: bool = True) -> bool:
     """Generates the catalog; returns False when the same catalog already exists and force is off."""
-    from vecflow.catalog.generate import CatalogParams, generate
+    from vecflow.catalog.generate import GENERATOR_VERSION, CatalogParams, generate
     from vecflow.catalog.spec import load_trend_spec
     from vecflow.taxonomy import load_taxonomy
 
@@ -48,7 +51,8 @@ def generate_catalog(args: argparse.Namespace, force: bool = True) -> bool:
     spec = load_trend_spec(args.trends, taxonomy)
     params = CatalogParams(args.seed, args.start_date, args.days, args.images_per_day)
     existing = s.catalog_dir / "truth" / "params.json"
-    wanted = {"seed": params.seed, "start_date": params.start_date.isoformat(), "days": params.days,
+    wanted = {"generator_version": GENERATOR_VERSION,
+              "seed": params.seed, "start_date": params.start_date.isoformat(), "days": params.days,
               "images_per_day": params.images_per_day, "spec": spec.to_json()}
     if not force and existing.exists():
         have = json.loads(existing.read_text())
@@ -105,18 +109,38 @@ def run_partitions(dates: list[dt.date]) -> None:
         raise RuntimeError(f"vecflow_trends ended {dag_run.state}")
 
 
+@contextlib.contextmanager
+def search_server_if_needed(s):
+    """The loopback search server for this run, unless the sink is off or its connection is defined."""
+    from vecflow.config import search_sink
+    from vecflow.search.local_server import LocalSearchServer
+
+    variable = f"AIRFLOW_CONN_{s.es_conn_id.upper()}"
+    if search_sink() != "elasticsearch" or os.environ.get(variable):
+        yield
+        return
+    with LocalSearchServer(s.search_data_dir) as server:
+        os.environ[variable] = server.connection_uri
+        print(f"search sink: Elasticsearch-compatible server on {server.url} for this run", flush=True)
+        try:
+            yield
+        finally:
+            os.environ.pop(variable, None)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     s = settings()
     if generate_catalog(args, force=False):
         # a new catalog invalidates everything derived from the old one
-        for derived in (s.warehouse_path, s.index_dir, s.staging_dir, s.reports_dir):
+        for derived in (s.warehouse_path, s.index_dir, s.staging_dir, s.reports_dir, s.search_data_dir):
             if derived.is_dir():
                 shutil.rmtree(derived)
             elif derived.exists():
                 derived.unlink()
     prepare_airflow(s.home)
     dates = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
-    run_partitions(dates)
+    with search_server_if_needed(s):
+        run_partitions(dates)
     from vecflow.report import format_summary
 
     summary = json.loads((s.reports_dir / "summary.json").read_text())

@@ -72,6 +72,11 @@ class Settings:
     near_dup_lookback_days: int
     near_dup_max_hamming: int
     near_dup_min_edge_similarity: float
+    es_conn_id: str
+    es_index_prefix: str
+    es_chunk_size: int
+    es_max_error_rate: float
+    es_index_vectors: bool
 
     @property
     def catalog_dir(self) -> Path:
@@ -90,6 +95,11 @@ class Settings:
         return self.home / "index"
 
     @property
+    def search_data_dir(self) -> Path:
+        """Data of the loopback search server that the local run starts."""
+        return self.home / "elasticsearch"
+
+    @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
@@ -101,6 +111,24 @@ def embed_backend() -> str:
     if backend not in ("local", "kubernetes"):
         raise ConfigError(f"VECFLOW_EMBED_BACKEND={backend!r} must be 'local' or 'kubernetes'")
     return backend
+
+
+def search_sink() -> str:
+    """Where tags and trends are also written: 'elasticsearch' (default) or 'none'. Read at DAG parse
+    time, since it decides whether the DAGs have search tasks."""
+    sink = os.environ.get("VECFLOW_SEARCH_SINK", "elasticsearch")
+    if sink not in ("elasticsearch", "none"):
+        raise ConfigError(f"VECFLOW_SEARCH_SINK={sink!r} must be 'elasticsearch' or 'none'")
+    return sink
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ConfigError(f"{name}={raw!r} must be true or false")
+    return raw in ("1", "true", "yes", "on")
 
 
 def settings() -> Settings:
@@ -122,4 +150,9 @@ def settings() -> Settings:
         # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
         near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 5, minimum=1, maximum=15),
         near_dup_min_edge_similarity=_env_float("VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY", 0.96, 0.0, 1.0),
+        es_conn_id=os.environ.get("VECFLOW_ES_CONN_ID", "elasticsearch_default"),
+        es_index_prefix=os.environ.get("VECFLOW_ES_INDEX_PREFIX", "vecflow"),
+        es_chunk_size=_env_int("VECFLOW_ES_CHUNK_SIZE", 500),
+        es_max_error_rate=_env_float("VECFLOW_ES_MAX_ERROR_RATE", 0.01, 0.0, 1.0),
+        es_index_vectors=_env_flag("VECFLOW_ES_INDEX_VECTORS", False),
     )

@@ -87,8 +87,31 @@ def build_summary(settings, warehouse) -> dict:
     return summary
 
 
-def write_summary(settings, warehouse) -> dict:
+def search_check(es, settings, trends: pd.DataFrame, dimensions: list[str], truth_dir: Path) -> dict:
+    """What Elasticsearch holds against the warehouse: tag counts per quarter from the image-tags
+    aggregation against tag_trends, and the planted trends as the tag-trends documents tell them."""
+    from vecflow.search.queries import quarterly_tag_shares, trend_documents
+    from vecflow.search.sink import SearchIndexes
+
+    indexes = SearchIndexes(settings.es_index_prefix)
+    from_search = pd.concat([quarterly_tag_shares(es, settings.es_index_prefix, d) for d in dimensions])
+    merged = trends[trends["tag_count"] > 0].merge(from_search, on=["quarter", "dimension", "tag"], how="outer")
+    differ = merged[merged["tag_count"].fillna(-1) != merged["count"].fillna(-1)]
+    documents = trend_documents(es, settings.es_index_prefix)
+    check = {"image_documents": int(es.count(index=indexes.image_tags)["count"]),
+             "trend_documents": len(documents),
+             "tag_counts_compared": len(merged), "tag_counts_differing": len(differ)}
+    if (truth_dir / "params.json").exists() and len(documents):
+        check["planted_trends"] = planted_trend_check(truth_dir, documents)
+    return check
+
+
+def write_summary(settings, warehouse, search=None, dimensions: list[str] | None = None) -> dict:
+    """search: an Elasticsearch client when the search sink is on, to check what it holds."""
     summary = build_summary(settings, warehouse)
+    if search is not None:
+        summary["search"] = search_check(search, settings, warehouse.table("tag_trends"), dimensions,
+                                         settings.catalog_dir / "truth")
     path = settings.reports_dir / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=str))
@@ -122,6 +145,13 @@ def format_summary(summary: dict) -> str:
                      "tags x quarters as planted")
         lines += [f"    differs: {d['quarter']} {d['dimension']}={d['tag']} planted {d['expected']} "
                   f"(true change {d['true_change']:+.3f}), found {d['found']}" for d in agreement["different"]]
+    if "search" in summary:
+        search = summary["search"]
+        found = [f"{c['dimension']}={c['tag']} {'FOUND' if c['ok'] else 'NOT FOUND'}"
+                 for c in search.get("planted_trends", [])]
+        lines.append(f"  elasticsearch         {search['image_documents']} image docs, {search['trend_documents']} "
+                     f"trend docs; tag counts differing from the warehouse: {search['tag_counts_differing']} of "
+                     f"{search['tag_counts_compared']}; planted: {', '.join(found)}")
     for name, quality in summary.get("planted_duplicates", {}).items():
         lines.append(f"  planted duplicates    {name}: {quality['found']} found of {quality['planted']} planted, "
                      f"precision {quality['precision']}, recall {quality['recall']}")

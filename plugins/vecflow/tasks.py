@@ -65,6 +65,25 @@ def tag(context) -> None:
     tag_partition(warehouse, *_partition(context))
 
 
+def search_tags(context) -> dict:
+    from vecflow.search.client import search_client
+    from vecflow.search.sink import index_partition
+    from vecflow.taxonomy import load_taxonomy
+
+    s, warehouse = _env()
+    return index_partition(search_client(s.es_conn_id), warehouse, s, load_taxonomy().dimensions,
+                           *_partition(context))
+
+
+def search_trends(context) -> dict:
+    from vecflow.search.client import search_client
+    from vecflow.search.sink import index_trends
+    from vecflow.taxonomy import load_taxonomy
+
+    s, warehouse = _env()
+    return index_trends(search_client(s.es_conn_id), warehouse, s, load_taxonomy().dimensions, context["run_id"])
+
+
 def index(context) -> dict:
     from vecflow.index.build import build_day_indexes
 
@@ -93,7 +112,13 @@ def trends(context) -> list[dict]:
 
 
 def summary(context) -> dict:
+    from vecflow.config import search_sink
     from vecflow.report import write_summary
 
     s, warehouse = _env()
-    return write_summary(s, warehouse)
+    if search_sink() != "elasticsearch":
+        return write_summary(s, warehouse)
+    from vecflow.search.client import search_client
+    from vecflow.taxonomy import load_taxonomy
+
+    return write_summary(s, warehouse, search_client(s.es_conn_id), load_taxonomy().dimensions)

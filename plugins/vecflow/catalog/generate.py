@@ -29,6 +29,8 @@ from vecflow.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever the same parameters would give a different catalog, so a kept catalog is redone.
+GENERATOR_VERSION = 2
 SOURCES = ("shop_a", "shop_b", "shop_c")
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
@@ -231,6 +233,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     shares = tag_shares(truth[truth["kind"] == "original"], taxonomy)
     shares.to_csv(catalog_dir / "truth" / "tag_shares.csv", index=False)
     summary = {
+        "generator_version": GENERATOR_VERSION,
         "seed": params.seed, "start_date": params.start_date.isoformat(), "days": params.days,
         "images_per_day": params.images_per_day, "spec": spec.to_json(),
         "images": int(len(truth)), **{f"{k}_images": int(v) for k, v in truth["kind"].value_counts().items()},

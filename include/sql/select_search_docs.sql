@@ -1,0 +1,9 @@
+-- The partition's canonical images with their tags (one row per image x dimension x tag; images
+-- without a tag row too), for the search sink to turn into one document per image.
+SELECT c.image_id, c.listed_date, c.source, c.category AS predicted_category, c.model_version,
+  {% for column in extra_columns %}c.{{ column }}, {% endfor %}
+  t.dimension, t.tag, t.confidence, t.tag_source
+FROM {{ dataset }}.vectors_clean AS c
+LEFT JOIN {{ dataset }}.image_tags AS t ON t.image_id = c.image_id AND t.listed_date = c.listed_date
+WHERE c.listed_date = @run_date
+ORDER BY c.image_id, t.dimension, t.tag;

@@ -1,0 +1,4 @@
+-- Columns added after a table's first release: a warehouse created by an earlier version gains them
+-- here (create_tables already has them for a new one), so no partition is lost to an upgrade.
+ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS edge_signature ARRAY<FLOAT64>;
+ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS edge_signature ARRAY<FLOAT64>;

@@ -1,0 +1,83 @@
+"""An Elasticsearch-compatible server (noida-db) on 127.0.0.1 for the local run and the tests.
+
+Started in its own process group and stopped by group id, so nothing it spawns outlives it."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalSearchServer:
+    def __init__(self, data_dir: Path, port: int | None = None, start_timeout_s: float = 60):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.start_timeout_s = start_timeout_s
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def connection_uri(self) -> str:
+        """The Airflow connection (AIRFLOW_CONN_...) that points at this server."""
+        return f"elasticsearch://127.0.0.1:{self.port}"
+
+    def start(self) -> "LocalSearchServer":
+        import noida_db
+
+        binary = Path(noida_db.__file__).parent / "noida-db"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.data_dir / "server.log", "ab")
+        self.process = subprocess.Popen(
+            [str(binary), "start", "--only", "elasticsearch", "--host", "127.0.0.1",
+             "--elasticsearch-port", str(self.port), "--data-dir", str(self.data_dir)],
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        log_file.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"search server did not start; see {self.data_dir / 'server.log'}") from None
+                time.sleep(0.2)
+        log.info("Elasticsearch-compatible server on %s (data in %s)", self.url, self.data_dir)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.process = None
+
+    def __enter__(self) -> "LocalSearchServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
