@@ -61,14 +61,18 @@ test: setup $(BQ_STAMP)
 bench: setup
 	$(VENV)/bin/python bench/embed.py --mode cpu
 
-# Airflow UI on http://127.0.0.1:8080 with these DAGs (login printed by standalone). Runs in its own
-# process group so Ctrl-C stops every child it started.
+# Airflow UI on http://127.0.0.1:8080 with these DAGs (login printed by standalone), and the loopback
+# search server on $(SEARCH_PORT). Each runs in its own process group so Ctrl-C stops every child.
+SEARCH_PORT ?= 9200
 airflow: setup
 	mkdir -p $(VECFLOW_HOME)/airflow
+	setsid $(VENV)/bin/python -m vecflow.cli search-server --port $(SEARCH_PORT) & es=$$!; \
+	AIRFLOW_CONN_ELASTICSEARCH_DEFAULT=elasticsearch://127.0.0.1:$(SEARCH_PORT) \
 	AIRFLOW_HOME=$(VECFLOW_HOME)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__PARALLELISM=4 \
 	AIRFLOW__API__HOST=127.0.0.1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
-	setsid $(VENV)/bin/airflow standalone & pgid=$$!; trap 'kill -TERM -- -$$pgid' INT TERM; wait $$pgid
+	setsid $(VENV)/bin/airflow standalone & pgid=$$!; \
+	trap 'kill -TERM -- -$$pgid -$$es' INT TERM; wait $$pgid
 
 clean:
 	rm -rf $(VECFLOW_HOME)

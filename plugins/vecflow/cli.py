@@ -149,6 +149,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_search_server(args: argparse.Namespace) -> int:
+    """The loopback search server in the foreground until SIGINT/SIGTERM (for `make airflow`)."""
+    import signal
+
+    from vecflow.search.local_server import LocalSearchServer
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    with LocalSearchServer(settings().search_data_dir, port=args.port) as server:
+        print(f"Elasticsearch-compatible server on {server.url}; connection {server.connection_uri}", flush=True)
+        try:
+            while not stop and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m vecflow.cli", description=__doc__.splitlines()[0])
@@ -157,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     add_catalog_args(gen)
     run = sub.add_parser("run", help="generate the catalog if needed and run the pipeline through Airflow")
     add_catalog_args(run)
+    server = sub.add_parser("search-server", help="run the loopback Elasticsearch-compatible server")
+    server.add_argument("--port", type=int, default=9200)
     args = parser.parse_args(argv)
     from vecflow.config import ConfigError
 
@@ -164,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate-catalog":
             generate_catalog(args)
             return 0
+        if args.command == "search-server":
+            return cmd_search_server(args)
         return cmd_run(args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
