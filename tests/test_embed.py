@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from vecflow.config import MODELS_DIR, TAXONOMY_PATH, settings
 from vecflow.embed.plan import shard_size
@@ -113,6 +114,47 @@ def test_entrypoint_writes_vectors_and_reject_rows(tmp_path):
     assert (good["category"] == good["catalog_category"]).mean() >= 0.8
     assert set(out["run_id"]) == {"r1"} and set(out["attempt"]) == {1}
     assert not list(tmp_path.glob(".out.parquet.*.tmp"))
+
+
+class _OwnBackbone(torch.nn.Module):
+    """Stands for a deployment's own backbone (a torchvision model without its classifier, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(),
+                                            torch.nn.Conv2d(16, 64, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images).flatten(1)
+
+
+def test_an_exported_backbone_from_the_registry_embeds_rgb(tmp_path):
+    registry = tmp_path / "registry" / "own-backbone-v1"
+    registry.mkdir(parents=True)
+    torch.manual_seed(0)
+    program = torch.export.export(_OwnBackbone().eval(), (torch.randn(2, 3, 96, 96),),
+                                  dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, registry / "model.pt2")
+    (registry / "card.json").write_text(json.dumps({
+        "kind": "torch-export", "weights_file": "model.pt2", "weights_md5": file_md5(registry / "model.pt2"),
+        "embedding_dim": 64, "input_size": 96}))
+    manifest = _tiny_shard(tmp_path)
+    args = ["--manifest", str(manifest), "--catalog-root", str(tmp_path), "--output", str(tmp_path / "out.parquet"),
+            "--taxonomy", str(TAXONOMY_PATH), "--model-version", "own-backbone-v1", "--registry",
+            str(tmp_path / "registry"), "--run-id", "r1", "--shard-id", "0", "--batch-size", "2"]
+    assert entrypoint(args) == 0
+    good = pq.read_table(tmp_path / "out.parquet").to_pandas().query("reject_reason.isna()")
+    vectors = np.stack(good["embedding"].to_numpy())
+    assert vectors.shape == (5, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # no category head: the catalog's category is kept, without a confidence
+    assert (good["category"] == good["catalog_category"]).all() and good["category_confidence"].isna().all()
+    # a weights file that is not an exported program is a clear registry error, and a non-zero exit
+    torch.save(_OwnBackbone().state_dict(), registry / "model.pt2")
+    card = json.loads((registry / "card.json").read_text())
+    (registry / "card.json").write_text(json.dumps({**card, "weights_md5": file_md5(registry / "model.pt2")}))
+    with pytest.raises(ModelRegistryError, match="not a torch.export program"):
+        load_model("own-backbone-v1", tmp_path / "registry")
+    assert entrypoint(args) != 0
 
 
 def test_entrypoint_fails_only_on_fatal_errors(tmp_path):

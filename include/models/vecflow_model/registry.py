@@ -6,12 +6,18 @@ downloaded at run time.
 Card kinds:
 - "garment-arcface": the shipped GarmentModel (embedding + category head), 28x28 input.
 - "torchvision": a torchvision classification backbone (e.g. resnet50, mobilenet_v3_large) whose
-  classifier is dropped; the pooled features are L2-normalised. Input size from the card.
+  classifier is dropped; the pooled features are L2-normalised. Input size from the card. Needs
+  torchvision beside torch in the image.
+- "torch-export": any backbone saved with torch.export.save (a torchvision model with its classifier
+  replaced by nn.Identity, or a model of one's own; batch dimension dynamic) that maps (N, 3, S, S)
+  ImageNet-normalised RGB to (N, D) features; they are L2-normalised. Needs nothing but torch at
+  run time.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +46,18 @@ class LoadedModel:
         return int(self.card["embedding_dim"])
 
 
-class _TorchvisionEmbedder(nn.Module):
+class _FeatureEmbedder(nn.Module):
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         return F.normalize(self.backbone(images).flatten(1), dim=1), None
+
+    def train(self, mode: bool = True) -> "_FeatureEmbedder":
+        # the backbone is put in eval mode when loaded; an exported program cannot switch modes
+        self.training = mode
+        return self
 
 
 def file_md5(path: Path) -> str:
@@ -79,8 +90,15 @@ def read_card(model_version: str, registry: Path = DEFAULT_REGISTRY) -> tuple[di
 
 def load_model(model_version: str, registry: Path = DEFAULT_REGISTRY) -> LoadedModel:
     card, weights = read_card(model_version, registry)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
     kind = card.get("kind", "garment-arcface")
+    if kind == "torch-export":
+        try:
+            backbone = torch.export.load(weights).module()
+        except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ModelRegistryError(f"{model_version}: {weights} is not a torch.export program: {exc}") from None
+        return LoadedModel(model_version, card, _FeatureEmbedder(backbone).eval(), "rgb",
+                           int(card.get("input_size", 224)), None)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     if kind == "garment-arcface":
         from vecflow_model.arcface_net import GarmentModel
 
@@ -101,6 +119,6 @@ def load_model(model_version: str, registry: Path = DEFAULT_REGISTRY) -> LoadedM
             backbone.classifier = nn.Identity()
         else:
             raise ModelRegistryError(f"{model_version}: no fc/classifier to drop on {card['architecture']}")
-        return LoadedModel(model_version, card, _TorchvisionEmbedder(backbone).eval(), "rgb",
+        return LoadedModel(model_version, card, _FeatureEmbedder(backbone.eval()).eval(), "rgb",
                            int(card.get("input_size", 224)), None)
     raise ModelRegistryError(f"{model_version}: unknown model kind {kind!r}")
