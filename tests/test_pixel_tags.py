@@ -63,9 +63,9 @@ def test_near_duplicates_keep_tags_dhash_and_edges(rendered):
         copy = decode(near_duplicate(picture, rng)[0])
         a, b = tagger.tag(analysis_pixels(original)), tagger.tag(analysis_pixels(copy))
         same_tags += (a["color"].value, a["pattern"].value) == (b["color"].value, b["pattern"].value)
-        close_hash += hamming(dhash64(original), dhash64(copy)) <= 5
+        close_hash += hamming(dhash64(original), dhash64(copy)) <= 3
         same_edges += float(edge_signature(original) @ edge_signature(copy)) >= 0.96
-    # measured on the 217 near duplicates of `make run`: <= 4 bits but one (6), edge cosine >= 0.971
+    # measured on the 217 near duplicates of `make run`: 213 within 3 bits (the rest 4-6), edge cosine >= 0.971
     assert same_tags >= 55 and close_hash >= 58 and same_edges >= 58
 
 
@@ -81,7 +81,7 @@ def test_edge_signature_tells_same_coloured_trousers_apart():
     similarity = signatures @ signatures.T
     hashes = [dhash64(p) for p in pictures]
     pairs = [(i, j) for i in range(len(pictures)) for j in range(i + 1, len(pictures))]
-    assert sum(hamming(hashes[i], hashes[j]) <= 5 for i, j in pairs) > 10
+    assert sum(hamming(hashes[i], hashes[j]) <= 3 for i, j in pairs) > 10
     assert max(similarity[i, j] for i, j in pairs) < 0.96
 
 

@@ -72,7 +72,7 @@ S0 = unit(99, 128)
 
 
 def test_near_dedup_by_banded_dhash_and_edge_signature(warehouse):
-    # default settings: Hamming <= 5 bits and edge cosine >= 0.96, lookback 90 days
+    # default settings: Hamming <= 3 bits and edge cosine >= 0.96, lookback 90 days
     load(warehouse, [
         row("n0", D1, dhash=H0, edge_signature=S0),
         row("n1", D1, dhash=flip(H0, 0, 17, 63), edge_signature=near(S0, 0.99, 1)),        # 3 bits

@@ -1,7 +1,7 @@
 -- Near duplicates by dHash (resized, brightened, re-encoded copies), after exact ones are removed.
 -- Candidates come from a banded (LSH) join, not all pairs: the 64 bits are cut into
--- @max_hamming + 1 bands, so two hashes that differ in at most @max_hamming bits agree on at least
--- one whole band. A candidate is a duplicate when its Hamming distance is within @max_hamming and
+-- @max_hamming + 1 bands of @band_bits bits (the last takes the rest), so two hashes that differ in
+-- at most @max_hamming bits agree on at least one whole band. A candidate is a duplicate when its Hamming distance is within @max_hamming and
 -- its edge signatures have cosine >= @min_edge_similarity (64 bits alone cannot tell similar
 -- garments apart). Today's images are compared with each other and with vectors_clean of the
 -- @lookback_days before. The earliest match (listed_date, image_id) is canonical; a match that is
@@ -9,7 +9,7 @@
 DELETE FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date AND reason = 'dhash';
 INSERT INTO {{ dataset }}.dedup_map (image_id, canonical_image_id, listed_date, category, reason, run_id)
 WITH today AS (
-  SELECT v.image_id, v.listed_date, v.category, v.dhash, v.edge_signature
+  SELECT v.image_id, v.listed_date, v.category, v.dhash
   FROM {{ dataset }}.v_vector_log_latest AS v
   WHERE v.listed_date = @run_date
     AND v.image_id NOT IN (
@@ -17,37 +17,47 @@ WITH today AS (
     AND v.image_id NOT IN (
       SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date AND reason = 'md5')
 ),
-pool AS (
-  SELECT image_id, listed_date, dhash, edge_signature FROM today
-  UNION ALL
+earlier AS (
   SELECT image_id, listed_date, dhash, edge_signature FROM {{ dataset }}.vectors_clean
   WHERE listed_date >= DATE_SUB(@run_date, INTERVAL @lookback_days DAY) AND listed_date < @run_date
 ),
+pool AS (
+  SELECT image_id, listed_date, dhash FROM today
+  UNION ALL
+  SELECT image_id, listed_date, dhash FROM earlier
+),
+-- signatures are wide: they are read only for the pairs that pass the Hamming check
+signatures AS (
+  SELECT image_id, edge_signature FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date
+  UNION ALL
+  SELECT image_id, edge_signature FROM earlier
+),
 band_layout AS (
-  SELECT band, band * DIV(64, @max_hamming + 1) AS first_bit,
-    IF(band = @max_hamming, 64 - band * DIV(64, @max_hamming + 1), DIV(64, @max_hamming + 1)) AS width
+  SELECT band, band * @band_bits AS first_bit,
+    IF(band = @max_hamming, 64 - band * @band_bits, @band_bits) AS width
   FROM UNNEST(GENERATE_ARRAY(0, @max_hamming)) AS band
 ),
 bands AS (
-  SELECT p.image_id, p.listed_date, l.band,
+  SELECT p.image_id, p.listed_date, p.dhash, l.band,
     (p.dhash >> l.first_bit) & ((CAST(1 AS INT64) << l.width) - 1) AS band_value
   FROM pool AS p CROSS JOIN band_layout AS l
   WHERE p.dhash IS NOT NULL
 ),
+-- Hamming distance is checked on the band join itself, so only close pairs reach the signatures
 candidates AS (
-  SELECT DISTINCT a.image_id, b.image_id AS match_id
+  SELECT DISTINCT a.image_id, b.image_id AS match_id, b.listed_date AS match_date
   FROM bands AS a
   JOIN bands AS b ON a.band = b.band AND a.band_value = b.band_value
   WHERE a.listed_date = @run_date
     AND (b.listed_date < @run_date OR b.image_id < a.image_id)
+    AND BIT_COUNT(a.dhash ^ b.dhash) <= @max_hamming
 ),
 matches AS (
-  SELECT c.image_id, c.match_id, m.listed_date AS match_date
+  SELECT c.image_id, c.match_id, c.match_date
   FROM candidates AS c
-  JOIN pool AS t ON t.image_id = c.image_id
-  JOIN pool AS m ON m.image_id = c.match_id
-  WHERE BIT_COUNT(t.dhash ^ m.dhash) <= @max_hamming
-    AND 1 - COSINE_DISTANCE(t.edge_signature, m.edge_signature) >= @min_edge_similarity
+  JOIN signatures AS t ON t.image_id = c.image_id
+  JOIN signatures AS m ON m.image_id = c.match_id
+  WHERE 1 - COSINE_DISTANCE(t.edge_signature, m.edge_signature) >= @min_edge_similarity
 ),
 first_match AS (
   SELECT image_id, match_id FROM matches

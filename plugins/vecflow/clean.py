@@ -8,11 +8,17 @@ MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or 
 MAX_NORM = 1.5
 
 
+def dhash_band_bits(max_hamming: int) -> int:
+    """Bits per LSH band: max_hamming + 1 bands cover the 64-bit dHash (the last band takes the rest),
+    so hashes within max_hamming bits share at least one whole band."""
+    return 64 // (max_hamming + 1)
+
+
 def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> None:
     warehouse.run("validate", run_date=run_date, run_id=run_id, expected_dim=expected_dim,
                   min_norm=MIN_NORM, max_norm=MAX_NORM)
     warehouse.run("dedup_exact", run_date=run_date, run_id=run_id)
     warehouse.run("dedup_near", run_date=run_date, run_id=run_id, lookback_days=settings.near_dup_lookback_days,
-                  max_hamming=settings.near_dup_max_hamming,
+                  max_hamming=settings.near_dup_max_hamming, band_bits=dhash_band_bits(settings.near_dup_max_hamming),
                   min_edge_similarity=settings.near_dup_min_edge_similarity)
     warehouse.run("vectors_clean", run_date=run_date, run_id=run_id)

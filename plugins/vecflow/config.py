@@ -148,7 +148,7 @@ def settings() -> Settings:
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
         near_dup_lookback_days=_env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
         # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
-        near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 5, minimum=1, maximum=15),
+        near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),
         near_dup_min_edge_similarity=_env_float("VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY", 0.96, 0.0, 1.0),
         es_conn_id=os.environ.get("VECFLOW_ES_CONN_ID", "elasticsearch_default"),
         es_index_prefix=os.environ.get("VECFLOW_ES_INDEX_PREFIX", "vecflow"),

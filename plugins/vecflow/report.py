@@ -106,11 +106,42 @@ def search_check(es, settings, trends: pd.DataFrame, dimensions: list[str], trut
     return check
 
 
+def tag_share_chart(trends: pd.DataFrame, path: Path) -> Path:
+    """PNG: per dimension, a stacked bar of tag shares per quarter (a tag's band growing from one
+    bar to the next is a rising trend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dimensions = sorted(trends["dimension"].unique())
+    fig, axes = plt.subplots(1, len(dimensions), figsize=(4.2 * len(dimensions), 4.6), squeeze=False)
+    for ax, dim in zip(axes[0], dimensions):
+        shares = trends[trends["dimension"] == dim].pivot_table(
+            index="quarter", columns="tag", values="share", aggfunc="sum").fillna(0.0).sort_index()
+        bottom = pd.Series(0.0, index=shares.index)
+        colors = plt.get_cmap("tab20").colors
+        for i, tag in enumerate(shares.columns):
+            ax.bar(shares.index, shares[tag], bottom=bottom, label=tag, color=colors[i % len(colors)])
+            bottom += shares[tag]
+        ax.set_title(f"{dim}: share by quarter")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_summary(settings, warehouse, search=None, dimensions: list[str] | None = None) -> dict:
     """search: an Elasticsearch client when the search sink is on, to check what it holds."""
     summary = build_summary(settings, warehouse)
+    trends = warehouse.table("tag_trends")
+    if len(trends):
+        summary["tag_share_chart"] = str(tag_share_chart(trends, settings.reports_dir / "tag_share_by_quarter.png"))
     if search is not None:
-        summary["search"] = search_check(search, settings, warehouse.table("tag_trends"), dimensions,
+        summary["search"] = search_check(search, settings, trends, dimensions,
                                          settings.catalog_dir / "truth")
     path = settings.reports_dir / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +167,8 @@ def format_summary(summary: dict) -> str:
     ]
     lines += [f"    {m['direction']:8s} {m['dimension']}={m['tag']}: {m['from']:.3f} -> {m['to']:.3f}"
               for m in summary["trend_movers_latest_quarter"]]
+    if "tag_share_chart" in summary:
+        lines.append(f"  chart                 {summary['tag_share_chart']}")
     for check in summary.get("planted_trends", []):
         lines.append(f"  planted {check['dimension']}={check['tag']} {check['expected']}: "
                      f"{'FOUND' if check['ok'] else 'NOT FOUND'} {check['found_by_quarter']}")
