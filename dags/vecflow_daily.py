@@ -60,7 +60,8 @@ def vecflow_daily():
         tasks.tag(get_current_context())
 
     @task(outlets=[DAY_INDEXES], retry_delay=dt.timedelta(minutes=1))
-    def build_day_indexes() -> dict:
+    def build_indexes() -> dict:
+        """Day indexes, then the window index per category, published when it passes its gate."""
         return tasks.index(get_current_context())
 
     @task(retries=0)  # an unbalanced funnel is a data bug, not a transient failure
@@ -71,7 +72,7 @@ def vecflow_daily():
     def search_index_tags() -> dict:
         return tasks.search_tags(get_current_context())
 
-    indexed = build_day_indexes()
+    indexed = build_indexes()
     tagged = tag_images()
     embed_stage() >> clean() >> [tagged, indexed]
     if search_sink() == "elasticsearch":

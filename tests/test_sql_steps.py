@@ -184,7 +184,8 @@ def delete_rows(warehouse, table: str, image_id: str) -> None:
         warehouse.client.query(sql).result()
 
 
-def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
+def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home, monkeypatch):
+    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
     from vecflow.embed.plan import record_funnel as record_catalog_funnel
 
     ids = ["a1", "a2", "bad", "ok"]
@@ -201,7 +202,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
                      row("ok", D1)], D1)
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1")
-    build_day_indexes(vecflow_home / "index", warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
+    build_day_indexes(settings(), warehouse, D1, "run-1")
     record_funnel(warehouse, D1, "run-1", "m1")
     check_funnel(warehouse, D1)
     funnel = warehouse.table("funnel_metrics").set_index(["stage", "metric"])["value"].to_dict()
@@ -216,14 +217,15 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
         check_funnel(warehouse, D1)
 
 
-def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home):
+def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home, monkeypatch):
+    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
     index_dir = vecflow_home / "index"
     load(warehouse, [row("c1", D1, category="coat"), row("b1", D1, category="bag")], D1)
     clean_partition(settings(), warehouse, D1, "run-1")
-    build_day_indexes(index_dir, warehouse, D1, "run-1", "m1", "IVF{nlist},Flat")
+    build_day_indexes(settings(), warehouse, D1, "run-1")
     assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["bag", "coat"]
     load(warehouse, [row("c1", D1, category="coat", run_id="run-2", at="2026-05-02T00:00:00Z")], D1, run_id="run-2")
     clean_partition(settings(), warehouse, D1, "run-2")
-    build_day_indexes(index_dir, warehouse, D1, "run-2", "m1", "IVF{nlist},Flat")
+    build_day_indexes(settings(), warehouse, D1, "run-2")
     assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["coat"]
     assert warehouse.table("index_registry")["category"].tolist() == ["coat"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,10 @@ from vecflow.embed.load import VECTOR_COLUMNS
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
 
 
+def seed_of(image_id: str) -> int:
+    return int(hashlib.sha1(image_id.encode()).hexdigest()[:15], 16)
+
+
 def unit(seed: int, dim: int = 256) -> list[float]:
     v = np.random.default_rng(seed).normal(size=dim)
     return (v / np.linalg.norm(v)).tolist()
@@ -20,9 +25,9 @@ def unit(seed: int, dim: int = 256) -> list[float]:
 def row(image_id, day, md5=None, category="dress", color="red", pattern="solid", embedding=None,
         run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1",
         dhash=0, edge_signature=None):
-    embedding = unit(hash(image_id) % 10_000) if embedding is None else embedding
+    embedding = unit(seed_of(image_id)) if embedding is None else embedding
     # unrelated pictures: random edge signatures are far from each other (cosine ~0)
-    edge_signature = unit(hash(image_id) % 10_000, 128) if edge_signature is None else edge_signature
+    edge_signature = unit(seed_of(image_id) + 1, 128) if edge_signature is None else edge_signature
     return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": dhash,
             "edge_signature": edge_signature, "source": "shop_a",
             "listed_date": day, "catalog_category": category, "category": category, "category_confidence": 0.95,

@@ -93,7 +93,10 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.index_registry (
   file_md5 STRING NOT NULL,
   status STRING NOT NULL,
   run_id STRING,
-  created_at TIMESTAMP
+  created_at TIMESTAMP,
+  recall_at_10 FLOAT64,
+  precision_at_10 FLOAT64,
+  published_at TIMESTAMP
 );
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.funnel_metrics (

@@ -2,3 +2,6 @@
 -- here (create_tables already has them for a new one), so no partition is lost to an upgrade.
 ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS edge_signature ARRAY<FLOAT64>;
 ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS edge_signature ARRAY<FLOAT64>;
+ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS recall_at_10 FLOAT64;
+ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS precision_at_10 FLOAT64;
+ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS published_at TIMESTAMP;

@@ -69,6 +69,13 @@ class Settings:
     model_registry: Path
     trend_flat_threshold: float
     index_factory: str
+    index_nlist: int
+    index_train_sample: int
+    index_window_days: int
+    index_nprobe: int
+    index_eval_queries: int
+    index_min_recall: float
+    index_max_recall_drop: float
     near_dup_lookback_days: int
     near_dup_max_hamming: int
     near_dup_min_edge_similarity: float
@@ -146,6 +153,13 @@ def settings() -> Settings:
         model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),
         trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
+        index_nlist=_env_int("VECFLOW_INDEX_NLIST", 8),
+        index_train_sample=_env_int("VECFLOW_INDEX_TRAIN_SAMPLE", 20_000),
+        index_window_days=_env_int("VECFLOW_INDEX_WINDOW_DAYS", 30),
+        index_nprobe=_env_int("VECFLOW_INDEX_NPROBE", 4),
+        index_eval_queries=_env_int("VECFLOW_INDEX_EVAL_QUERIES", 200),
+        index_min_recall=_env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
+        index_max_recall_drop=_env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
         near_dup_lookback_days=_env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
         # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
         near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),

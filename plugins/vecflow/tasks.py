@@ -85,12 +85,22 @@ def search_trends(context) -> dict:
 
 
 def index(context) -> dict:
+    """Day indexes of the partition, then each category's window index, published if it passes its gate."""
+    from airflow.exceptions import AirflowFailException
+
     from vecflow.index.build import build_day_indexes
+    from vecflow.index.window import IndexGateError, build_and_publish
 
     s, warehouse = _env()
     run_date, run_id = _partition(context)
-    built = build_day_indexes(s.index_dir, warehouse, run_date, run_id, s.model_version, s.index_factory)
-    return {b["category"]: b["vector_count"] for b in built}
+    built = build_day_indexes(s, warehouse, run_date, run_id)
+    categories = sorted(p.name for p in (s.index_dir / s.model_version).iterdir() if p.is_dir())
+    try:
+        windows = build_and_publish(s, warehouse, run_date, run_id, categories)
+    except IndexGateError as exc:
+        raise AirflowFailException(str(exc)) from None  # a retry would build the same index
+    return {"day": {b["category"]: b["vector_count"] for b in built},
+            "window": {w["category"]: {k: w[k] for k in ("status", "vector_count", "recall_at_10")} for w in windows}}
 
 
 def funnel(context) -> None:

@@ -1,8 +1,14 @@
 """Builds the day's faiss index per category from vectors_clean.
 
-Files: index/<model_version>/<category>/day=<date>/{index.faiss, ids.parquet, manifest.json}.
-A directory is written under a temporary name and renamed into place, so a reader sees the old
-day or the new one, never half of one. ids.parquet maps faiss int64 ids to image_ids.
+Files under index/<model_version>/<category>/:
+  trained/{index.faiss, manifest.json}   the trained, empty IVF (coarse quantizer) of this model and
+                                         category: trained once on a sample, reused by every day
+  day=<date>/{index.faiss, ids.parquet, manifest.json}
+A day index is a copy of the trained IVF with the day's vectors added, so day indexes merge into a
+window index without retraining or re-adding (window.py). Until a category has enough vectors to
+train (nlist x 39), its day indexes are exact (IDMap2,Flat). Directories are written under a
+temporary name and renamed into place, so a reader sees the old one or the new one, never half of
+one. ids.parquet maps faiss int64 ids to image_ids.
 """
 from __future__ import annotations
 
@@ -10,7 +16,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 from pathlib import Path
@@ -33,20 +38,74 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(fh, "md5").hexdigest()
 
 
-def choose_factory(factory_template: str, count: int) -> str:
-    """The configured IVF factory when there are enough vectors to train it, else exact search."""
-    nlist = max(1, int(math.sqrt(count)))
-    if "{nlist}" in factory_template and count >= nlist * MIN_POINTS_PER_CENTROID and nlist >= 2:
-        return factory_template.format(nlist=nlist)
-    return "IDMap2,Flat" if "{nlist}" in factory_template else factory_template
+def training_minimum(nlist: int) -> int:
+    return nlist * MIN_POINTS_PER_CENTROID
 
 
-def build_index(vectors: np.ndarray, ids: np.ndarray, factory: str):
+def trained_dir(index_dir: Path, model_version: str, category: str) -> Path:
+    return index_dir / model_version / category / "trained"
+
+
+def load_trained(index_dir: Path, model_version: str, category: str):
+    """(trained empty IVF, its md5) or (None, None) when this model and category have none yet."""
     import faiss
 
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        index.train(vectors)
+    directory = trained_dir(index_dir, model_version, category)
+    if not (directory / "manifest.json").exists():
+        return None, None
+    manifest = json.loads((directory / "manifest.json").read_text())
+    verify_files(directory, manifest)
+    return faiss.read_index(str(directory / "index.faiss")), manifest["files"]["index.faiss"]
+
+
+def train_quantizer(index_dir: Path, warehouse, model_version: str, category: str, run_date: dt.date,
+                    factory_template: str, nlist: int, sample_size: int):
+    """Trains the category's IVF on up to sample_size vectors listed up to run_date, once enough exist.
+    Returns (trained index, md5) or (None, None)."""
+    import faiss
+
+    sample = warehouse.query("select_training_sample", run_date=run_date, model_version=model_version,
+                             category=category, sample_size=sample_size)
+    if len(sample) < training_minimum(nlist):
+        return None, None
+    matrix = np.ascontiguousarray(np.stack(sample["embedding"].to_numpy()).astype(np.float32))
+    factory = factory_template.format(nlist=nlist)
+    index = faiss.index_factory(matrix.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(matrix)
+
+    def write(directory: Path) -> None:
+        faiss.write_index(index, str(directory / "index.faiss"))
+        manifest = {"model_version": model_version, "category": category, "kind": "trained",
+                    "index_factory": factory, "nlist": nlist, "training_vectors": len(matrix),
+                    "trained_on_partitions_to": run_date.isoformat(), "dim": int(matrix.shape[1]),
+                    "files": {"index.faiss": file_md5(directory / "index.faiss")}}
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    write_atomically(trained_dir(index_dir, model_version, category), write)
+    log.info("trained %s for %s/%s on %d vectors", factory, model_version, category, len(matrix))
+    return load_trained(index_dir, model_version, category)
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Every file of an index directory against the md5 its manifest records."""
+    for name, md5 in manifest["files"].items():
+        actual = file_md5(directory / name)
+        if actual != md5:
+            raise IndexIntegrityError(f"{directory / name}: md5 {actual}, manifest says {md5}")
+
+
+class IndexIntegrityError(RuntimeError):
+    """An index file does not match the md5 in its manifest."""
+
+
+def build_index(vectors: np.ndarray, ids: np.ndarray, trained):
+    """The day's vectors in a copy of the trained IVF, or in an exact index before there is one."""
+    import faiss
+
+    if trained is not None:
+        index = faiss.clone_index(trained)
+    else:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
     index.add_with_ids(vectors, ids)
     return index
 
@@ -68,17 +127,22 @@ def write_atomically(final_dir: Path, write) -> None:
         shutil.rmtree(old)
 
 
-def build_day_indexes(index_dir: Path, warehouse, run_date: dt.date, run_id: str, model_version: str,
-                      factory_template: str) -> list[dict]:
+def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
     import faiss
 
+    index_dir, model_version, nlist = settings.index_dir, settings.model_version, settings.index_nlist
+    factory_template = settings.index_factory
     vectors = warehouse.query("select_clean_vectors", run_date=run_date, model_version=model_version)
     built = []
     for category, group in vectors.groupby("category", sort=True):
         matrix = np.ascontiguousarray(np.stack(group["embedding"].to_numpy()).astype(np.float32))
         ids = np.array([stable_id(i) for i in group["image_id"]], dtype=np.int64)
-        factory = choose_factory(factory_template, len(matrix))
-        index = build_index(matrix, ids, factory)
+        trained, trained_md5 = load_trained(index_dir, model_version, category)
+        if trained is None:
+            trained, trained_md5 = train_quantizer(index_dir, warehouse, model_version, category, run_date,
+                                                   factory_template, nlist, settings.index_train_sample)
+        factory = "IDMap2,Flat" if trained is None else factory_template.format(nlist=nlist)
+        index = build_index(matrix, ids, trained)
         final_dir = index_dir / model_version / category / f"day={run_date.isoformat()}"
 
         def write(directory: Path) -> None:
@@ -89,7 +153,7 @@ def build_day_indexes(index_dir: Path, warehouse, run_date: dt.date, run_id: str
                 "model_version": model_version, "category": category, "kind": "day",
                 "date_from": run_date.isoformat(), "date_to": run_date.isoformat(),
                 "vector_count": int(index.ntotal), "dim": int(matrix.shape[1]), "index_factory": factory,
-                "metric": "inner_product", "run_id": run_id,
+                "trained_md5": trained_md5, "metric": "inner_product", "run_id": run_id,
                 "files": {name: file_md5(directory / name) for name in ("index.faiss", "ids.parquet")},
             }
             (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))

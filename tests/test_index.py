@@ -1,0 +1,111 @@
+"""faiss lifecycle: trained IVF reused by day indexes, window merge, evaluation gate, atomic publish,
+rollback, md5-checked loading."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from vecflow.clean import clean_partition
+from vecflow.config import settings
+from vecflow.index.build import IndexIntegrityError, build_day_indexes
+from vecflow.index.window import IndexGateError, build_and_publish, load_published, read_current, rollback
+
+from warehouse_rows import load, row
+
+DAYS = [dt.date(2026, 5, 1) + dt.timedelta(days=i) for i in range(4)]
+
+
+def clustered(seed: int, n: int, centers: np.ndarray) -> list[list[float]]:
+    """n unit vectors near the given cluster centres (so IVF recall is high at a few probes)."""
+    rng = np.random.default_rng(seed)
+    v = centers[rng.integers(0, len(centers), n)] + rng.normal(scale=0.25, size=(n, centers.shape[1]))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).tolist()
+
+
+@pytest.fixture
+def index_env(warehouse, vecflow_home, monkeypatch):
+    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
+    monkeypatch.setenv("VECFLOW_INDEX_NLIST", "2")      # trains once 78 vectors exist: from the second day
+    monkeypatch.setenv("VECFLOW_INDEX_WINDOW_DAYS", "3")
+    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "2")     # all lists: recall 1.0
+    centers = np.random.default_rng(0).normal(size=(4, 256))
+    return warehouse, centers
+
+
+def run_day(warehouse, day, rows_per_day, centers, run_id="run-1", seed=None):
+    vectors = clustered(seed if seed is not None else day.toordinal(), rows_per_day, centers)
+    load(warehouse, [row(f"{day:%m%d}-{i:03d}", day, category="coat", embedding=v, run_id=run_id,
+                         at=f"2026-06-0{1 if run_id == 'run-1' else 2}T00:00:00Z")
+                     for i, v in enumerate(vectors)], day, run_id=run_id)
+    clean_partition(settings(), warehouse, day, run_id)
+    build_day_indexes(settings(), warehouse, day, run_id)
+    return build_and_publish(settings(), warehouse, day, run_id, ["coat"])
+
+
+def test_day_indexes_share_the_trained_ivf_and_the_window_merges_them(index_env):
+    warehouse, centers = index_env
+    s = settings()
+    results = [run_day(warehouse, day, 50, centers)[0] for day in DAYS]
+    # day 1 had 50 vectors (< 78): exact; from day 2 the trained IVF exists and is reused
+    manifests = [json.loads((s.index_dir / "m1/coat" / f"day={d}" / "manifest.json").read_text()) for d in DAYS]
+    assert [m["index_factory"] for m in manifests] == ["IDMap2,Flat"] + ["IVF2,Flat"] * 3
+    assert len({m["trained_md5"] for m in manifests[1:]}) == 1
+    trained = json.loads((s.index_dir / "m1/coat/trained/manifest.json").read_text())
+    assert trained["training_vectors"] == 100 and trained["trained_on_partitions_to"] == str(DAYS[1])
+    last = results[-1]
+    assert last["status"] == "published" and last["vector_count"] == 150      # 3-day window
+    assert (last["days_merged"], last["days_added"]) == (3, 0)
+    assert results[1]["days_added"] == 1                                       # the exact day 1 re-added once
+    assert last["recall_at_10"] == 1.0 and last["precision_at_10"] == 1.0
+    index, ids, manifest = load_published(s.index_dir, "m1", "coat")
+    assert index.ntotal == len(ids) == 150 and manifest["source_partitions"] == [str(d) for d in DAYS[1:]]
+    registry = warehouse.table("index_registry").query("kind == 'window'")
+    assert registry["status"].value_counts().to_dict() == {"retired": 3, "published": 1}
+
+
+def test_a_bad_day_is_fixed_by_rerunning_it_and_remerging(index_env):
+    warehouse, centers = index_env
+    s = settings()
+    for day in DAYS[:3]:
+        run_day(warehouse, day, 50, centers)
+    clean_ids = set(load_published(s.index_dir, "m1", "coat")[1]["image_id"])
+    # day 2 rerun with a bad delivery (10 images only), then rerun again with the right one
+    run_day(warehouse, DAYS[1], 10, centers, run_id="run-2", seed=99)
+    assert load_published(s.index_dir, "m1", "coat")[0].ntotal == 110
+    run_day(warehouse, DAYS[1], 50, centers, run_id="run-3")
+    index, ids, _ = load_published(s.index_dir, "m1", "coat")
+    assert index.ntotal == 150 and set(ids["image_id"]) == clean_ids
+
+
+def test_the_gate_blocks_a_worse_index_and_the_published_one_keeps_serving(index_env, monkeypatch):
+    warehouse, centers = index_env
+    s = settings()
+    for day in DAYS[:2]:
+        run_day(warehouse, day, 50, centers)
+    published = read_current(s.index_dir, "m1", "coat")["version"]
+    # one list of two probed, and a day of vectors that fit neither cluster: recall falls
+    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "1")
+    scattered = np.random.default_rng(5).normal(size=(500, 256))
+    with pytest.raises(IndexGateError, match=r"coat: recall@10 0\.\d+ below the minimum 0\.98"):
+        run_day(warehouse, DAYS[2], 50, scattered)
+    assert read_current(s.index_dir, "m1", "coat")["version"] == published
+    statuses = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")["status"].tolist()
+    assert statuses[-2:] == ["published", "blocked"]
+
+
+def test_rollback_walks_back_and_the_loader_refuses_a_damaged_file(index_env):
+    warehouse, centers = index_env
+    s = settings()
+    versions = [run_day(warehouse, day, 50, centers)[0]["version"] for day in DAYS[1:4]]
+    assert rollback(s, warehouse, "coat") == versions[1]
+    assert rollback(s, warehouse, "coat") == versions[0]
+    assert read_current(s.index_dir, "m1", "coat")["version"] == versions[0]
+    with pytest.raises(IndexIntegrityError, match="no earlier published version"):
+        rollback(s, warehouse, "coat")
+    path = s.index_dir / "m1/coat/window" / versions[0] / "index.faiss"
+    path.write_bytes(path.read_bytes()[:-8] + b"12345678")
+    with pytest.raises(IndexIntegrityError, match="md5"):
+        load_published(s.index_dir, "m1", "coat")
