@@ -18,7 +18,7 @@ from vecflow.warehouse import get_warehouse
 
 START = dt.date(2026, 3, 30)
 DAYS = 3
-VOLATILE = {"run_id", "recorded_at", "loaded_at", "created_at", "embedded_at"}
+VOLATILE = {"run_id", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
 DERIVED_TABLES = ["catalog", "vectors_clean", "dedup_map", "rejects", "image_tags", "funnel_metrics",
                   "index_registry", "tag_trends", "v_vector_log_latest"]
 
@@ -112,6 +112,25 @@ def test_summary_reports_the_run(pipeline):
     assert summary["search"]["tag_counts_differing"] == 0
     chart = s.reports_dir / "tag_share_by_quarter.png"
     assert summary["tag_share_chart"] == str(chart) and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):
+    from vecflow.cli import main
+
+    s, _, _ = pipeline
+    truth = pd.read_parquet(s.catalog_dir / "truth" / "images.parquet")
+    duplicate = truth[truth["kind"] == "exact_duplicate"].iloc[0]
+    path = s.catalog_dir / f"listed_date={duplicate['listed_date']:%Y-%m-%d}" / "images" / f"{duplicate['image_id']}.jpg"
+    assert main(["search", "--image", str(path), "--k", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "5 results" in printed
+    from vecflow.index.search import search
+
+    results = search(s, get_warehouse(), path, k=5)
+    top = results.iloc[0]
+    assert top["image_id"] == duplicate["canonical_image_id"] and top["score"] > 0.999
+    assert duplicate["image_id"] in list(top["duplicates"])
+    assert f"category={top['category']}" in list(top["tags"])
 
 
 def test_rerunning_a_date_leaves_identical_tables(pipeline):

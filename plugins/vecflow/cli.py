@@ -167,6 +167,26 @@ def cmd_search_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from vecflow.index.search import search
+    from vecflow.warehouse import get_warehouse
+
+    s = settings()
+    results = search(s, get_warehouse(s), args.image, args.k, args.category)
+    print(f"predicted category: {results.attrs.get('predicted_category')}; {len(results)} results")
+    print(results.to_string(index=False) if len(results) else "(no published index)")
+    return 0
+
+
+def cmd_index_rollback(args: argparse.Namespace) -> int:
+    from vecflow.index.window import rollback
+    from vecflow.warehouse import get_warehouse
+
+    s = settings()
+    print(f"{s.model_version}/{args.category}: now serving {rollback(s, get_warehouse(s), args.category)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m vecflow.cli", description=__doc__.splitlines()[0])
@@ -177,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     add_catalog_args(run)
     server = sub.add_parser("search-server", help="run the loopback Elasticsearch-compatible server")
     server.add_argument("--port", type=int, default=9200)
+    finder = sub.add_parser("search", help="nearest catalog images of a picture, from the published indexes")
+    finder.add_argument("--image", type=Path, required=True)
+    finder.add_argument("--k", type=int, default=10)
+    finder.add_argument("--category", help="a category, or 'all' (default: the predicted one)")
+    back = sub.add_parser("index-rollback", help="serve the window index published before the current one")
+    back.add_argument("--category", required=True)
     args = parser.parse_args(argv)
     from vecflow.config import ConfigError
 
@@ -184,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate-catalog":
             generate_catalog(args)
             return 0
-        if args.command == "search-server":
-            return cmd_search_server(args)
-        return cmd_run(args)
+        commands = {"search-server": cmd_search_server, "search": cmd_search, "index-rollback": cmd_index_rollback,
+                    "run": cmd_run}
+        return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2

@@ -28,12 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
-from vecflow_model.preprocess import background_distance, model_input
+from vecflow_model.preprocess import background_distance, network_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
 
 log = logging.getLogger("vecflow_model.embed")
@@ -49,8 +48,6 @@ OUTPUT_SCHEMA = pa.schema([
     ("embedded_at", pa.timestamp("us", tz="UTC")),
     ("reject_reason", pa.string()), ("reject_detail", pa.string()),
 ])
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,10 +117,7 @@ class ShardImages(Dataset):
             return None, {**row, "reject_reason": "no_garment", "reject_detail": "no foreground pixels found"}
         row.update(color=tags["color"].value, color_confidence=tags["color"].confidence,
                    pattern=tags["pattern"].value, pattern_confidence=tags["pattern"].confidence)
-        if self.input_kind == "silhouette28":
-            return model_input(distance)[None], row
-        rgb = np.asarray(image.resize((self.input_size, self.input_size), Image.BILINEAR), dtype=np.float32) / 255.0
-        return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1), row
+        return network_input(image, distance, self.input_kind, self.input_size), row
 
 
 def collate(batch: list[tuple[np.ndarray | None, dict]]) -> tuple[torch.Tensor | None, list[dict], list[dict]]:

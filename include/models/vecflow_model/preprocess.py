@@ -32,3 +32,16 @@ def model_input(distance: np.ndarray) -> np.ndarray:
     array = np.asarray(small, dtype=np.float32)
     top = float(np.percentile(array, 99.5))
     return np.clip(array / top, 0.0, 1.0) if top > 0 else array
+
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def network_input(image: Image.Image, distance: np.ndarray, input_kind: str, input_size: int) -> np.ndarray:
+    """The tensor a model takes, without the batch axis: (1, 28, 28) silhouette for the shipped
+    model, (3, S, S) ImageNet-normalised RGB for a backbone brought by a deployment."""
+    if input_kind == "silhouette28":
+        return model_input(distance)[None]
+    rgb = np.asarray(image.convert("RGB").resize((input_size, input_size), Image.BILINEAR), dtype=np.float32) / 255.0
+    return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)

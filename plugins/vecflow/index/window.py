@@ -1,7 +1,7 @@
 """Window index per category: the last N day indexes merged, evaluated, and published atomically.
 
 Files under index/<model_version>/<category>/:
-  window/v-<date>-<run>/{index.faiss, ids.parquet, manifest.json}   a version (immutable once written)
+  window/v-<date>-<content>/{index.faiss, ids.parquet, manifest.json}   a version
   CURRENT                                                          JSON naming the published version
 Day indexes built on the category's trained IVF are merged with merge_from (no retraining, no
 re-adding); exact day indexes from before the IVF was trained are added from their stored vectors.
@@ -82,12 +82,13 @@ def merge_days(index_dir: Path, model_version: str, category: str, date_from: dt
 
     trained, trained_md5 = load_trained(index_dir, model_version, category)
     window = faiss.clone_index(trained) if trained is not None else None
-    exact_vectors, exact_ids, id_frames, sources = [], [], [], []
+    exact_vectors, exact_ids, id_frames, sources, contents = [], [], [], [], [str(trained_md5)]
     merged = added = 0
     for day, path in _day_dirs(index_dir, model_version, category, date_from, date_to):
         index, ids, manifest = load_version(path)
         id_frames.append(ids)
         sources.append(day.isoformat())
+        contents.append(f"{day}:{manifest['files']['index.faiss']}:{manifest['files']['ids.parquet']}")
         if window is not None and manifest.get("trained_md5") == trained_md5:
             window.merge_from(index, 0)
             merged += 1
@@ -105,7 +106,8 @@ def merge_days(index_dir: Path, model_version: str, category: str, date_from: dt
         window.add_with_ids(np.ascontiguousarray(np.vstack(exact_vectors)), np.concatenate(exact_ids))
     return window, pd.concat(id_frames, ignore_index=True), {"days_merged": merged, "days_added": added,
                                                               "source_partitions": sources,
-                                                              "trained_md5": trained_md5}
+                                                              "trained_md5": trained_md5,
+                                                              "content_key": "|".join(contents)}
 
 
 def evaluate(index, vectors: pd.DataFrame, nprobe: int, queries: int) -> dict:
@@ -133,8 +135,10 @@ def evaluate(index, vectors: pd.DataFrame, nprobe: int, queries: int) -> dict:
             "queries": int(len(picks))}
 
 
-def version_name(run_date: dt.date, run_id: str) -> str:
-    return f"v-{run_date:%Y%m%d}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
+def version_name(date_to: dt.date, content_key: str) -> str:
+    """Named by content (the day indexes merged and the trained IVF): a rerun that changes nothing
+    gives the same version, a fixed day gives a new one."""
+    return f"v-{date_to:%Y%m%d}-{hashlib.sha1(content_key.encode()).hexdigest()[:10]}"
 
 
 def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categories: list[str]) -> list[dict]:
@@ -156,7 +160,7 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
         vectors = warehouse.query("select_window_vectors", date_from=date_from, date_to=date_to,
                                   model_version=settings.model_version, category=category)
         quality = evaluate(index, vectors, settings.index_nprobe, settings.index_eval_queries)
-        version = version_name(date_to, run_id)
+        version = version_name(date_to, counts.pop("content_key"))
         final_dir = category_dir(settings.index_dir, settings.model_version, category) / "window" / version
 
         def write(directory: Path) -> None:

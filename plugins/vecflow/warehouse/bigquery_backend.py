@@ -37,6 +37,8 @@ def _parameter(name: str, value):
         kind = "DATE"
     elif isinstance(value, str) or value is None:
         kind = "STRING"
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return bigquery.ArrayQueryParameter(name, "STRING", list(value))
     else:
         raise TypeError(f"query parameter {name}={value!r}: unsupported type {type(value).__name__}")
     return bigquery.ScalarQueryParameter(name, kind, value)
