@@ -86,7 +86,7 @@ def search_trends(context) -> dict:
 
 def index(context) -> dict:
     """Day indexes of the partition, then each category's window index, published if it passes its gate."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     from vecflow.index.build import build_day_indexes
     from vecflow.index.window import IndexGateError, build_and_publish

@@ -47,7 +47,7 @@ def client_from_connection(conn):
 
 
 def search_client(conn_id: str):
-    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
 
     try:
