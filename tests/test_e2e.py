@@ -110,6 +110,8 @@ def test_summary_reports_the_run(pipeline):
     assert summary["search"]["image_documents"] == summary["vectors_clean"]
     assert summary["search"]["trend_documents"] > 0
     assert summary["search"]["tag_counts_differing"] == 0
+    published = summary["published_indexes"]
+    assert published and all(i["recall_at_10"] == 1.0 for i in published.values())  # exact days: exact windows
     chart = s.reports_dir / "tag_share_by_quarter.png"
     assert summary["tag_share_chart"] == str(chart) and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

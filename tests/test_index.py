@@ -109,3 +109,29 @@ def test_rollback_walks_back_and_the_loader_refuses_a_damaged_file(index_env):
     path.write_bytes(path.read_bytes()[:-8] + b"12345678")
     with pytest.raises(IndexIntegrityError, match="md5"):
         load_published(s.index_dir, "m1", "coat")
+
+
+def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
+    """merge_from of day indexes on the shared IVF gives the same results as adding every vector of
+    the window to a fresh copy of that IVF."""
+    import faiss
+
+    from vecflow.index.build import load_trained, stable_id
+
+    warehouse, centers = index_env
+    s = settings()
+    for day in DAYS:
+        run_day(warehouse, day, 50, centers)
+    merged, ids, manifest = load_published(s.index_dir, "m1", "coat")
+    assert manifest["days_added"] == 0
+    vectors = warehouse.query("select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1",
+                              category="coat")
+    matrix = np.stack(vectors["embedding"].to_numpy()).astype(np.float32)
+    scratch = faiss.clone_index(load_trained(s.index_dir, "m1", "coat")[0])
+    scratch.add_with_ids(matrix, np.array([stable_id(i) for i in vectors["image_id"]], dtype=np.int64))
+    for index in (merged, scratch):
+        index.nprobe = 1
+    queries = np.asarray(clustered(7, 20, centers), dtype=np.float32)
+    merged_scores, merged_ids = merged.search(queries, 10)
+    scratch_scores, scratch_ids = scratch.search(queries, 10)
+    assert (merged_ids == scratch_ids).all() and np.allclose(merged_scores, scratch_scores)

@@ -56,6 +56,16 @@ def duplicate_check(truth_dir: Path, dedup_map: pd.DataFrame) -> dict:
             "near_by_dhash": _pair_quality(truth[truth["kind"] == "near"], dedup_map[dedup_map["reason"] == "dhash"])}
 
 
+def published_indexes(registry: pd.DataFrame) -> dict:
+    """Per category: the published window index with its evaluation."""
+    published = registry[(registry["kind"] == "window") & (registry["status"] == "published")]
+    return {r.category: {"version": Path(r.path).name, "vectors": int(r.vector_count),
+                         "date_from": str(r.date_from)[:10], "date_to": str(r.date_to)[:10],
+                         "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
+                         "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10)}
+            for r in published.sort_values("category").itertuples()}
+
+
 def build_summary(settings, warehouse) -> dict:
     counts = warehouse.query("summary_counts").iloc[0].to_dict()
     breakdown = warehouse.query("summary_breakdown")
@@ -74,6 +84,7 @@ def build_summary(settings, warehouse) -> dict:
         "index_files_by_category": by_kind.get("index_files", {}),
         "index_bytes": sum(f.stat().st_size for f in settings.index_dir.rglob("*") if f.is_file()),
         "quarters": sorted(trends["quarter"].unique().tolist()),
+        "published_indexes": published_indexes(warehouse.table("index_registry")),
         "trend_movers_latest_quarter": [
             {"dimension": r.dimension, "tag": r.tag, "from": round(float(r.previous_share), 4),
              "to": round(float(r.share), 4), "change": round(float(r.share_change), 4), "direction": r.direction}
@@ -163,8 +174,12 @@ def format_summary(summary: dict) -> str:
         f"  quarters              {', '.join(summary['quarters'])}",
         f"  index vectors         {sum(summary['index_vectors_by_category'].values())} in "
         f"{sum(summary['index_files_by_category'].values())} day indexes ({summary['index_bytes'] / 1e6:.1f} MB)",
-        "  trend movers (latest quarter vs previous):",
+        "  published window indexes (recall@10 vs exact, same-category precision@10):",
     ]
+    lines += [f"    {category:12s} {i['version']}  {i['vectors']} vectors  {i['date_from']}..{i['date_to']}  "
+              f"recall {i['recall_at_10']}  precision {i['precision_at_10']}"
+              for category, i in summary.get("published_indexes", {}).items()]
+    lines += ["  trend movers (latest quarter vs previous):"]
     lines += [f"    {m['direction']:8s} {m['dimension']}={m['tag']}: {m['from']:.3f} -> {m['to']:.3f}"
               for m in summary["trend_movers_latest_quarter"]]
     if "tag_share_chart" in summary:
