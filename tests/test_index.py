@@ -124,8 +124,7 @@ def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
         run_day(warehouse, day, 50, centers)
     merged, ids, manifest = load_published(s.index_dir, "m1", "coat")
     assert manifest["days_added"] == 0
-    vectors = warehouse.query("select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1",
-                              category="coat")
+    vectors = warehouse.query("select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1")
     matrix = np.stack(vectors["embedding"].to_numpy()).astype(np.float32)
     scratch = faiss.clone_index(load_trained(s.index_dir, "m1", "coat")[0])
     scratch.add_with_ids(matrix, np.array([stable_id(i) for i in vectors["image_id"]], dtype=np.int64))

@@ -1,9 +1,12 @@
--- Publishing a window version retires the one published before it; rollback does the reverse.
--- published_at is the first publication, so rollback can walk back through the history.
+-- Staged (category, path, status) rows: publishing a window version retires the one published
+-- before it in its category; rollback does the same towards an older version. published_at is the
+-- first publication, so rollback can walk back through the history.
 UPDATE {{ dataset }}.index_registry SET status = 'retired'
-WHERE @status = 'published' AND kind = 'window' AND model_version = @model_version AND category = @category
-  AND status = 'published' AND path != @path;
-UPDATE {{ dataset }}.index_registry
-SET status = @status,
-  published_at = IF(@status = 'published' AND published_at IS NULL, CURRENT_TIMESTAMP(), published_at)
-WHERE kind = 'window' AND model_version = @model_version AND category = @category AND path = @path;
+WHERE kind = 'window' AND model_version = @model_version AND status = 'published'
+  AND category IN (SELECT category FROM {{ staging }} WHERE status = 'published')
+  AND path NOT IN (SELECT path FROM {{ staging }} WHERE status = 'published');
+UPDATE {{ dataset }}.index_registry AS r
+SET status = s.status,
+  published_at = IF(s.status = 'published' AND r.published_at IS NULL, CURRENT_TIMESTAMP(), r.published_at)
+FROM {{ staging }} AS s
+WHERE r.kind = 'window' AND r.model_version = @model_version AND r.path = s.path;

@@ -60,14 +60,12 @@ def load_trained(index_dir: Path, model_version: str, category: str):
 
 def train_quantizer(index_dir: Path, warehouse, model_version: str, category: str, run_date: dt.date,
                     factory_template: str, nlist: int, sample_size: int):
-    """Trains the category's IVF on up to sample_size vectors listed up to run_date, once enough exist.
-    Returns (trained index, md5) or (None, None)."""
+    """Trains the category's IVF on up to sample_size vectors listed up to run_date (the caller checks
+    that there are enough). Returns (trained index, md5)."""
     import faiss
 
     sample = warehouse.query("select_training_sample", run_date=run_date, model_version=model_version,
                              category=category, sample_size=sample_size)
-    if len(sample) < training_minimum(nlist):
-        return None, None
     matrix = np.ascontiguousarray(np.stack(sample["embedding"].to_numpy()).astype(np.float32))
     factory = factory_template.format(nlist=nlist)
     index = faiss.index_factory(matrix.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -133,12 +131,16 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
     index_dir, model_version, nlist = settings.index_dir, settings.model_version, settings.index_nlist
     factory_template = settings.index_factory
     vectors = warehouse.query("select_clean_vectors", run_date=run_date, model_version=model_version)
+    trainable = None  # vectors per category up to run_date, read once and only if some category needs it
     built = []
     for category, group in vectors.groupby("category", sort=True):
         matrix = np.ascontiguousarray(np.stack(group["embedding"].to_numpy()).astype(np.float32))
         ids = np.array([stable_id(i) for i in group["image_id"]], dtype=np.int64)
         trained, trained_md5 = load_trained(index_dir, model_version, category)
-        if trained is None:
+        if trained is None and trainable is None:
+            counts = warehouse.query("select_category_counts", run_date=run_date, model_version=model_version)
+            trainable = dict(zip(counts["category"], counts["vectors"]))
+        if trained is None and trainable.get(category, 0) >= training_minimum(nlist):
             trained, trained_md5 = train_quantizer(index_dir, warehouse, model_version, category, run_date,
                                                    factory_template, nlist, settings.index_train_sample)
         factory = "IDMap2,Flat" if trained is None else factory_template.format(nlist=nlist)

@@ -143,67 +143,88 @@ def version_name(date_to: dt.date, content_key: str) -> str:
 
 def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categories: list[str]) -> list[dict]:
     """For each category: merge the window of the last N days (ending at its newest day index),
-    evaluate it, register it, publish it if the gate passes. Raises IndexGateError naming every category that failed, after the others."""
-    import faiss
-
-    results, failures = [], []
+    evaluate it, register it, publish it if the gate passes. Raises IndexGateError naming every
+    category that failed, after the others are published."""
+    windows = {}
     for category in categories:
         # the window ends at the category's newest day, so rerunning an old date re-merges the current
         # window with the fixed day instead of publishing an older window
         days = [d for d, _ in _day_dirs(settings.index_dir, settings.model_version, category, dt.date.min, dt.date.max)]
         date_to = max([run_date, *days])
-        date_from = date_to - dt.timedelta(days=settings.index_window_days - 1)
-        built = merge_days(settings.index_dir, settings.model_version, category, date_from, date_to)
+        windows[category] = (date_to - dt.timedelta(days=settings.index_window_days - 1), date_to)
+    if not windows:
+        return []
+    vectors = warehouse.query("select_window_vectors", date_from=min(f for f, _ in windows.values()),
+                              date_to=max(t for _, t in windows.values()), model_version=settings.model_version)
+    results, rows, failures = [], [], []
+    for category, (date_from, date_to) in windows.items():
+        listed = vectors[vectors["category"] == category]
+        built = _build_window(settings, category, date_from, date_to, listed, run_id)
         if built is None:
             continue
-        index, ids, counts = built
-        vectors = warehouse.query("select_window_vectors", date_from=date_from, date_to=date_to,
-                                  model_version=settings.model_version, category=category)
-        quality = evaluate(index, vectors, settings.index_nprobe, settings.index_eval_queries)
-        version = version_name(date_to, counts.pop("content_key"))
-        final_dir = category_dir(settings.index_dir, settings.model_version, category) / "window" / version
-
-        def write(directory: Path) -> None:
-            faiss.write_index(index, str(directory / "index.faiss"))
-            ids.to_parquet(directory / "ids.parquet", index=False)
-            manifest = {"model_version": settings.model_version, "category": category, "kind": "window",
-                        "version": version, "date_from": date_from.isoformat(), "date_to": date_to.isoformat(),
-                        "window_days": settings.index_window_days, "vector_count": int(index.ntotal),
-                        "nprobe": settings.index_nprobe, "run_id": run_id, **counts, **quality,
-                        "files": {n: file_md5(directory / n) for n in ("index.faiss", "ids.parquet")}}
-            (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-        write_atomically(final_dir, write)
-        manifest = json.loads((final_dir / "manifest.json").read_text())
-        published = read_current(settings.index_dir, settings.model_version, category)
-        previous_recall = None
-        if published and published["version"] != version:
-            previous = final_dir.parent / published["version"] / "manifest.json"
-            previous_recall = json.loads(previous.read_text()).get("recall_at_10") if previous.exists() else None
-        problem = gate_problem(quality["recall_at_10"], previous_recall, settings)
-        status = "blocked" if problem else "published"
-        row = pd.DataFrame([{
-            "model_version": settings.model_version, "category": category, "kind": "window",
-            "date_from": date_from, "date_to": date_to, "vector_count": manifest["vector_count"],
-            "index_type": type(index).__name__, "path": str(final_dir), "file_md5": manifest["files"]["index.faiss"],
-            "status": "candidate", "run_id": run_id, "created_at": pd.Timestamp.now(tz="UTC"),
-            "recall_at_10": quality["recall_at_10"], "precision_at_10": quality["precision_at_10"]}])
-        warehouse.run("register_window_index", rows=row, names={"columns": list(row.columns)},
-                      model_version=settings.model_version, category=category, path=str(final_dir))
+        result, row, problem = built
+        results.append(result)
+        rows.append(row)
         if problem:
             failures.append(f"{category}: {problem}")
-        else:
-            write_current(settings.index_dir, settings.model_version, category, version)
-        warehouse.run("set_index_status", model_version=settings.model_version, category=category,
-                      path=str(final_dir), status=status)
-        results.append({"category": category, "version": version, "status": status, **quality,
-                        "vector_count": manifest["vector_count"], "days_merged": counts["days_merged"],
-                        "days_added": counts["days_added"]})
+    registry = pd.DataFrame(rows)
+    warehouse.run("register_window_index", rows=registry, names={"columns": list(registry.columns)},
+                  model_version=settings.model_version)
+    for result in results:
+        if result["status"] == "published":
+            write_current(settings.index_dir, settings.model_version, result["category"], result["version"])
+    statuses = pd.DataFrame([{"category": r["category"], "path": r["path"], "status": r["status"]} for r in results])
+    warehouse.run("set_index_status", rows=statuses, model_version=settings.model_version)
     log.info("window indexes of %s: %s", run_date, results)
     if failures:
         raise IndexGateError(f"window indexes of {run_date} not published (the previous ones keep serving): "
                              + "; ".join(failures))
     return results
+
+
+def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date, vectors: pd.DataFrame,
+                  run_id: str):
+    """Merges, evaluates and writes one category's window version: (result, registry row, gate problem)."""
+    import faiss
+
+    built = merge_days(settings.index_dir, settings.model_version, category, date_from, date_to)
+    if built is None:
+        return None
+    index, ids, counts = built
+    listed_on = pd.to_datetime(vectors["listed_date"]).dt.date
+    in_window = vectors[(listed_on >= date_from) & (listed_on <= date_to)]
+    quality = evaluate(index, in_window, settings.index_nprobe, settings.index_eval_queries)
+    version = version_name(date_to, counts.pop("content_key"))
+    final_dir = category_dir(settings.index_dir, settings.model_version, category) / "window" / version
+
+    def write(directory: Path) -> None:
+        faiss.write_index(index, str(directory / "index.faiss"))
+        ids.to_parquet(directory / "ids.parquet", index=False)
+        manifest = {"model_version": settings.model_version, "category": category, "kind": "window",
+                    "version": version, "date_from": date_from.isoformat(), "date_to": date_to.isoformat(),
+                    "window_days": settings.index_window_days, "vector_count": int(index.ntotal),
+                    "nprobe": settings.index_nprobe, "run_id": run_id, **counts, **quality,
+                    "files": {n: file_md5(directory / n) for n in ("index.faiss", "ids.parquet")}}
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    write_atomically(final_dir, write)
+    manifest = json.loads((final_dir / "manifest.json").read_text())
+    published = read_current(settings.index_dir, settings.model_version, category)
+    previous_recall = None
+    if published and published["version"] != version:
+        previous = final_dir.parent / published["version"] / "manifest.json"
+        previous_recall = json.loads(previous.read_text()).get("recall_at_10") if previous.exists() else None
+    problem = gate_problem(quality["recall_at_10"], previous_recall, settings)
+    row = {"model_version": settings.model_version, "category": category, "kind": "window",
+           "date_from": date_from, "date_to": date_to, "vector_count": manifest["vector_count"],
+           "index_type": type(index).__name__, "path": str(final_dir), "file_md5": manifest["files"]["index.faiss"],
+           "status": "candidate", "run_id": run_id, "created_at": pd.Timestamp.now(tz="UTC"),
+           "recall_at_10": quality["recall_at_10"], "precision_at_10": quality["precision_at_10"]}
+    result = {"category": category, "version": version, "path": str(final_dir),
+              "status": "blocked" if problem else "published", **quality,
+              "vector_count": manifest["vector_count"], "days_merged": counts["days_merged"],
+              "days_added": counts["days_added"]}
+    return result, row, problem
 
 
 def gate_problem(recall: float | None, previous_recall: float | None, settings) -> str | None:
@@ -235,7 +256,8 @@ def rollback(settings, warehouse, category: str) -> str:
     target = Path(earlier.iloc[-1]["path"])
     load_version(target)  # refuses a damaged version before switching to it
     write_current(settings.index_dir, settings.model_version, category, target.name)
-    warehouse.run("set_index_status", model_version=settings.model_version, category=category,
-                  path=str(target), status="published")
+    warehouse.run("set_index_status", rows=pd.DataFrame([{"category": category, "path": str(target),
+                                                          "status": "published"}]),
+                  model_version=settings.model_version)
     log.info("%s/%s rolled back from %s to %s", settings.model_version, category, current["version"], target.name)
     return target.name
