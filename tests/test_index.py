@@ -134,3 +134,14 @@ def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
     merged_scores, merged_ids = merged.search(queries, 10)
     scratch_scores, scratch_ids = scratch.search(queries, 10)
     assert (merged_ids == scratch_ids).all() and np.allclose(merged_scores, scratch_scores)
+
+
+def test_old_window_versions_are_pruned_but_never_the_published_one(index_env, monkeypatch):
+    warehouse, centers = index_env
+    monkeypatch.setenv("VECFLOW_INDEX_KEEP_VERSIONS", "2")
+    s = settings()
+    versions = [run_day(warehouse, day, 50, centers)[0]["version"] for day in DAYS]
+    kept = sorted(p.name for p in (s.index_dir / "m1/coat/window").iterdir())
+    assert kept == sorted(versions[-2:])
+    registry = warehouse.table("index_registry").query("kind == 'window'").set_index("path")["status"]
+    assert sorted(registry.values) == ["deleted", "deleted", "published", "retired"]

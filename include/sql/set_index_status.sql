@@ -1,4 +1,4 @@
--- Staged (category, path, status) rows: publishing a window version retires the one published
+-- Staged (category, path, status) rows (status published, blocked, or deleted for pruned versions): publishing a window version retires the one published
 -- before it in its category; rollback does the same towards an older version. published_at is the
 -- first publication, so rollback can walk back through the history.
 UPDATE {{ dataset }}.index_registry SET status = 'retired'

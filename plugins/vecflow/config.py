@@ -76,6 +76,7 @@ class Settings:
     index_eval_queries: int
     index_min_recall: float
     index_max_recall_drop: float
+    index_keep_versions: int
     near_dup_lookback_days: int
     near_dup_max_hamming: int
     near_dup_min_edge_similarity: float
@@ -160,6 +161,7 @@ def settings() -> Settings:
         index_eval_queries=_env_int("VECFLOW_INDEX_EVAL_QUERIES", 200),
         index_min_recall=_env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
         index_max_recall_drop=_env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
+        index_keep_versions=_env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
         near_dup_lookback_days=_env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
         # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
         near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),

@@ -173,8 +173,11 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
     for result in results:
         if result["status"] == "published":
             write_current(settings.index_dir, settings.model_version, result["category"], result["version"])
-    statuses = pd.DataFrame([{"category": r["category"], "path": r["path"], "status": r["status"]} for r in results])
-    warehouse.run("set_index_status", rows=statuses, model_version=settings.model_version)
+    statuses = [{"category": r["category"], "path": r["path"], "status": r["status"]} for r in results]
+    for category in windows:
+        statuses += [{"category": category, "path": str(path), "status": "deleted"}
+                     for path in prune_versions(settings, category)]
+    warehouse.run("set_index_status", rows=pd.DataFrame(statuses), model_version=settings.model_version)
     log.info("window indexes of %s: %s", run_date, results)
     if failures:
         raise IndexGateError(f"window indexes of {run_date} not published (the previous ones keep serving): "
@@ -227,6 +230,20 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
     return result, row, problem
 
 
+def prune_versions(settings, category: str) -> list[Path]:
+    """Deletes window versions beyond the newest `index_keep_versions` (by name, i.e. by end date),
+    never the published one; returns the deleted paths."""
+    import shutil
+
+    base = category_dir(settings.index_dir, settings.model_version, category)
+    current = (read_current(settings.index_dir, settings.model_version, category) or {}).get("version")
+    versions = sorted((p for p in (base / "window").glob("v-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+    deleted = [p for p in versions[settings.index_keep_versions:] if p.name != current]
+    for path in deleted:
+        shutil.rmtree(path)
+    return deleted
+
+
 def gate_problem(recall: float | None, previous_recall: float | None, settings) -> str | None:
     if recall is None:
         return None
@@ -242,7 +259,8 @@ def rollback(settings, warehouse, category: str) -> str:
     """Switches CURRENT back to the version published before the current one; returns its name."""
     registry = warehouse.table("index_registry")
     windows = registry[(registry["kind"] == "window") & (registry["model_version"] == settings.model_version)
-                       & (registry["category"] == category) & registry["published_at"].notna()]
+                       & (registry["category"] == category) & registry["published_at"].notna()
+                       & (registry["status"] != "deleted")]
     current = read_current(settings.index_dir, settings.model_version, category)
     if current is None:
         raise IndexIntegrityError(f"{settings.model_version}/{category} has no published index to roll back")

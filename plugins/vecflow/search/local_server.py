@@ -56,7 +56,9 @@ class LocalSearchServer:
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"search server did not start; see {self.data_dir / 'server.log'}") from None
+                    lines = (self.data_dir / "server.log").read_text(errors="replace").strip().splitlines()
+                    raise RuntimeError(f"search server did not start: {lines[-1] if lines else 'no output'} "
+                                       f"(log: {self.data_dir / 'server.log'})") from None
                 time.sleep(0.2)
         log.info("Elasticsearch-compatible server on %s (data in %s)", self.url, self.data_dir)
         return self
