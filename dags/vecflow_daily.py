@@ -11,7 +11,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
-from vecflow.assets import DAY_INDEXES, IMAGE_TAGS, VECTORS_CLEAN
+from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
 from vecflow.config import embed_backend, search_sink
 from vecflow.dag_defaults import DAG_KWARGS
 
@@ -36,7 +36,7 @@ def vecflow_daily():
         def embed_shard(shard: dict) -> None:
             tasks.embed(shard, get_current_context())
 
-        @task
+        @task(outlets=[VECTOR_LOG])
         def load_vector_log(shards: list[dict]) -> dict:
             return tasks.load(shards, get_current_context())
 
@@ -59,7 +59,7 @@ def vecflow_daily():
     def tag_images() -> None:
         tasks.tag(get_current_context())
 
-    @task(outlets=[DAY_INDEXES], retry_delay=dt.timedelta(minutes=1))
+    @task(outlets=[INDEXES], retry_delay=dt.timedelta(minutes=1))
     def build_indexes() -> dict:
         """Day indexes, then the window index per category, published when it passes its gate."""
         return tasks.index(get_current_context())

@@ -135,6 +135,25 @@ def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):
     assert f"category={top['category']}" in list(top["tags"])
 
 
+def test_asset_events_carry_the_lineage_of_each_partition(pipeline):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    s, warehouse, dates = pipeline
+    with create_session() as session:
+        events = session.query(AssetModel.name, AssetEvent.extra).join(
+            AssetModel, AssetModel.id == AssetEvent.asset_id).filter(AssetModel.name.like("vecflow_%")).all()
+    by_asset = {}
+    for name, extra in events:
+        by_asset.setdefault(name, {})[extra.get("partition")] = extra
+    assert set(by_asset) >= {"vecflow_vector_log", "vecflow_vectors_clean", "vecflow_image_tags", "vecflow_indexes"}
+    day = str(dates[0])
+    clean = warehouse.table("vectors_clean")
+    assert by_asset["vecflow_vectors_clean"][day]["vectors_clean"] == int((clean["listed_date"].astype(str) == day).sum())
+    windows = by_asset["vecflow_indexes"][day]["window"]
+    assert windows and all(w["status"] == "published" and w["version"].startswith("v-") for w in windows.values())
+
+
 def test_rerunning_a_date_leaves_identical_tables(pipeline):
     _, warehouse, dates = pipeline
     before = snapshot(warehouse)

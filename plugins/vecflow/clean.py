@@ -14,7 +14,8 @@ def dhash_band_bits(max_hamming: int) -> int:
     return 64 // (max_hamming + 1)
 
 
-def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> None:
+def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> dict:
+    """Runs the clean stage's SQL for one partition; returns what it kept and dropped."""
     warehouse.run("validate", run_date=run_date, run_id=run_id, expected_dim=expected_dim,
                   min_norm=MIN_NORM, max_norm=MAX_NORM)
     warehouse.run("dedup_exact", run_date=run_date, run_id=run_id)
@@ -22,3 +23,5 @@ def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expecte
                   max_hamming=settings.near_dup_max_hamming, band_bits=dhash_band_bits(settings.near_dup_max_hamming),
                   min_edge_similarity=settings.near_dup_min_edge_similarity)
     warehouse.run("vectors_clean", run_date=run_date, run_id=run_id)
+    counts = warehouse.query("clean_counts", run_date=run_date).iloc[0]
+    return {name: int(value) for name, value in counts.items()}

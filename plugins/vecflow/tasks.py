@@ -23,6 +23,12 @@ def _env():
     return s, get_warehouse(s)
 
 
+def _lineage(context, asset, run_date: dt.date, run_id: str, **produced) -> None:
+    """Metadata on the task's asset event (when run by Airflow): partition, run and what was produced."""
+    if "outlet_events" in context:
+        context["outlet_events"][asset].extra = {"partition": run_date.isoformat(), "run_id": run_id, **produced}
+
+
 def plan(context) -> list[dict]:
     from airflow.configuration import conf
 
@@ -47,22 +53,33 @@ def load(shards, context) -> dict:
 
     _, warehouse = _env()
     run_date, run_id = _partition(context)
+    from vecflow.assets import VECTOR_LOG
+
     # index, not iterate: iterating a mapped XCom sequence probes past its end and logs an error
-    return load_shards(warehouse, run_date, run_id, [shards[i] for i in range(len(shards))])
+    stats = load_shards(warehouse, run_date, run_id, [shards[i] for i in range(len(shards))])
+    _lineage(context, VECTOR_LOG, run_date, run_id, vectors=stats["vectors"], rejects=stats["rejects"])
+    return stats
 
 
 def clean(context) -> None:
     from vecflow.clean import clean_partition
 
+    from vecflow.assets import VECTORS_CLEAN
+
     s, warehouse = _env()
-    clean_partition(s, warehouse, *_partition(context))
+    run_date, run_id = _partition(context)
+    counts = clean_partition(s, warehouse, run_date, run_id)
+    _lineage(context, VECTORS_CLEAN, run_date, run_id, **counts)
 
 
 def tag(context) -> None:
+    from vecflow.assets import IMAGE_TAGS
     from vecflow.tags import tag_partition
 
     _, warehouse = _env()
-    tag_partition(warehouse, *_partition(context))
+    run_date, run_id = _partition(context)
+    tag_partition(warehouse, run_date, run_id)
+    _lineage(context, IMAGE_TAGS, run_date, run_id)
 
 
 def search_tags(context) -> dict:
@@ -99,8 +116,13 @@ def index(context) -> dict:
         windows = build_and_publish(s, warehouse, run_date, run_id, categories)
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index
-    return {"day": {b["category"]: b["vector_count"] for b in built},
-            "window": {w["category"]: {k: w[k] for k in ("status", "vector_count", "recall_at_10")} for w in windows}}
+    from vecflow.assets import INDEXES
+
+    produced = {"day": {b["category"]: b["vector_count"] for b in built},
+                "window": {w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")}
+                           for w in windows}}
+    _lineage(context, INDEXES, run_date, run_id, model_version=s.model_version, **produced)
+    return produced
 
 
 def funnel(context) -> None:
