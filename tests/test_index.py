@@ -31,6 +31,7 @@ def index_env(warehouse, vecflow_home, monkeypatch):
     monkeypatch.setenv("VECFLOW_INDEX_NLIST", "2")      # trains once 78 vectors exist: from the second day
     monkeypatch.setenv("VECFLOW_INDEX_WINDOW_DAYS", "3")
     monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "2")     # all lists: recall 1.0
+    monkeypatch.setenv("VECFLOW_INDEX_LONG_TAIL_DAYS", "3")  # no long tail unless a test asks
     centers = np.random.default_rng(0).normal(size=(4, 256))
     return warehouse, centers
 
@@ -145,3 +146,24 @@ def test_old_window_versions_are_pruned_but_never_the_published_one(index_env, m
     assert kept == sorted(versions[-2:])
     registry = warehouse.table("index_registry").query("kind == 'window'").set_index("path")["status"]
     assert sorted(registry.values) == ["deleted", "deleted", "published", "retired"]
+
+
+def test_expired_days_leave_the_window_but_their_long_tail_stays(index_env, monkeypatch):
+    warehouse, centers = index_env
+    monkeypatch.setenv("VECFLOW_INDEX_LONG_TAIL_DAYS", "10")
+    s = settings()
+    # day 1: 48 ordinary garments and 2 unlike anything listed later
+    outliers = np.random.default_rng(42).normal(size=(2, 256))
+    outliers = (outliers / np.linalg.norm(outliers, axis=1, keepdims=True)).tolist()
+    vectors = clustered(1, 48, centers) + outliers
+    load(warehouse, [row(f"d1-{i:03d}", DAYS[0], category="coat", embedding=v, at="2026-06-01T00:00:00Z")
+                     for i, v in enumerate(vectors)], DAYS[0])
+    clean_partition(s, warehouse, DAYS[0], "run-1")
+    build_day_indexes(s, warehouse, DAYS[0], "run-1")
+    build_and_publish(s, warehouse, DAYS[0], "run-1", ["coat"])
+    for day in DAYS[1:]:
+        result = run_day(warehouse, day, 50, centers)[0]
+    # the window is days 2-4; of day 1 only the two outliers stay
+    assert result["long_tail_kept"] == 2 and result["vector_count"] == 152
+    ids = set(load_published(s.index_dir, "m1", "coat")[1]["image_id"])
+    assert {"d1-048", "d1-049"} <= ids and not any(i.startswith("d1-") and i < "d1-048" for i in ids)

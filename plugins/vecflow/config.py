@@ -77,6 +77,8 @@ class Settings:
     index_min_recall: float
     index_max_recall_drop: float
     index_keep_versions: int
+    index_long_tail_days: int
+    index_long_tail_similarity: float
     near_dup_lookback_days: int
     near_dup_max_hamming: int
     near_dup_min_edge_similarity: float
@@ -162,6 +164,8 @@ def settings() -> Settings:
         index_min_recall=_env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
         index_max_recall_drop=_env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
         index_keep_versions=_env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
+        index_long_tail_days=_env_int("VECFLOW_INDEX_LONG_TAIL_DAYS", 90),
+        index_long_tail_similarity=_env_float("VECFLOW_INDEX_LONG_TAIL_SIMILARITY", 0.9, -1.0, 1.0),
         near_dup_lookback_days=_env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
         # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
         near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vecflow.config import ConfigError, read_json
 from vecflow.taxonomy import Taxonomy
+
+if TYPE_CHECKING:  # numpy is imported where shares are computed, not when a spec is read
+    import numpy as np
 
 GENERATED_DIMENSIONS = ("category", "color", "pattern")
 RATE_FIELDS = ("exact_duplicate_rate", "near_duplicate_rate", "corrupt_rate")
@@ -90,7 +94,7 @@ def load_trend_spec(path: Path, taxonomy: Taxonomy) -> TrendSpec:
     return parse_trend_spec(read_json(path, "trend spec"), taxonomy, source=f"trend spec {path}")
 
 
-def daily_shares(spec: TrendSpec, taxonomy: Taxonomy, dimension: str, days: int) -> tuple[list[str], "np.ndarray"]:
+def daily_shares(spec: TrendSpec, taxonomy: Taxonomy, dimension: str, days: int) -> tuple[list[str], np.ndarray]:
     """(tags, shares[day, tag]): planted tags move linearly; the others split the rest evenly."""
     import numpy as np
 

@@ -5,7 +5,10 @@ Files under index/<model_version>/<category>/:
   CURRENT                                                          JSON naming the published version
 Day indexes built on the category's trained IVF are merged with merge_from (no retraining, no
 re-adding); exact day indexes from before the IVF was trained are added from their stored vectors.
-A version is published only when its recall@10 against exact search reaches the configured
+Expiry: days older than the window leave it, except their long-tail items: those up to
+`index_long_tail_days` old whose nearest neighbour in the window has cosine below
+`index_long_tail_similarity` (nothing like them is listed any more, so they stay searchable; seed
+001 5.4). A version is published only when its recall@10 against exact search reaches the configured
 minimum and has not dropped beyond the tolerance from the published one; publishing (and rollback)
 rewrites CURRENT through a temporary file and a rename, so a reader sees one version or the other.
 """
@@ -135,6 +138,21 @@ def evaluate(index, vectors: pd.DataFrame, nprobe: int, queries: int) -> dict:
             "queries": int(len(picks))}
 
 
+def long_tail(in_window: pd.DataFrame, expired: pd.DataFrame, max_similarity: float) -> pd.DataFrame:
+    """The expired items whose nearest neighbour in the window (exact search) has cosine below
+    max_similarity: the long tail that stays."""
+    import faiss
+
+    if expired.empty:
+        return expired
+    if in_window.empty:
+        return expired
+    window = faiss.IndexFlatIP(len(in_window["embedding"].iloc[0]))
+    window.add(np.ascontiguousarray(np.stack(in_window["embedding"].to_numpy()).astype(np.float32)))
+    nearest, _ = window.search(np.ascontiguousarray(np.stack(expired["embedding"].to_numpy()).astype(np.float32)), 1)
+    return expired[nearest[:, 0] < max_similarity]
+
+
 def version_name(date_to: dt.date, content_key: str) -> str:
     """Named by content (the day indexes merged and the trained IVF): a rerun that changes nothing
     gives the same version, a fixed day gives a new one."""
@@ -154,7 +172,8 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
         windows[category] = (date_to - dt.timedelta(days=settings.index_window_days - 1), date_to)
     if not windows:
         return []
-    vectors = warehouse.query("select_window_vectors", date_from=min(f for f, _ in windows.values()),
+    horizon = dt.timedelta(days=max(settings.index_long_tail_days, settings.index_window_days) - 1)
+    vectors = warehouse.query("select_window_vectors", date_from=min(t for _, t in windows.values()) - horizon,
                               date_to=max(t for _, t in windows.values()), model_version=settings.model_version)
     results, rows, failures = [], [], []
     for category, (date_from, date_to) in windows.items():
@@ -196,8 +215,18 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
     index, ids, counts = built
     listed_on = pd.to_datetime(vectors["listed_date"]).dt.date
     in_window = vectors[(listed_on >= date_from) & (listed_on <= date_to)]
-    quality = evaluate(index, in_window, settings.index_nprobe, settings.index_eval_queries)
-    version = version_name(date_to, counts.pop("content_key"))
+    tail_from = date_to - dt.timedelta(days=settings.index_long_tail_days - 1)
+    tail = long_tail(in_window, vectors[(listed_on >= tail_from) & (listed_on < date_from)],
+                     settings.index_long_tail_similarity)
+    if len(tail):
+        tail_ids = np.array([stable_id(i) for i in tail["image_id"]], dtype=np.int64)
+        index.add_with_ids(np.ascontiguousarray(np.stack(tail["embedding"].to_numpy()).astype(np.float32)), tail_ids)
+        ids = pd.concat([ids, pd.DataFrame({"id": tail_ids, "image_id": tail["image_id"].to_numpy()})],
+                        ignore_index=True)
+    counts["long_tail_kept"] = len(tail)
+    counts["long_tail_from"] = tail_from.isoformat()
+    quality = evaluate(index, pd.concat([in_window, tail]), settings.index_nprobe, settings.index_eval_queries)
+    version = version_name(date_to, counts.pop("content_key") + "|tail:" + ",".join(sorted(tail["image_id"])))
     final_dir = category_dir(settings.index_dir, settings.model_version, category) / "window" / version
 
     def write(directory: Path) -> None:
@@ -226,7 +255,7 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
     result = {"category": category, "version": version, "path": str(final_dir),
               "status": "blocked" if problem else "published", **quality,
               "vector_count": manifest["vector_count"], "days_merged": counts["days_merged"],
-              "days_added": counts["days_added"]}
+              "days_added": counts["days_added"], "long_tail_kept": counts["long_tail_kept"]}
     return result, row, problem
 
 
