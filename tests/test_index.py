@@ -167,3 +167,30 @@ def test_expired_days_leave_the_window_but_their_long_tail_stays(index_env, monk
     assert result["long_tail_kept"] == 2 and result["vector_count"] == 152
     ids = set(load_published(s.index_dir, "m1", "coat")[1]["image_id"])
     assert {"d1-048", "d1-049"} <= ids and not any(i.startswith("d1-") and i < "d1-048" for i in ids)
+
+
+def test_a_publish_interrupted_before_the_switch_leaves_the_old_version_serving(index_env, monkeypatch):
+    from vecflow.index import window
+
+    warehouse, centers = index_env
+    s = settings()
+    for day in DAYS[:2]:
+        run_day(warehouse, day, 50, centers)
+    serving = read_current(s.index_dir, "m1", "coat")["version"]
+
+    def crash(*args):
+        raise OSError("killed between writing the version and switching CURRENT")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(window, "write_current", crash)
+        with pytest.raises(OSError, match="killed"):
+            run_day(warehouse, DAYS[2], 50, centers)
+    # readers still get the old version, whole; the new one is registered but never marked published
+    index, ids, manifest = load_published(s.index_dir, "m1", "coat")
+    assert manifest["version"] == serving and index.ntotal == len(ids) == 100
+    registry = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")
+    assert registry["status"].tolist()[-2:] == ["published", "candidate"]
+    assert not list((s.index_dir / "m1/coat").glob(".*tmp*"))
+    # the retried task publishes the new version
+    result = window.build_and_publish(settings(), warehouse, DAYS[2], "run-1", ["coat"])[0]
+    assert result["status"] == "published" and read_current(s.index_dir, "m1", "coat")["version"] == result["version"]

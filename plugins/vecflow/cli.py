@@ -189,6 +189,7 @@ def cmd_index_rollback(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU build it tries
     parser = argparse.ArgumentParser(prog="python -m vecflow.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate-catalog", help="generate the catalog and its truth under VECFLOW_HOME")
