@@ -128,3 +128,28 @@ def test_connection_settings_and_errors(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_NOT_THERE", raising=False)
     with pytest.raises(ConfigError, match="AIRFLOW_CONN_NOT_THERE .* VECFLOW_SEARCH_SINK=none"):
         search_client("not_there")
+
+
+def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import noida_db
+
+    from vecflow.search.local_server import LocalSearchServer, free_port
+
+    binary = Path(noida_db.__file__).parent / "noida-db"
+    orphan = subprocess.Popen([str(binary), "start", "--only", "elasticsearch", "--host", "127.0.0.1",
+                               "--elasticsearch-port", str(free_port()), "--data-dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(1.5)
+        with LocalSearchServer(tmp_path) as server:
+            from elasticsearch import Elasticsearch
+
+            assert Elasticsearch(server.url).info()["version"]["number"].startswith("8.")
+            assert orphan.wait(timeout=10) is not None
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()

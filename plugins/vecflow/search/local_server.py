@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,7 +38,28 @@ class LocalSearchServer:
         """The Airflow connection (AIRFLOW_CONN_...) that points at this server."""
         return f"elasticsearch://127.0.0.1:{self.port}"
 
-    def start(self) -> "LocalSearchServer":
+    def _stop_orphan(self) -> bool:
+        """A server left on this data directory by a run that was killed: stopped, so this one can start."""
+        lines = (self.data_dir / "server.log").read_text(errors="replace").splitlines()
+        found = re.search(r"already running for (.+) \(pid (\d+)\)", lines[-1] if lines else "")
+        if not found or Path(found.group(1)).resolve() != self.data_dir.resolve():
+            return False
+        pid = int(found.group(2))
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        if not any(b"noida-db" in part for part in cmdline[:1]) or str(self.data_dir).encode() not in cmdline:
+            return False
+        log.warning("stopping a search server left on %s by an earlier run (pid %d)", self.data_dir, pid)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+        return True
+
+    def start(self, retry_orphan: bool = True) -> "LocalSearchServer":
         import noida_db
 
         binary = Path(noida_db.__file__).parent / "noida-db"
@@ -56,6 +78,8 @@ class LocalSearchServer:
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
+                    if retry_orphan and self._stop_orphan():
+                        return self.start(retry_orphan=False)
                     lines = (self.data_dir / "server.log").read_text(errors="replace").strip().splitlines()
                     raise RuntimeError(f"search server did not start: {lines[-1] if lines else 'no output'} "
                                        f"(log: {self.data_dir / 'server.log'})") from None
