@@ -153,3 +153,20 @@ def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
     finally:
         if orphan.poll() is None:
             orphan.kill()
+
+
+def test_vectors_go_in_as_dense_vector_when_asked_and_answer_knn(warehouse, search, monkeypatch):
+    monkeypatch.setenv("VECFLOW_ES_INDEX_VECTORS", "true")
+    s = settings()
+    rows = [row("a", D1), row("b", D1), row("c", D1)]
+    tagged_partition(warehouse, D1, rows)
+    index_partition(search, warehouse, s, DIMENSIONS, D1, "run-1")
+    index = SearchIndexes(s.es_index_prefix).image_tags
+    mapping = next(iter(search.indices.get_mapping(index=f"{index}-2026q1").values()))["mappings"]["properties"]
+    # the server adds its default index_options (int8_hnsw, as Elasticsearch 8 does)
+    assert {k: mapping["embedding"][k] for k in ("type", "dims", "similarity")} == {
+        "type": "dense_vector", "dims": 256, "similarity": "cosine"}
+    search.indices.refresh(index=index)
+    hits = search.search(index=index, knn={"field": "embedding", "query_vector": rows[1]["embedding"], "k": 1,
+                                           "num_candidates": 10})["hits"]["hits"]
+    assert hits[0]["_id"] == "b"
