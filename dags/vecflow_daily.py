@@ -12,8 +12,8 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
 from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
-from vecflow.config import embed_backend, search_sink
-from vecflow.dag_defaults import DAG_KWARGS
+from vecflow.config import search_sink
+from vecflow.dag_defaults import DAG_KWARGS, embed_shards
 
 
 @dag(
@@ -32,21 +32,12 @@ def vecflow_daily():
         def plan_shards() -> list[dict]:
             return tasks.plan(get_current_context())
 
-        @task(max_active_tis_per_dagrun=2)
-        def embed_shard(shard: dict) -> None:
-            tasks.embed(shard, get_current_context())
-
         @task(outlets=[VECTOR_LOG])
         def load_vector_log(shards: list[dict]) -> dict:
             return tasks.load(shards, get_current_context())
 
         shards = plan_shards()
-        if embed_backend() == "kubernetes":
-            from vecflow.embed.pods import embed_pod_partial, pod_arguments
-
-            embedded = embed_pod_partial().expand(arguments=shards.map(pod_arguments))
-        else:
-            embedded = embed_shard.expand(shard=shards)
+        embedded = embed_shards(shards)
         loaded = load_vector_log(shards)
         embedded >> loaded
         return loaded

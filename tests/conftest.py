@@ -38,6 +38,12 @@ def vecflow_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def model_m1(monkeypatch):
+    """The serving model is "m1", the one tests/warehouse_rows.row() names."""
+    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
+
+
 BQEMULATOR = Path(os.environ.get("VECFLOW_BQEMULATOR", REPO / ".venv-bq" / "bin" / "bqemulator"))
 
 

@@ -31,7 +31,8 @@ def test_every_dag_has_owner_tags_and_retries(dagbag):
         assert dag.tags, f"{dag_id} has no tags"
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
-            assert task.retries >= 2 or task.task_id == "check_funnel", f"{dag_id}.{task.task_id} retries"
+            # checks that give a verdict (funnel, model switch) do not retry: a retry would give the same one
+            assert task.retries >= 2 or task.task_id in ("check_funnel", "switch_model"), f"{dag_id}.{task.task_id} retries"
 
 
 def test_daily_dag_uses_a_data_interval_timetable(dagbag):

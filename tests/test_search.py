@@ -18,12 +18,13 @@ from vecflow.taxonomy import load_taxonomy
 from warehouse_rows import D1, D2, load, row
 
 DIMENSIONS = load_taxonomy().dimensions
+pytestmark = pytest.mark.usefixtures("model_m1")
 
 
 def tagged_partition(warehouse, day, rows, run_id="run-1"):
     load(warehouse, rows, day, run_id=run_id)
     clean_partition(settings(), warehouse, day, run_id)
-    tag_partition(warehouse, day, run_id)
+    tag_partition(warehouse, day, run_id, "m1")
 
 
 def docs_of(es, index):

@@ -16,6 +16,9 @@ from vecflow.tags import compute_trends, tag_partition
 from warehouse_rows import D1, D2, catalog, load, row, unit
 
 
+pytestmark = pytest.mark.usefixtures("model_m1")
+
+
 def by_id(frame: pd.DataFrame, column: str) -> dict:
     return dict(zip(frame["image_id"], frame[column]))
 
@@ -137,7 +140,7 @@ def test_image_tags_and_unknown_tags_become_rejects(warehouse):
     load(warehouse, [row("i1", D1, color="red", pattern="striped", category="coat"),
                      row("i2", D1, color="mauve", pattern="solid", category="bag")], D1)
     clean_partition(settings(), warehouse, D1, "run-1")
-    tag_partition(warehouse, D1, "run-1")
+    tag_partition(warehouse, D1, "run-1", "m1")
     tags = warehouse.table("image_tags")
     got = set(zip(tags["image_id"], tags["dimension"], tags["tag"], tags["tag_source"]))
     assert got == {
@@ -156,7 +159,7 @@ def test_tag_trends_exact_shares_changes_and_directions(warehouse):
     for day, rows in ((D1, q1), (D2, q2)):
         load(warehouse, rows, day)
         clean_partition(settings(), warehouse, day, "run-1")
-        tag_partition(warehouse, day, "run-1")
+        tag_partition(warehouse, day, "run-1", "m1")
     movers = compute_trends(warehouse, flat_threshold=0.02)
     trends = warehouse.table("tag_trends").set_index(["quarter", "dimension", "tag"])
     striped = trends.loc[("2026-Q2", "pattern", "striped")]
@@ -184,8 +187,7 @@ def delete_rows(warehouse, table: str, image_id: str) -> None:
         warehouse.client.query(sql).result()
 
 
-def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home, monkeypatch):
-    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
+def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
     from vecflow.embed.plan import record_funnel as record_catalog_funnel
 
     ids = ["a1", "a2", "bad", "ok"]
@@ -201,7 +203,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home, monkey
     load(warehouse, [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256),
                      row("ok", D1)], D1)
     clean_partition(settings(), warehouse, D1, "run-1")
-    tag_partition(warehouse, D1, "run-1")
+    tag_partition(warehouse, D1, "run-1", "m1")
     build_day_indexes(settings(), warehouse, D1, "run-1")
     record_funnel(warehouse, D1, "run-1", "m1")
     check_funnel(warehouse, D1)
@@ -217,8 +219,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home, monkey
         check_funnel(warehouse, D1)
 
 
-def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home, monkeypatch):
-    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
+def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home):
     index_dir = vecflow_home / "index"
     load(warehouse, [row("c1", D1, category="coat"), row("b1", D1, category="bag")], D1)
     clean_partition(settings(), warehouse, D1, "run-1")

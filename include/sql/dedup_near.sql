@@ -11,7 +11,7 @@ INSERT INTO {{ dataset }}.dedup_map (image_id, canonical_image_id, listed_date, 
 WITH today AS (
   SELECT v.image_id, v.listed_date, v.category, v.dhash
   FROM {{ dataset }}.v_vector_log_latest AS v
-  WHERE v.listed_date = @run_date
+  WHERE v.listed_date = @run_date AND v.run_model_version = @model_version
     AND v.image_id NOT IN (
       SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate')
     AND v.image_id NOT IN (
@@ -20,6 +20,7 @@ WITH today AS (
 earlier AS (
   SELECT image_id, listed_date, dhash, edge_signature FROM {{ dataset }}.vectors_clean
   WHERE listed_date >= DATE_SUB(@run_date, INTERVAL @lookback_days DAY) AND listed_date < @run_date
+    AND model_version = @model_version
 ),
 pool AS (
   SELECT image_id, listed_date, dhash FROM today
@@ -28,7 +29,8 @@ pool AS (
 ),
 -- signatures are wide: they are read only for the pairs that pass the Hamming check
 signatures AS (
-  SELECT image_id, edge_signature FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date
+  SELECT image_id, edge_signature FROM {{ dataset }}.v_vector_log_latest
+  WHERE listed_date = @run_date AND run_model_version = @model_version
   UNION ALL
   SELECT image_id, edge_signature FROM earlier
 ),

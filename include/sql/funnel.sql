@@ -9,13 +9,14 @@ INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metri
 WITH latest AS (
   SELECT image_id, COALESCE(category, 'unknown') AS category,
          COALESCE(catalog_category, 'unknown') AS catalog_category
-  FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date
+  FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date AND run_model_version = @model_version
 ),
 validate_rejects AS (
   SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate'
 ),
 clean AS (
-  SELECT image_id, category FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+  SELECT image_id, category FROM {{ dataset }}.vectors_clean
+  WHERE listed_date = @run_date AND model_version = @model_version
 ),
 counts AS (
   SELECT 'embed' AS stage, COALESCE(category, 'unknown') AS category, 'in' AS metric, COUNT(*) AS value

@@ -6,13 +6,13 @@ CREATE OR REPLACE TABLE {{ dataset }}._candidate_tags AS
 WITH direct AS (
   SELECT image_id, listed_date, category AS image_category, 'category' AS dimension, category AS tag,
          category_confidence AS confidence, 'model' AS tag_source
-  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date AND model_version = @model_version
   UNION ALL
   SELECT image_id, listed_date, category, 'color', color, color_confidence, 'pixels'
-  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date AND model_version = @model_version
   UNION ALL
   SELECT image_id, listed_date, category, 'pattern', pattern, pattern_confidence, 'pixels'
-  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date
+  FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date AND model_version = @model_version
 )
 SELECT * FROM direct
 UNION ALL

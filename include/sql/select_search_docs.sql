@@ -5,5 +5,5 @@ SELECT c.image_id, c.listed_date, c.source, c.category AS predicted_category, c.
   t.dimension, t.tag, t.confidence, t.tag_source
 FROM {{ dataset }}.vectors_clean AS c
 LEFT JOIN {{ dataset }}.image_tags AS t ON t.image_id = c.image_id AND t.listed_date = c.listed_date
-WHERE c.listed_date = @run_date
+WHERE c.listed_date = @run_date AND c.model_version = @model_version
 ORDER BY c.image_id, t.dimension, t.tag;

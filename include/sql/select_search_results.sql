@@ -15,4 +15,4 @@ SELECT c.image_id, c.listed_date, c.source, t.tags, d.duplicates
 FROM {{ dataset }}.vectors_clean AS c
 LEFT JOIN tags AS t ON t.image_id = c.image_id
 LEFT JOIN duplicates AS d ON d.image_id = c.image_id
-WHERE c.image_id IN UNNEST(@image_ids);
+WHERE c.image_id IN UNNEST(@image_ids) AND c.model_version = @model_version;

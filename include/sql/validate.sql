@@ -1,5 +1,6 @@
--- Vectors that must not go further, with the reason; the partition's validate rejects are replaced.
-DELETE FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate';
+-- Vectors of the partition's latest run with @model_version that must not go further, with the reason;
+-- the partition's rejects of @reject_stage ('validate' daily, 'reindex_validate' for a new model) are replaced.
+DELETE FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = @reject_stage;
 INSERT INTO {{ dataset }}.rejects (image_id, listed_date, stage, reason, detail, category, run_id)
 WITH checked AS (
   SELECT
@@ -9,7 +10,7 @@ WITH checked AS (
     SQRT((SELECT SUM(x * x) FROM UNNEST(embedding) AS x)) AS norm,
     category IN (SELECT tag FROM {{ dataset }}.taxonomy WHERE dimension = 'category') AS known_category
   FROM {{ dataset }}.v_vector_log_latest
-  WHERE listed_date = @run_date
+  WHERE listed_date = @run_date AND run_model_version = @model_version
 ),
 judged AS (
   SELECT *,
@@ -25,7 +26,7 @@ judged AS (
   FROM (SELECT *, length IS NULL AS embedding_missing FROM checked)
 )
 SELECT
-  image_id, listed_date, 'validate', reason,
+  image_id, listed_date, @reject_stage, reason,
   CASE reason
     WHEN 'wrong_dim' THEN CONCAT('dim ', CAST(COALESCE(length, -1) AS STRING), ' != ', CAST(@expected_dim AS STRING))
     WHEN 'zero_norm' THEN CONCAT('norm ', CAST(norm AS STRING))

@@ -1,5 +1,6 @@
--- The partition's canonical, valid vectors: replaced as a whole so reruns leave the same rows.
-DELETE FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date;
+-- The partition's canonical, valid vectors of @model_version: replaced as a whole so reruns leave the
+-- same rows (a reindex writes a new model's rows beside the serving model's).
+DELETE FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date AND model_version = @model_version;
 INSERT INTO {{ dataset }}.vectors_clean (
   image_id, content_md5, dhash, edge_signature, source, listed_date, catalog_category, category, category_confidence,
   model_version, embedding, color, color_confidence, pattern, pattern_confidence, run_id)
@@ -7,7 +8,7 @@ SELECT
   v.image_id, v.content_md5, v.dhash, v.edge_signature, v.source, v.listed_date, v.catalog_category, v.category,
   v.category_confidence, v.model_version, v.embedding, v.color, v.color_confidence, v.pattern, v.pattern_confidence, @run_id
 FROM {{ dataset }}.v_vector_log_latest AS v
-WHERE v.listed_date = @run_date
+WHERE v.listed_date = @run_date AND v.run_model_version = @model_version
   AND v.image_id NOT IN (
-    SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate')
+    SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = @reject_stage)
   AND v.image_id NOT IN (SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date);

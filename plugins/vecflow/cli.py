@@ -187,6 +187,16 @@ def cmd_index_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_switch_model(args: argparse.Namespace) -> int:
+    from vecflow.index.reindex import switch_model
+    from vecflow.warehouse import get_warehouse
+
+    s = settings()
+    pointer = switch_model(s, get_warehouse(s), args.model_version, run_id="manual")
+    print(f"serving model: {pointer['model_version']} (was {pointer['previous_model_version']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU build it tries
@@ -204,19 +214,25 @@ def main(argv: list[str] | None = None) -> int:
     finder.add_argument("--category", help="a category, or 'all' (default: the predicted one)")
     back = sub.add_parser("index-rollback", help="serve the window index published before the current one")
     back.add_argument("--category", required=True)
+    switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")
+    switch.add_argument("--model-version", required=True)
     args = parser.parse_args(argv)
     from vecflow.config import ConfigError
+    from vecflow.index.reindex import ModelSwitchError
 
     try:
         if args.command == "generate-catalog":
             generate_catalog(args)
             return 0
         commands = {"search-server": cmd_search_server, "search": cmd_search, "index-rollback": cmd_index_rollback,
-                    "run": cmd_run}
+                    "run": cmd_run, "switch-model": cmd_switch_model}
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
+    except ModelSwitchError as exc:
+        log.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,42 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
 
+DEFAULT_MODEL_VERSION = "garment-arcface-v1"
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    """Writes a small JSON file through a temporary file, fsync and rename: a reader sees the old
+    content or the new, never half of it (index pointers)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def serving_pointer(home: Path) -> Path:
+    """index/SERVING names the model whose indexes are served and which the daily run embeds with;
+    a reindex run writes it when it switches models."""
+    return home / "index" / "SERVING"
+
+
+def serving_model_version(home: Path) -> str:
+    """The serving model: index/SERVING once a reindex switched models, else VECFLOW_MODEL_VERSION
+    (the first model). Setting the variable to another model after a switch is a ConfigError, since
+    the daily run would embed with a model other than the one served."""
+    configured = os.environ.get("VECFLOW_MODEL_VERSION") or None
+    pointer = serving_pointer(home)
+    if not pointer.exists():
+        return configured or DEFAULT_MODEL_VERSION
+    serving = read_json(pointer, "serving model pointer")["model_version"]
+    if configured and configured != serving:
+        raise ConfigError(f"VECFLOW_MODEL_VERSION={configured!r} but {pointer} names {serving!r} (switched by a "
+                          f"reindex run): unset the variable, or switch back with `python -m vecflow.cli "
+                          f"switch-model --model-version {configured}`")
+    return serving
+
+
 def read_json(path: Path, what: str):
     """A JSON config file, or a ConfigError that names the file and what is wrong with it."""
     try:
@@ -76,6 +112,7 @@ class Settings:
     index_eval_queries: int
     index_min_recall: float
     index_max_recall_drop: float
+    reindex_max_precision_drop: float
     index_keep_versions: int
     index_long_tail_days: int
     index_long_tail_similarity: float
@@ -152,7 +189,7 @@ def settings() -> Settings:
         embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 256),
         embed_runner=runner,
         embed_workers=_env_int("VECFLOW_EMBED_WORKERS", 0, minimum=0),
-        model_version=os.environ.get("VECFLOW_MODEL_VERSION", "garment-arcface-v1"),
+        model_version=serving_model_version(home),
         model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),
         trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
@@ -163,6 +200,7 @@ def settings() -> Settings:
         index_eval_queries=_env_int("VECFLOW_INDEX_EVAL_QUERIES", 200),
         index_min_recall=_env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
         index_max_recall_drop=_env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
+        reindex_max_precision_drop=_env_float("VECFLOW_REINDEX_MAX_PRECISION_DROP", 0.02, 0.0, 1.0),
         index_keep_versions=_env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
         index_long_tail_days=_env_int("VECFLOW_INDEX_LONG_TAIL_DAYS", 90),
         index_long_tail_similarity=_env_float("VECFLOW_INDEX_LONG_TAIL_SIMILARITY", 0.9, -1.0, 1.0),

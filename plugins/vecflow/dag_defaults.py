@@ -18,3 +18,24 @@ DAG_KWARGS = {
     "max_active_runs": 1,
     "default_args": DEFAULT_ARGS,
 }
+
+
+def embed_shards(shards):
+    """Maps the embedding entrypoint over planned shards (inside a DAG): a local process per shard, or
+    a GPU pod per shard when VECFLOW_EMBED_BACKEND=kubernetes."""
+    from airflow.sdk import get_current_context, task
+
+    from vecflow.config import embed_backend
+
+    if embed_backend() == "kubernetes":
+        from vecflow.embed.pods import embed_pod_partial, pod_arguments
+
+        return embed_pod_partial().expand(arguments=shards.map(pod_arguments))
+
+    @task(max_active_tis_per_dagrun=2)
+    def embed_shard(shard: dict) -> None:
+        from vecflow import tasks
+
+        tasks.embed(shard, get_current_context())
+
+    return embed_shard.expand(shard=shards)

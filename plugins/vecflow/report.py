@@ -56,9 +56,10 @@ def duplicate_check(truth_dir: Path, dedup_map: pd.DataFrame) -> dict:
             "near_by_dhash": _pair_quality(truth[truth["kind"] == "near"], dedup_map[dedup_map["reason"] == "dhash"])}
 
 
-def published_indexes(registry: pd.DataFrame) -> dict:
-    """Per category: the published window index with its evaluation."""
-    published = registry[(registry["kind"] == "window") & (registry["status"] == "published")]
+def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
+    """Per category: the published window index of the serving model with its evaluation."""
+    published = registry[(registry["kind"] == "window") & (registry["status"] == "published")
+                         & (registry["model_version"] == model_version)]
     return {r.category: {"version": Path(r.path).name, "vectors": int(r.vector_count),
                          "date_from": str(r.date_from)[:10], "date_to": str(r.date_to)[:10],
                          "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
@@ -67,7 +68,7 @@ def published_indexes(registry: pd.DataFrame) -> dict:
 
 
 def build_summary(settings, warehouse) -> dict:
-    counts = warehouse.query("summary_counts").iloc[0].to_dict()
+    counts = warehouse.query("summary_counts", model_version=settings.model_version).iloc[0].to_dict()
     breakdown = warehouse.query("summary_breakdown")
     trends = warehouse.table("tag_trends")
     by_kind = {kind: dict(zip(group["name"], group["value"].astype(int))) for kind, group in breakdown.groupby("kind")}
@@ -84,7 +85,7 @@ def build_summary(settings, warehouse) -> dict:
         "index_files_by_category": by_kind.get("index_files", {}),
         "index_bytes": sum(f.stat().st_size for f in settings.index_dir.rglob("*") if f.is_file()),
         "quarters": sorted(trends["quarter"].unique().tolist()),
-        "published_indexes": published_indexes(warehouse.table("index_registry")),
+        "published_indexes": published_indexes(warehouse.table("index_registry"), settings.model_version),
         "trend_movers_latest_quarter": [
             {"dimension": r.dimension, "tag": r.tag, "from": round(float(r.previous_share), 4),
              "to": round(float(r.share), 4), "change": round(float(r.share_change), 4), "direction": r.direction}

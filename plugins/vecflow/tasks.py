@@ -76,9 +76,9 @@ def tag(context) -> None:
     from vecflow.assets import IMAGE_TAGS
     from vecflow.tags import tag_partition
 
-    _, warehouse = _env()
+    s, warehouse = _env()
     run_date, run_id = _partition(context)
-    tag_partition(warehouse, run_date, run_id)
+    tag_partition(warehouse, run_date, run_id, s.model_version)
     _lineage(context, IMAGE_TAGS, run_date, run_id)
 
 
@@ -154,3 +154,61 @@ def summary(context) -> dict:
     from vecflow.taxonomy import load_taxonomy
 
     return write_summary(s, warehouse, search_client(s.es_conn_id), load_taxonomy().dimensions)
+
+
+def _reindex_params(context) -> tuple[str, dt.date | None, dt.date | None]:
+    params = context["params"]
+    return (params["model_version"], *(dt.date.fromisoformat(params[k]) if params.get(k) else None
+                                       for k in ("date_from", "date_to")))
+
+
+def reindex_plan(context) -> list[dict]:
+    from airflow.configuration import conf
+
+    from vecflow.index.reindex import plan_reindex
+
+    s, warehouse = _env()
+    model_version, date_from, date_to = _reindex_params(context)
+    return plan_reindex(s, warehouse, model_version, context["run_id"], date_from, date_to,
+                        max_shards=conf.getint("core", "max_map_length"))
+
+
+def reindex_load(shards, context) -> dict:
+    from vecflow.index.reindex import load_and_clean
+
+    s, warehouse = _env()
+    return load_and_clean(s, warehouse, _reindex_params(context)[0], context["run_id"],
+                          [shards[i] for i in range(len(shards))])
+
+
+def reindex_indexes(shards, context) -> dict:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from vecflow.assets import INDEXES
+    from vecflow.index.reindex import build_indexes
+    from vecflow.index.window import IndexGateError
+
+    s, warehouse = _env()
+    model_version, run_id = _reindex_params(context)[0], context["run_id"]
+    dates = sorted({dt.date.fromisoformat(shards[i]["run_date"]) for i in range(len(shards))})
+    try:
+        windows = build_indexes(s, warehouse, model_version, run_id, dates)
+    except IndexGateError as exc:
+        raise AirflowFailException(f"{model_version} not switched to: {exc}") from None
+    produced = {w["category"]: {k: w[k] for k in ("version", "vector_count", "recall_at_10", "precision_at_10")}
+                for w in windows}
+    _lineage(context, INDEXES, dates[-1], run_id, model_version=model_version, window=produced,
+             partitions=[d.isoformat() for d in dates])
+    return produced
+
+
+def reindex_switch(context) -> dict:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from vecflow.index.reindex import ModelSwitchError, switch_model
+
+    s, warehouse = _env()
+    try:
+        return switch_model(s, warehouse, _reindex_params(context)[0], context["run_id"])
+    except ModelSwitchError as exc:
+        raise AirflowFailException(str(exc)) from None

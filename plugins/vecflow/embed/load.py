@@ -22,7 +22,9 @@ class ShardOutputError(ValueError):
     """A shard output is missing or belongs to another partition or run."""
 
 
-def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict]) -> dict:
+def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], reject_stage: str = "embed") -> dict:
+    """Appends the shards' vectors to vector_log and replaces the partition's `reject_stage` rejects
+    (a reindex keeps its own, 'reindex_embed', beside the daily run's)."""
     vectors_loaded, rejects = 0, []
     for shard in shards:
         try:
@@ -43,7 +45,7 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict]) -
         vectors_loaded += vectors.num_rows
         rejects.append(table.filter(rejected))
     reject_rows = [
-        {"image_id": r["image_id"], "listed_date": run_date, "stage": "embed", "reason": r["reject_reason"],
+        {"image_id": r["image_id"], "listed_date": run_date, "stage": reject_stage, "reason": r["reject_reason"],
          "detail": r["reject_detail"], "category": r["catalog_category"], "run_id": run_id}
         for t in rejects for r in t.to_pylist()]
     frame = pd.DataFrame(reject_rows, columns=["image_id", "listed_date", "stage", "reason", "detail",
@@ -51,7 +53,7 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict]) -
     warehouse.run("replace_partition", rows=frame,
                   names={"table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
                          "columns": list(frame.columns)},
-                  partition_value=run_date, stage="embed")
+                  partition_value=run_date, stage=reject_stage)
     stats = {"vectors": vectors_loaded, "rejects": len(frame),
              "rejects_by_reason": frame["reason"].value_counts().to_dict()}
     log.info("partition %s: loaded %s", run_date, stats)

@@ -65,19 +65,27 @@ def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, m
                   partition_value=run_date, stage="catalog")
     record_funnel(warehouse, "catalog", run_date, run_id, manifest, catalog, rejects)
 
-    shard_dir = settings.staging_dir / run_date.isoformat() / safe_run_id(run_id)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    size = shard_size(len(catalog), settings.shard_size, max_shards)
-    shards = []
-    for shard_id, start in enumerate(range(0, len(catalog), size)):
-        path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
-        part = catalog.iloc[start:start + size]
-        part.to_parquet(path, index=False)
-        shards.append({"run_date": run_date.isoformat(), "run_id": run_id, "shard_id": shard_id,
-                       "manifest": str(path), "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"),
-                       "images": len(part)})
+    shards = write_shards(settings.staging_dir, catalog, run_date, run_id,
+                          shard_size(len(catalog), settings.shard_size, max_shards), settings.model_version)
     log.info("partition %s: %d manifest rows, %d unique, %d rejected, %d shard(s)",
              run_date, len(manifest), len(catalog), len(rejects), len(shards))
+    return shards
+
+
+def write_shards(staging_dir: Path, images: pd.DataFrame, run_date: dt.date, run_id: str, size: int,
+                 model_version: str) -> list[dict]:
+    """Cuts a partition's images (MANIFEST_COLUMNS) into shard manifests under the run's staging
+    directory; returns one spec per shard, numbered from 0, naming the model to embed with."""
+    shard_dir = staging_dir / run_date.isoformat() / safe_run_id(run_id)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for shard_id, start in enumerate(range(0, len(images), size)):
+        path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
+        part = images.iloc[start:start + size]
+        part.to_parquet(path, index=False)
+        shards.append({"run_date": run_date.isoformat(), "run_id": run_id, "shard_id": shard_id,
+                       "model_version": model_version, "manifest": str(path),
+                       "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"), "images": len(part)})
     return shards
 
 

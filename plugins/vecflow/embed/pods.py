@@ -40,11 +40,13 @@ def _json_env(name: str, default):
 
 
 def pod_arguments(shard: dict) -> list[str]:
-    """Arguments of the entrypoint for one shard; run_id, model_version, shard_id and attempt come
-    from the pod's environment. Used with XComArg.map, so it runs where the shards are known."""
+    """Arguments of the entrypoint for one shard; run_id and attempt come from the pod's environment.
+    The shard names its model and number (a reindex maps shards of many partitions, so the map index
+    is not the shard id). Used with XComArg.map, so it runs where the shards are known."""
     s = settings()
     return [
         "--manifest", shard["manifest"], "--output", shard["output"],
+        "--model-version", shard.get("model_version") or s.model_version, "--shard-id", str(shard["shard_id"]),
         "--catalog-root", str(s.catalog_dir), "--taxonomy", CONTAINER_TAXONOMY, "--registry", MODEL_MOUNT,
         "--device", "cuda", "--batch-size", str(s.embed_batch_size),
         "--workers", os.environ.get("VECFLOW_K8S_WORKERS", "8"),
@@ -102,7 +104,7 @@ def pod_kwargs() -> dict:
         "env_vars": [
             k8s.V1EnvVar(name="RUN_ID", value="{{ run_id }}"),
             k8s.V1EnvVar(name="MODEL_VERSION", value=s.model_version),
-            k8s.V1EnvVar(name="SHARD_ID", value="{{ ti.map_index }}"),  # plan_shards numbers shards 0..n-1
+            k8s.V1EnvVar(name="SHARD_ID", value="{{ ti.map_index }}"),  # a single pod's default; mapped pods pass --shard-id
             k8s.V1EnvVar(name="ATTEMPT", value="{{ ti.try_number }}"),
         ],
         "container_resources": k8s.V1ResourceRequirements(

@@ -25,7 +25,7 @@ def entrypoint_args(shard: dict, settings: Settings, attempt: int, device: str =
     return [
         "--manifest", shard["manifest"], "--catalog-root", str(settings.catalog_dir),
         "--output", shard["output"], "--taxonomy", str(TAXONOMY_PATH),
-        "--model-version", settings.model_version, "--registry", str(settings.model_registry),
+        "--model-version", shard.get("model_version") or settings.model_version, "--registry", str(settings.model_registry),
         "--run-id", shard["run_id"], "--shard-id", str(shard["shard_id"]), "--attempt", str(attempt),
         "--device", device, "--batch-size", str(settings.embed_batch_size),
         "--workers", str(settings.embed_workers),

@@ -52,7 +52,8 @@ def search(settings, warehouse, image: Path, k: int = 10, category: str | None =
     results = results.sort_values("score", ascending=False).head(k).reset_index(drop=True)
     if results.empty:
         return results
-    details = warehouse.query("select_search_results", image_ids=results["image_id"].tolist())
+    details = warehouse.query("select_search_results", image_ids=results["image_id"].tolist(),
+                              model_version=settings.model_version)
     results = results.merge(details, on="image_id", how="left")
     results.insert(0, "rank", range(1, len(results) + 1))
     results.attrs["predicted_category"] = predicted

@@ -18,12 +18,12 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vecflow.config import write_json_atomically
 from vecflow.index.build import (
     IndexIntegrityError, file_md5, load_trained, stable_id, verify_files, write_atomically)
 
@@ -45,13 +45,8 @@ def read_current(index_dir: Path, model_version: str, category: str) -> dict | N
 
 
 def write_current(index_dir: Path, model_version: str, category: str, version: str) -> None:
-    path = category_dir(index_dir, model_version, category) / "CURRENT"
-    tmp = path.with_name(f".CURRENT.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump({"version": version, "switched_at": pd.Timestamp.now(tz="UTC").isoformat()}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_json_atomically(category_dir(index_dir, model_version, category) / "CURRENT",
+                          {"version": version, "switched_at": pd.Timestamp.now(tz="UTC").isoformat()})
 
 
 def load_version(directory: Path):

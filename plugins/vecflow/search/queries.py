@@ -40,4 +40,6 @@ def trend_documents(es, prefix: str, quarter: str | None = None) -> pd.DataFrame
     frame = pd.DataFrame([hit["_source"] for hit in response["hits"]["hits"]])
     if frame.empty:
         return frame
-    return frame.sort_values("share_change", key=lambda s: s.abs().fillna(0), ascending=False).reset_index(drop=True)
+    # share_change is null in the first quarter (all null with one quarter: an object column)
+    return frame.sort_values("share_change", key=lambda s: pd.to_numeric(s).abs().fillna(0),
+                             ascending=False).reset_index(drop=True)

@@ -124,7 +124,7 @@ def bulk_write(es, index_of, docs: list[dict], id_of, chunk_size: int) -> list[d
 def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt.date, run_id: str) -> dict:
     indexes = SearchIndexes(settings.es_index_prefix)
     rows = warehouse.query("select_search_docs", names={"extra_columns": ["embedding"] if settings.es_index_vectors else []},
-                           run_date=run_date)
+                           run_date=run_date, model_version=settings.model_version)
     docs = image_documents(rows, run_id)
     vector_dim = len(docs[0]["embedding"]) if docs and settings.es_index_vectors else None
     ensure_templates(es, indexes, dimensions, vector_dim)
