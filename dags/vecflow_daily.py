@@ -11,6 +11,7 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
 
+from vecflow.alerts import deadline_alert
 from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
 from vecflow.config import search_sink
 from vecflow.dag_defaults import DAG_KWARGS, embed_shards
@@ -21,6 +22,7 @@ from vecflow.dag_defaults import DAG_KWARGS, embed_shards
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     **DAG_KWARGS,
     tags=["vecflow", "daily"],
+    deadline=deadline_alert(),
     doc_md=__doc__,
 )
 def vecflow_daily():

@@ -2,6 +2,8 @@
 import datetime as dt
 import os
 
+from vecflow.alerts import task_failure_callback
+
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 DEFAULT_ARGS = {
     "owner": "data-eng",
@@ -9,6 +11,8 @@ DEFAULT_ARGS = {
     # local demo and test runs set a short delay so a failing task fails fast
     "retry_delay": dt.timedelta(seconds=int(os.environ.get("VECFLOW_RETRY_DELAY_SECONDS", "300"))),
     "retry_exponential_backoff": True,
+    # one alert (webhook / Slack, and the alerts table) when a task has failed for good
+    "on_failure_callback": task_failure_callback,
 }
 
 # Keyword arguments of every vecflow @dag: one run at a time, no implicit catchup (backfills are explicit).

@@ -30,6 +30,7 @@ def bootstrap(warehouse) -> None:
 
     taxonomy = load_taxonomy()
     warehouse.run("create_tables")
+    warehouse.run("create_alert_tables")
     warehouse.run("upgrade_tables")
     warehouse.run("vector_log_latest")
     tags = pd.DataFrame(taxonomy.rows())
