@@ -1,5 +1,5 @@
 """Daily partition: catalog -> shards -> embeddings -> vector_log -> clean -> tags (+ Elasticsearch)
--> faiss -> funnel.
+-> faiss -> funnel and quality suites -> run report.
 
 Each run processes the catalog partition of its data interval (one listed_date) and replaces
 that partition's outputs, so reruns and backfills are safe. Emits the image_tags asset, which
@@ -57,9 +57,10 @@ def vecflow_daily():
         """Day indexes, then the window index per category, published when it passes its gate."""
         return tasks.index(get_current_context())
 
-    @task(retries=0)  # an unbalanced funnel is a data bug, not a transient failure
-    def check_funnel() -> None:
-        tasks.funnel(get_current_context())
+    @task(retries=0)  # a failed suite is a data bug, not a transient failure
+    def check_quality() -> dict:
+        """Funnel, Great Expectations suites and Data Docs, run report (reports/<date>/index.html)."""
+        return tasks.quality(get_current_context())
 
     @task
     def search_index_tags() -> dict:
@@ -70,7 +71,7 @@ def vecflow_daily():
     embed_stage() >> clean() >> [tagged, indexed]
     if search_sink() == "elasticsearch":
         tagged = tagged >> search_index_tags()
-    [tagged, indexed] >> check_funnel()
+    [tagged, indexed] >> check_quality()
 
 
 vecflow_daily()

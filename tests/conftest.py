@@ -18,6 +18,7 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "VECFLOW_RETRY_DELAY_SECONDS": "1",
+    "VECFLOW_DAILY_DEADLINE_MINUTES": "0",  # dag.test() cannot run a DAG with a deadline (alerts.deadline_alert)
     "VECFLOW_HOME": str(Path(tempfile.mkdtemp(prefix="vecflow-home-"))),
 })
 sys.path.insert(0, str(REPO / "plugins"))

@@ -32,7 +32,7 @@ def test_every_dag_has_owner_tags_and_retries(dagbag):
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
             # checks that give a verdict (funnel, model switch) do not retry: a retry would give the same one
-            assert task.retries >= 2 or task.task_id in ("check_funnel", "switch_model"), f"{dag_id}.{task.task_id} retries"
+            assert task.retries >= 2 or task.task_id in ("check_quality", "switch_model"), f"{dag_id}.{task.task_id} retries"
 
 
 def test_daily_dag_uses_a_data_interval_timetable(dagbag):
@@ -83,3 +83,13 @@ def test_search_tasks_follow_the_search_sink_setting(sink, expected):
                           text=True, check=True)
     found = done.stdout.strip().splitlines()[-1]
     assert found == ("['search_index_tags', 'search_index_trends']" if expected else "[]")
+
+
+def test_the_daily_dag_has_a_deadline_alert_unless_turned_off(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VECFLOW_DAILY_DEADLINE_MINUTES", "90")
+    daily = DagBag(dag_folder=str(REPO / "dags" / "vecflow_daily.py")).dags["vecflow_daily"]
+    (deadline,) = daily.deadline
+    assert deadline.interval.total_seconds() == 90 * 60
+    assert all(task.on_failure_callback for task in daily.tasks)

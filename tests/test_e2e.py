@@ -162,3 +162,19 @@ def test_rerunning_a_date_leaves_identical_tables(pipeline):
     after = snapshot(warehouse)
     assert after == before
     assert len(warehouse.table("vector_log")) > log_rows  # append-only: the rerun's rows are added
+
+
+def test_each_run_writes_its_report_and_the_data_docs(pipeline):
+    s, _, dates = pipeline
+    index = (s.reports_dir / "index.html").read_text()
+    assert all(f'href="{day}/index.html"' in index for day in dates)
+    page = (s.reports_dir / str(dates[-1]) / "index.html").read_text()
+    for section in ('id="quality"', 'id="funnel"', 'id="rejects"', 'id="trends"', 'id="indexes"'):
+        assert section in page
+    assert 'href="../gx/index.html"' in page and "passed" in page and "FAILED" not in page
+    truth = pd.read_parquet(s.catalog_dir / "truth" / "images.parquet")
+    corrupt = truth[truth["kind"] == "corrupt"].iloc[0]  # a planted corrupt image: a reject with its reason
+    page = (s.reports_dir / f"{corrupt['listed_date']:%Y-%m-%d}" / "index.html").read_text()
+    assert "<td>embed</td><td>corrupt</td>" in page
+    gx_index = (s.reports_dir / "gx" / "index.html").read_text()
+    assert all(suite in gx_index for suite in ("vector_log", "vectors_clean", "funnel"))

@@ -113,6 +113,7 @@ class Settings:
     index_min_recall: float
     index_max_recall_drop: float
     reindex_max_precision_drop: float
+    quality_max_bad_vector_share: float
     index_keep_versions: int
     index_long_tail_days: int
     index_long_tail_similarity: float
@@ -201,6 +202,7 @@ def settings() -> Settings:
         index_min_recall=_env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
         index_max_recall_drop=_env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
         reindex_max_precision_drop=_env_float("VECFLOW_REINDEX_MAX_PRECISION_DROP", 0.02, 0.0, 1.0),
+        quality_max_bad_vector_share=_env_float("VECFLOW_QUALITY_MAX_BAD_VECTOR_SHARE", 0.01, 0.0, 1.0),
         index_keep_versions=_env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
         index_long_tail_days=_env_int("VECFLOW_INDEX_LONG_TAIL_DAYS", 90),
         index_long_tail_similarity=_env_float("VECFLOW_INDEX_LONG_TAIL_SIMILARITY", 0.9, -1.0, 1.0),

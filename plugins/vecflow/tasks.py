@@ -125,13 +125,24 @@ def index(context) -> dict:
     return produced
 
 
-def funnel(context) -> None:
-    from vecflow.funnel import check_funnel, record_funnel
+def quality(context) -> dict:
+    """Records the partition's funnel, runs the quality suites (vector_log, vectors_clean, funnel) with
+    their Data Docs, writes the run report, then fails the task if a suite failed."""
+    from vecflow.funnel import record_funnel
+    from vecflow.quality import DataQualityError, check_partition
+    from vecflow.run_report import write_run_report
 
     s, warehouse = _env()
     run_date, run_id = _partition(context)
     record_funnel(warehouse, run_date, run_id, s.model_version)
-    check_funnel(warehouse, run_date)
+    try:
+        summary = check_partition(s, warehouse, run_date)
+    except DataQualityError as exc:
+        write_run_report(s, warehouse, run_date, run_id, exc.summary)
+        raise
+    report = write_run_report(s, warehouse, run_date, run_id, summary)
+    log.info("run report: %s", report)
+    return {name: result["success"] for name, result in summary.items()}
 
 
 def trends(context) -> list[dict]:
