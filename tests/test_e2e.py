@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 
 import numpy as np
@@ -16,24 +15,10 @@ from vecflow.config import DEFAULT_TREND_SPEC, settings
 from vecflow.index.build import file_md5
 from vecflow.warehouse import get_warehouse
 
+from warehouse_rows import snapshot
+
 START = dt.date(2026, 3, 30)
 DAYS = 3
-VOLATILE = {"run_id", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
-DERIVED_TABLES = ["catalog", "vectors_clean", "dedup_map", "rejects", "image_tags", "funnel_metrics",
-                  "index_registry", "tag_trends", "v_vector_log_latest"]
-
-
-def snapshot(warehouse) -> dict[str, str]:
-    """Content hash per table, ignoring columns that name the run or the time."""
-    out = {}
-    for table in DERIVED_TABLES:
-        frame = warehouse.table(table)
-        frame = frame[[c for c in frame.columns if c not in VOLATILE]].astype(str)
-        frame = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-        out[table] = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-    return out
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, airflow_db, search_server):
     import os

@@ -231,3 +231,22 @@ def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, 
     build_day_indexes(settings(), warehouse, D1, "run-2")
     assert sorted(p.parent.name for p in index_dir.glob("m1/*/day=*")) == ["coat"]
     assert warehouse.table("index_registry")["category"].tolist() == ["coat"]
+
+
+def test_hostile_ids_and_sources_are_data_not_sql(warehouse):
+    """Values reach SQL only as query parameters or staged rows: quotes, comments and statements in
+    an image_id or source are stored verbatim and run nothing."""
+    hostile = "x'); DROP TABLE vecflow.catalog; --"
+    source = "shop\" OR 1=1; DELETE FROM rejects WHERE '1'='1"
+    catalog(warehouse, D1, [hostile, "ok"])
+    load(warehouse, [{**row(hostile, D1), "source": source}, row("ok", D1)], D1)
+    clean_partition(settings(), warehouse, D1, "run-1")
+    tag_partition(warehouse, D1, "run-1", "m1")
+    record_funnel(warehouse, D1, "run-1", "m1")
+    assert set(warehouse.table("catalog")["image_id"]) == {hostile, "ok"}
+    clean = warehouse.table("vectors_clean")
+    assert by_id(clean, "source")[hostile] == source
+    assert hostile in set(warehouse.table("image_tags")["image_id"])
+    assert warehouse.query("funnel_violations", run_date=D1).empty
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
+        warehouse.table("catalog; DROP TABLE vecflow.catalog")

@@ -1,4 +1,4 @@
-"""Hand-made vector_log rows for tests of the warehouse steps and what reads them."""
+"""Hand-made vector_log rows for tests of the warehouse steps, and content snapshots of tables and index manifests."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,6 +11,32 @@ import pyarrow as pa
 from vecflow.embed.load import VECTOR_COLUMNS
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
+VOLATILE = {"run_id", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
+DERIVED_TABLES = ["catalog", "vectors_clean", "dedup_map", "rejects", "image_tags", "funnel_metrics",
+                  "index_registry", "tag_trends", "v_vector_log_latest"]
+
+
+def snapshot(warehouse) -> dict[str, str]:
+    """Content hash per derived table, ignoring columns that name the run or the time: two states of
+    the pipeline with the same snapshot hold the same data."""
+    out = {}
+    for table in DERIVED_TABLES:
+        frame = warehouse.table(table)
+        frame = frame[[c for c in frame.columns if c not in VOLATILE]].astype(str)
+        frame = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+        out[table] = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    return out
+
+
+def manifest_snapshot(index_dir) -> dict[str, str]:
+    """Content hash per index manifest, ignoring the fields that name the run or the time."""
+    import json
+
+    out = {}
+    for path in sorted(index_dir.rglob("manifest.json")):
+        manifest = {k: v for k, v in json.loads(path.read_text()).items() if k not in VOLATILE}
+        out[str(path.relative_to(index_dir))] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return out
 
 
 def seed_of(image_id: str) -> int:

@@ -1,0 +1,129 @@
+"""Backfill and rerun through the scheduler, as a data engineer does them: `airflow standalone` on
+127.0.0.1 (its own process group, stopped by group id), `airflow backfill create` over three past
+dates, then the same command for one of them with --reprocess-behavior completed. The rerun leaves
+the tables and index manifests identical to the backfill's."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vecflow.cli import generate_catalog
+from vecflow.config import DEFAULT_TREND_SPEC, REPO_ROOT, settings
+from vecflow.warehouse import get_warehouse
+
+from warehouse_rows import manifest_snapshot, snapshot
+
+PARTITIONS = [dt.date(2026, 3, 30) + dt.timedelta(days=i) for i in range(3)]
+AIRFLOW = [sys.executable, "-m", "airflow"]
+WAIT_SECONDS = 900
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def logical_date(partition: dt.date) -> str:
+    """A partition's run is the one at the end of its data interval."""
+    return (partition + dt.timedelta(days=1)).isoformat()
+
+
+@pytest.fixture(scope="module")
+def airflow_server(tmp_path_factory, search_server):
+    home = tmp_path_factory.mktemp("backfill")
+    port = free_port()
+    env = {**os.environ, "VECFLOW_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__PARALLELISM": "2",
+           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
+           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+           "VECFLOW_ES_INDEX_PREFIX": "backfill", "VECFLOW_DAILY_DEADLINE_MINUTES": "120",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VECFLOW_HOME", str(home))
+        generate_catalog(argparse.Namespace(seed=3, start_date=PARTITIONS[0], days=len(PARTITIONS),
+                                            images_per_day=20, trends=DEFAULT_TREND_SPEC))
+    subprocess.run([*AIRFLOW, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    log = open(home / "standalone.log", "w")
+    # its own process group: standalone's children ignore SIGTERM sent to standalone alone
+    server = subprocess.Popen([*AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    db = home / "airflow" / "airflow.db"
+    try:
+        wait_for(lambda: query(db, "SELECT COUNT(*) FROM dag WHERE dag_id = 'vecflow_daily' AND NOT has_import_errors")[0][0],
+                 "the dag processor to parse vecflow_daily", server, home)
+        yield env, home, db, server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def query(db: Path, sql: str, *args) -> list[tuple]:
+    try:
+        with sqlite3.connect(db, timeout=30) as con:
+            return con.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:  # a table not created yet
+        return [(0,)]
+
+
+def wait_for(done, what: str, server, home: Path):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited {server.returncode}:\n{(home / 'standalone.log').read_text()[-3000:]}")
+        result = done()
+        if result:
+            return result
+        time.sleep(2)
+    raise TimeoutError(f"waited {WAIT_SECONDS} s for {what}; log tail:\n{(home / 'standalone.log').read_text()[-3000:]}")
+
+
+def backfill(env, db, server, home, first: dt.date, last: dt.date, *extra) -> list[tuple]:
+    """Creates a backfill and waits until it completes; returns its runs' (logical date, state)."""
+    # one run at a time, oldest first: dedup and the index window compare a day with the days before it
+    subprocess.run([*AIRFLOW, "backfill", "create", "--dag-id", "vecflow_daily", "--from-date", logical_date(first),
+                    "--to-date", logical_date(last), "--max-active-runs", "1", *extra],
+                   env=env, check=True, capture_output=True)
+    (backfill_id,) = query(db, "SELECT MAX(id) FROM backfill")[0]
+    wait_for(lambda: query(db, "SELECT completed_at FROM backfill WHERE id = ?", backfill_id)[0][0],
+             f"backfill {backfill_id}", server, home)
+    return query(db, "SELECT date(logical_date), state FROM dag_run WHERE backfill_id = ? ORDER BY logical_date",
+                 backfill_id)
+
+
+def test_a_backfill_then_a_rerun_of_one_date_leave_the_same_tables(airflow_server):
+    env, home, db, server = airflow_server
+    runs = backfill(env, db, server, home, PARTITIONS[0], PARTITIONS[-1])
+    assert runs == [(logical_date(p), "success") for p in PARTITIONS], runs
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VECFLOW_HOME", str(home))
+        warehouse = get_warehouse(settings())
+        tables, manifests = snapshot(warehouse), manifest_snapshot(settings().index_dir)
+        assert set(warehouse.table("vectors_clean")["listed_date"].astype(str)) == {str(p) for p in PARTITIONS}
+
+        rerun = backfill(env, db, server, home, PARTITIONS[1], PARTITIONS[1], "--reprocess-behavior", "completed")
+        assert rerun == [(logical_date(PARTITIONS[1]), "success")], rerun
+        assert snapshot(warehouse) == tables
+        assert manifest_snapshot(settings().index_dir) == manifests
+        # vector_log stays append-only: the rerun's vectors are there beside the backfill's
+        log_rows = warehouse.table("vector_log")
+        assert log_rows.loc[log_rows["listed_date"].astype(str) == str(PARTITIONS[1]), "run_id"].nunique() == 2
