@@ -23,7 +23,7 @@ START_DATE ?= 2026-02-15
 TRENDS ?= include/trends/default.json
 CATALOG_ARGS = --seed $(SEED) --days $(DAYS) --images-per-day $(IMAGES_PER_DAY) --start-date $(START_DATE) --trends $(TRENDS)
 
-.PHONY: setup run test airflow bench catalog clean
+.PHONY: setup run test airflow bench catalog clean screenshot
 
 # The venv is rebuilt only when requirements.txt changes. torch goes first: it is the CPU build
 # on disk, and installing it first stops anything from pulling a multi-GB CUDA build.
@@ -79,6 +79,13 @@ airflow: setup
 	AIRFLOW__API__HOST=127.0.0.1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 	setsid $(VENV)/bin/airflow standalone & pgid=$$!; \
 	trap 'kill -TERM -- -$$pgid -$$es' INT TERM; wait $$pgid
+
+# docs/run_report.png: the newest run report of `make run`, through Debian's headless Chromium
+screenshot:
+	command -v chromium-headless-shell >/dev/null || $(SUDO) apt-get install -y -q chromium-headless-shell
+	report=$$(ls -d $(VECFLOW_HOME)/reports/2*/ | tail -1)index.html; \
+	chromium-headless-shell --no-sandbox --headless --disable-gpu --hide-scrollbars --window-size=1120,2900 \
+	  --screenshot=docs/run_report.png "file://$$report"
 
 clean:
 	rm -rf $(VECFLOW_HOME)
