@@ -50,8 +50,12 @@ def airflow_server(tmp_path_factory, search_server):
            "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+           # only the backfills' runs: no scheduled run for today's partition, which this catalog lacks
+           "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
            "VECFLOW_ES_INDEX_PREFIX": "backfill", "VECFLOW_DAILY_DEADLINE_MINUTES": "120",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+           # standalone starts its components as `airflow ...` from PATH
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VECFLOW_HOME", str(home))
         generate_catalog(argparse.Namespace(seed=3, start_date=PARTITIONS[0], days=len(PARTITIONS),
@@ -65,6 +69,8 @@ def airflow_server(tmp_path_factory, search_server):
     try:
         wait_for(lambda: query(db, "SELECT COUNT(*) FROM dag WHERE dag_id = 'vecflow_daily' AND NOT has_import_errors")[0][0],
                  "the dag processor to parse vecflow_daily", server, home)
+        # the runs of a paused DAG stay queued, backfill runs included
+        subprocess.run([*AIRFLOW, "dags", "unpause", "vecflow_daily"], env=env, check=True, capture_output=True)
         yield env, home, db, server
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -99,9 +105,10 @@ def wait_for(done, what: str, server, home: Path):
 def backfill(env, db, server, home, first: dt.date, last: dt.date, *extra) -> list[tuple]:
     """Creates a backfill and waits until it completes; returns its runs' (logical date, state)."""
     # one run at a time, oldest first: dedup and the index window compare a day with the days before it
-    subprocess.run([*AIRFLOW, "backfill", "create", "--dag-id", "vecflow_daily", "--from-date", logical_date(first),
-                    "--to-date", logical_date(last), "--max-active-runs", "1", *extra],
-                   env=env, check=True, capture_output=True)
+    created = subprocess.run([*AIRFLOW, "backfill", "create", "--dag-id", "vecflow_daily", "--from-date", logical_date(first),
+                              "--to-date", logical_date(last), "--max-active-runs", "1", *extra],
+                             env=env, capture_output=True, text=True)
+    assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-3000:]
     (backfill_id,) = query(db, "SELECT MAX(id) FROM backfill")[0]
     wait_for(lambda: query(db, "SELECT completed_at FROM backfill WHERE id = ?", backfill_id)[0][0],
              f"backfill {backfill_id}", server, home)

@@ -11,6 +11,8 @@ DEFAULT_ARGS = {
     # local demo and test runs set a short delay so a failing task fails fast
     "retry_delay": dt.timedelta(seconds=int(os.environ.get("VECFLOW_RETRY_DELAY_SECONDS", "300"))),
     "retry_exponential_backoff": True,
+    # a pool to bound warehouse load (e.g. BigQuery slots); embedding pods use VECFLOW_K8S_POOL
+    "pool": os.environ.get("VECFLOW_WAREHOUSE_POOL", "default_pool"),
     # one alert (webhook / Slack, and the alerts table) when a task has failed for good
     "on_failure_callback": task_failure_callback,
 }

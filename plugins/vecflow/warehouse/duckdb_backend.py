@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,14 +20,29 @@ STAGING = "incoming_rows"  # rows handed to a SQL file, like a load job's stagin
 class DuckDBWarehouse:
     dialect = "duckdb"
 
-    def __init__(self, path: Path, dataset: str = DATASET):
+    def __init__(self, path: Path, dataset: str = DATASET, lock_timeout_s: float = 120):
         self.path = Path(path)
         self.dataset = dataset
+        self.lock_timeout_s = lock_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A connection, waiting up to lock_timeout_s while another process holds the file: DuckDB
+        admits one writing process, and tasks of one run (tags and indexes) run side by side under a
+        scheduler. Connections live for one step, so waiters get their turn within seconds."""
+        deadline, pause = time.monotonic() + self.lock_timeout_s, 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     @contextmanager
     def connect(self):
-        con = duckdb.connect(str(self.path))
+        con = self._open()
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {self.dataset}")
             yield con
