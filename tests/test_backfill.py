@@ -36,8 +36,9 @@ def free_port() -> int:
 
 
 def logical_date(partition: dt.date) -> str:
-    """A partition's run is the one at the end of its data interval."""
-    return (partition + dt.timedelta(days=1)).isoformat()
+    """A scheduled or backfilled run's logical date is the start of its data interval: the partition
+    (it runs after the interval ends, the next day)."""
+    return partition.isoformat()
 
 
 @pytest.fixture(scope="module")
