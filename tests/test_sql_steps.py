@@ -242,6 +242,7 @@ def test_hostile_ids_and_sources_are_data_not_sql(warehouse):
     load(warehouse, [{**row(hostile, D1), "source": source}, row("ok", D1)], D1)
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1", "m1")
+    build_day_indexes(settings(), warehouse, D1, "run-1")
     record_funnel(warehouse, D1, "run-1", "m1")
     assert set(warehouse.table("catalog")["image_id"]) == {hostile, "ok"}
     clean = warehouse.table("vectors_clean")

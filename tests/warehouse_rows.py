@@ -11,7 +11,8 @@ import pyarrow as pa
 from vecflow.embed.load import VECTOR_COLUMNS
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
-VOLATILE = {"run_id", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
+# what names the run, its attempt or the time (a rerun through the scheduler clears the run: attempt 2)
+VOLATILE = {"run_id", "attempt", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
 DERIVED_TABLES = ["catalog", "vectors_clean", "dedup_map", "rejects", "image_tags", "funnel_metrics",
                   "index_registry", "tag_trends", "v_vector_log_latest"]
 

@@ -155,16 +155,17 @@ def version_name(date_to: dt.date, content_key: str) -> str:
 
 
 def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categories: list[str]) -> list[dict]:
-    """For each category: merge the window of the last N days (ending at its newest day index),
+    """For each category: merge the window of the last N days (ending at the newest partition),
     evaluate it, register it, publish it if the gate passes. Raises IndexGateError naming every
     category that failed, after the others are published."""
-    windows = {}
-    for category in categories:
-        # the window ends at the category's newest day, so rerunning an old date re-merges the current
-        # window with the fixed day instead of publishing an older window
-        days = [d for d, _ in _day_dirs(settings.index_dir, settings.model_version, category, dt.date.min, dt.date.max)]
-        date_to = max([run_date, *days])
-        windows[category] = (date_to - dt.timedelta(days=settings.index_window_days - 1), date_to)
+    # every window ends at the newest partition with a day index (of any category), so rerunning an
+    # old date re-merges the current windows with the fixed day instead of publishing older ones, and
+    # a category without images on the newest day still gets the window a first run gave it
+    days = [d for category in categories
+            for d, _ in _day_dirs(settings.index_dir, settings.model_version, category, dt.date.min, dt.date.max)]
+    date_to = max([run_date, *days])
+    windows = {category: (date_to - dt.timedelta(days=settings.index_window_days - 1), date_to)
+               for category in categories}
     if not windows:
         return []
     horizon = dt.timedelta(days=max(settings.index_long_tail_days, settings.index_window_days) - 1)
