@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import os
 import platform
 import sys
@@ -25,24 +24,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include" / "models")]
-RESULTS = REPO / "bench" / "results"
-
-
-def machine() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 
 
 def write(mode: str, report: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"embed_{mode}.json"
-    out.write_text(json.dumps({"benchmark": f"embed_{mode}", "machine": machine(), **report}, indent=2) + "\n")
-    print(f"written to {out}")
+    import torch
+
+    gpu = {"gpu": torch.cuda.get_device_name(0)} if torch.cuda.is_available() else {}
+    write_report(f"embed_{mode}", report, python=platform.python_version(), torch=torch.__version__, **gpu)
 
 
 def best_of(fn, repeats: int) -> float:

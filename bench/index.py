@@ -9,10 +9,8 @@ Vectors are synthetic: unit vectors around 4096 centres. Writes bench/results/in
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 DIM = 256
 
 
@@ -98,13 +96,9 @@ def main() -> int:
     curve = search_curve(window, centers, args.queries, [1, 4, 16, 64], args.flat_vectors, args.days)
     del window
     pq, _ = merge_vs_rebuild("IVF4096,PQ32", args.pq_vectors, args.days, centers, 200_000)
-    report = {"benchmark": "index", "date": dt.date.today().isoformat(),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "faiss": faiss.__version__},
-              "ivf_flat": flat, "search": curve, "ivf_pq": pq}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "index.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report("index", {"ivf_flat": flat, "search": curve, "ivf_pq": pq}, faiss=faiss.__version__)
     print(f"merge of {flat['vectors']:,} IVF-Flat vectors: {flat['merge_s']} s (goal 2 s); "
-          f"{pq['vectors']:,} IVF-PQ: {pq['merge_s']} s; written to {RESULTS / 'index.json'}")
+          f"{pq['vectors']:,} IVF-PQ: {pq['merge_s']} s")
     return 0
 
 

@@ -10,10 +10,8 @@ numpy, as the SQL file does in the warehouse; GX never sees the vectors.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins")]
-RESULTS = REPO / "bench" / "results"
+from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 CORES = 2
 DIM = 256
 CHUNK = 100_000
@@ -112,13 +110,8 @@ def main() -> int:
     del vectors
     read_seconds = round(duckdb_read(args.rows), 2)
     print(f"DuckDB read of the partition for the suite: {read_seconds} s")
-    report = {"benchmark": "quality_vector_log_suite", "date": dt.date.today().isoformat(),
-              "machine": {"platform": platform.platform(), "cpus_used": len(os.sched_getaffinity(0))},
-              "rows": args.rows, "defect_rate": DEFECT_RATE, "goal_seconds": 10,
-              "gx_validation_best_seconds": best, "duckdb_read_seconds": read_seconds, "runs": runs}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {RESULTS / 'quality.json'}")
+    write_report("quality", {"suite": "vector_log", "rows": args.rows, "defect_rate": DEFECT_RATE, "goal_seconds": 10,
+                             "gx_validation_best_seconds": best, "duckdb_read_seconds": read_seconds, "runs": runs})
     return 0
 
 

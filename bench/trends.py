@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins")]
-RESULTS = REPO / "bench" / "results"
+from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 START = dt.date(2026, 1, 1)
 DIMENSIONS = {"category": 10, "color": 8, "pattern": 4, "style": 5}
 
@@ -123,15 +121,10 @@ def main() -> int:
     sql = bench_sql(synthetic_tags(args.images))
     print(json.dumps({"tag_trends_sql": sql}), flush=True)
     search = bench_search(synthetic_tags(args.es_docs, seed=1), args.bulk_sample, args.query_runs)
-    report = {"benchmark": "trends", "date": dt.date.today().isoformat(),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "search_server": "noida-db (loopback stand-in for Elasticsearch 8)",
-              "tag_trends_sql": sql, "search": search}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "trends.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report("trends", {"search_server": "noida-db (loopback stand-in for Elasticsearch 8)",
+                            "tag_trends_sql": sql, "search": search})
     print(json.dumps(search["trend_query"]))
-    print(f"tag_trends over {sql['image_tags_rows']:,} image_tags rows: {sql['best_s']} s (goal 0.5 s); "
-          f"written to {RESULTS / 'trends.json'}")
+    print(f"tag_trends over {sql['image_tags_rows']:,} image_tags rows: {sql['best_s']} s (goal 0.5 s)")
     return 0
 
 

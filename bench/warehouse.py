@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins")]
-RESULTS = REPO / "bench" / "results"
+from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 DAY = dt.date(2026, 3, 2)
 DUP_RATE = 0.03
 
@@ -147,16 +145,11 @@ def main() -> int:
         del table
     smallest, largest = runs[0], runs[-1]
     scaling = (largest["seconds"] / smallest["seconds"]) / (largest["rows"] / smallest["rows"])
-    report = {"benchmark": "warehouse_clean", "date": dt.date.today().isoformat(),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "settings": {"near_dup_max_hamming": s.near_dup_max_hamming,
-                           "near_dup_min_edge_similarity": s.near_dup_min_edge_similarity},
-              "runs": runs, "time_ratio_over_rows_ratio": round(scaling, 2)}
     print(f"{largest['rows'] / smallest['rows']:.0f}x rows took {largest['seconds'] / smallest['seconds']:.1f}x time "
           f"(time ratio / rows ratio = {scaling:.2f})")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "warehouse.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {RESULTS / 'warehouse.json'}")
+    write_report("warehouse", {"settings": {"near_dup_max_hamming": s.near_dup_max_hamming,
+                                            "near_dup_min_edge_similarity": s.near_dup_min_edge_similarity},
+                               "runs": runs, "time_ratio_over_rows_ratio": round(scaling, 2)})
     return 0
 
 
