@@ -133,3 +133,36 @@ def test_a_worse_model_is_built_but_never_served(reindex_env):
 
     problems = switch_problems(settings(), warehouse, BROKEN)
     assert any("precision@10" in p or "no published" in p for p in problems), problems
+
+
+def test_reindex_sql_on_both_backends(warehouse, model_m1):
+    """The reindex's own SQL on DuckDB and BigQuery: what to re-embed, its counts, the coverage check."""
+    from vecflow.clean import clean_partition, validate_and_keep
+    from vecflow.index.reindex import FIRST_DATE, LAST_DATE, switch_problems
+
+    from warehouse_rows import D1, D2, catalog, load, row, unit
+
+    for day, ids in ((D1, ["a", "b", "dup"]), (D2, ["c"])):
+        catalog(warehouse, day, ids)
+        load(warehouse, [row(i, day, md5="same" if i in ("b", "dup") else None) for i in ids], day)
+        clean_partition(settings(), warehouse, day, "run-1")
+    images = warehouse.query("select_reindex_images", serving_model_version="m1", date_from=FIRST_DATE,
+                             date_to=LAST_DATE)
+    assert sorted(images["image_id"]) == ["a", "b", "c"] and set(images["uri"]) == {"a.jpg", "b.jpg", "c.jpg"}
+
+    # m2 re-embeds D1 only: one vector too short, which validate rejects under the reindex's stage
+    load(warehouse, [row("a", D1, model_version="m2", run_id="reindex-1", at="2026-06-01T00:00:00Z"),
+                     row("b", D1, model_version="m2", run_id="reindex-1", at="2026-06-01T00:00:00Z",
+                         embedding=unit(7, 128))], D1, run_id="reindex-1")
+    validate_and_keep(warehouse, D1, "reindex-1", "m2", "reindex_validate", 256)
+    counts = warehouse.query("reindex_counts", run_id="reindex-1", model_version="m2")
+    assert {(m, int(n)) for m, n in zip(counts["measure"], counts["n"])} == {
+        ("embedded", 2), ("reindex_validate", 1), ("clean", 1)}
+    clean = warehouse.table("vectors_clean")
+    assert sorted(map(tuple, clean[["model_version", "image_id"]].values.tolist())) == [
+        ("m1", "a"), ("m1", "b"), ("m1", "c"), ("m2", "a")]
+    # the daily run's view of D1 is still m1's
+    validate_and_keep(warehouse, D1, "run-1", "m1", "validate", 256)
+    assert len(warehouse.table("vectors_clean").query("model_version == 'm1'")) == 3
+    problems = switch_problems(settings(), warehouse, "m2")
+    assert problems == [f"1 partition(s) without m2 vectors ({D2} .. {D2}): reindex them (date_from/date_to) first"]
