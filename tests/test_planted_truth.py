@@ -1,8 +1,8 @@
 """What the generator planted is found: trends with their direction, exact and near duplicates with
 their canonical image.
 
-Runs every stage's task function for 120 partitions spanning two quarters (without the Airflow
-scheduler loop, which test_e2e covers), then compares with the generator's truth."""
+Runs every stage's task function (quality suites included) for 120 partitions spanning two quarters
+(without the Airflow scheduler loop, which test_e2e covers), then compares with the generator's truth."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +39,7 @@ def summary(tmp_path_factory, search_server):
         tasks.tag(context)
         tasks.search_tags(context)
         tasks.index(context)
-        tasks.funnel(context)
+        tasks.quality(context)
     tasks.trends({})
     tasks.search_trends({"run_id": "test__trends"})
     return tasks.summary({})
