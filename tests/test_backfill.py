@@ -50,7 +50,6 @@ def airflow_server(tmp_path_factory, search_server):
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__PARALLELISM": "2",
            "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
            # only the backfills' runs: no scheduled run for today's partition, which this catalog lacks
            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
            "VECFLOW_ES_INDEX_PREFIX": "backfill", "VECFLOW_DAILY_DEADLINE_MINUTES": "120",
