@@ -13,6 +13,7 @@ import jinja2
 import pandas as pd
 
 from vecflow.config import INCLUDE_DIR
+from vecflow.report import published_indexes
 
 STAGE_ORDER = ["catalog", "embed", "validate", "dedup", "tags", "index", "search"]
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(INCLUDE_DIR / "reports")), autoescape=True)
@@ -52,9 +53,7 @@ def _tag_shares(trends: pd.DataFrame) -> list[dict]:
 
 def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, quality: dict | None = None) -> Path:
     """Writes reports/<date>/index.html (replacing a rerun's) and refreshes reports/index.html."""
-    registry = warehouse.table("index_registry")
-    published = registry[(registry["kind"] == "window") & (registry["status"] == "published")
-                         & (registry["model_version"] == settings.model_version)].sort_values("category")
+    published = published_indexes(warehouse.table("index_registry"), settings.model_version)
     trends = warehouse.table("tag_trends")
     movers = warehouse.query("trend_movers", flat_threshold=settings.trend_flat_threshold) if len(trends) else trends
     funnel = warehouse.query("select_partition_funnel", run_date=run_date)
@@ -66,9 +65,7 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
         generated_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
         funnel=_funnel(funnel), rejects=warehouse.query("select_partition_rejects", run_date=run_date).to_dict("records"),
         movers=movers.head(15).to_dict("records"), tag_shares=_tag_shares(trends),
-        indexes=[{"category": r.category, "version": Path(r.path).name, "vectors": int(r.vector_count),
-                  "window": f"{str(r.date_from)[:10]} .. {str(r.date_to)[:10]}",
-                  "recall": r.recall_at_10, "precision": r.precision_at_10} for r in published.itertuples()],
+        indexes=[{"category": category, **index} for category, index in published.items()],
         quality=quality, gx_docs="../gx/index.html" if gx_index.exists() else None)
     path = out_dir / "index.html"
     path.write_text(page)
