@@ -22,7 +22,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 
-from vecflow.config import ConfigError, _env_float, _env_int
+from vecflow.config import ConfigError, env_float, env_int
 from vecflow.config import settings as load_settings
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,10 @@ class WatchdogSettings:
     @classmethod
     def from_environment(cls) -> WatchdogSettings:
         # the daily run of day D starts at D+1 00:00 UTC; 3 hours covers its embedding stage
-        return cls(grace_hours=_env_int("VECFLOW_WATCHDOG_GRACE_HOURS", 3, minimum=0),
-                   baseline_days=_env_int("VECFLOW_WATCHDOG_BASELINE_DAYS", 7),
-                   min_vectors=_env_int("VECFLOW_WATCHDOG_MIN_VECTORS", 1),
-                   min_ratio=_env_float("VECFLOW_WATCHDOG_MIN_RATIO", 0.5, 0.0, 1.0))
+        return cls(grace_hours=env_int("VECFLOW_WATCHDOG_GRACE_HOURS", 3, minimum=0),
+                   baseline_days=env_int("VECFLOW_WATCHDOG_BASELINE_DAYS", 7),
+                   min_vectors=env_int("VECFLOW_WATCHDOG_MIN_VECTORS", 1),
+                   min_ratio=env_float("VECFLOW_WATCHDOG_MIN_RATIO", 0.5, 0.0, 1.0))
 
     def due_partition(self, now: dt.datetime) -> dt.date:
         """The latest partition whose vectors should all be in by `now`: its day ended grace_hours ago or more."""
@@ -319,7 +319,7 @@ def deadline_alert():
     (it looks the alert up by its definition instead of its id), so the in-process runs set 0."""
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-    minutes = _env_int("VECFLOW_DAILY_DEADLINE_MINUTES", 120, minimum=0)
+    minutes = env_int("VECFLOW_DAILY_DEADLINE_MINUTES", 120, minimum=0)
     if minutes == 0:
         return None
     return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=dt.timedelta(minutes=minutes),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,13 @@ class ConfigError(ValueError):
 
 
 DEFAULT_MODEL_VERSION = "garment-arcface-v1"
+
+
+def import_models_package() -> None:
+    """Makes include/models importable (vecflow_model: the embedding entrypoint and registry), as the
+    container image's PYTHONPATH does for pods."""
+    if str(MODELS_DIR) not in sys.path:
+        sys.path.insert(0, str(MODELS_DIR))
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
@@ -67,7 +75,7 @@ def read_json(path: Path, what: str):
         raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
 
 
-def _env_int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+def env_int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -81,7 +89,7 @@ def _env_int(name: str, default: int, minimum: int = 1, maximum: int | None = No
     return value
 
 
-def _env_float(name: str, default: float, minimum: float = float("-inf"), maximum: float = float("inf")) -> float:
+def env_float(name: str, default: float, minimum: float = float("-inf"), maximum: float = float("inf")) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -186,33 +194,33 @@ def settings() -> Settings:
         raise ConfigError(f"VECFLOW_EMBED_RUNNER={runner!r} must be 'inprocess' or 'subprocess'")
     return Settings(
         home=home,
-        shard_size=_env_int("VECFLOW_SHARD_SIZE", 5000),
-        embed_batch_size=_env_int("VECFLOW_EMBED_BATCH_SIZE", 256),
+        shard_size=env_int("VECFLOW_SHARD_SIZE", 5000),
+        embed_batch_size=env_int("VECFLOW_EMBED_BATCH_SIZE", 256),
         embed_runner=runner,
-        embed_workers=_env_int("VECFLOW_EMBED_WORKERS", 0, minimum=0),
+        embed_workers=env_int("VECFLOW_EMBED_WORKERS", 0, minimum=0),
         model_version=serving_model_version(home),
         model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),
-        trend_flat_threshold=_env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
+        trend_flat_threshold=env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
         index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
-        index_nlist=_env_int("VECFLOW_INDEX_NLIST", 8),
-        index_train_sample=_env_int("VECFLOW_INDEX_TRAIN_SAMPLE", 20_000),
-        index_window_days=_env_int("VECFLOW_INDEX_WINDOW_DAYS", 30),
-        index_nprobe=_env_int("VECFLOW_INDEX_NPROBE", 4),
-        index_eval_queries=_env_int("VECFLOW_INDEX_EVAL_QUERIES", 200),
-        index_min_recall=_env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
-        index_max_recall_drop=_env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
-        reindex_max_precision_drop=_env_float("VECFLOW_REINDEX_MAX_PRECISION_DROP", 0.02, 0.0, 1.0),
-        quality_max_bad_vector_share=_env_float("VECFLOW_QUALITY_MAX_BAD_VECTOR_SHARE", 0.01, 0.0, 1.0),
-        index_keep_versions=_env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
-        index_long_tail_days=_env_int("VECFLOW_INDEX_LONG_TAIL_DAYS", 90),
-        index_long_tail_similarity=_env_float("VECFLOW_INDEX_LONG_TAIL_SIMILARITY", 0.9, -1.0, 1.0),
-        near_dup_lookback_days=_env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
+        index_nlist=env_int("VECFLOW_INDEX_NLIST", 8),
+        index_train_sample=env_int("VECFLOW_INDEX_TRAIN_SAMPLE", 20_000),
+        index_window_days=env_int("VECFLOW_INDEX_WINDOW_DAYS", 30),
+        index_nprobe=env_int("VECFLOW_INDEX_NPROBE", 4),
+        index_eval_queries=env_int("VECFLOW_INDEX_EVAL_QUERIES", 200),
+        index_min_recall=env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
+        index_max_recall_drop=env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
+        reindex_max_precision_drop=env_float("VECFLOW_REINDEX_MAX_PRECISION_DROP", 0.02, 0.0, 1.0),
+        quality_max_bad_vector_share=env_float("VECFLOW_QUALITY_MAX_BAD_VECTOR_SHARE", 0.01, 0.0, 1.0),
+        index_keep_versions=env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
+        index_long_tail_days=env_int("VECFLOW_INDEX_LONG_TAIL_DAYS", 90),
+        index_long_tail_similarity=env_float("VECFLOW_INDEX_LONG_TAIL_SIMILARITY", 0.9, -1.0, 1.0),
+        near_dup_lookback_days=env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
         # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
-        near_dup_max_hamming=_env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),
-        near_dup_min_edge_similarity=_env_float("VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY", 0.96, 0.0, 1.0),
+        near_dup_max_hamming=env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),
+        near_dup_min_edge_similarity=env_float("VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY", 0.96, 0.0, 1.0),
         es_conn_id=os.environ.get("VECFLOW_ES_CONN_ID", "elasticsearch_default"),
         es_index_prefix=os.environ.get("VECFLOW_ES_INDEX_PREFIX", "vecflow"),
-        es_chunk_size=_env_int("VECFLOW_ES_CHUNK_SIZE", 500),
-        es_max_error_rate=_env_float("VECFLOW_ES_MAX_ERROR_RATE", 0.01, 0.0, 1.0),
+        es_chunk_size=env_int("VECFLOW_ES_CHUNK_SIZE", 500),
+        es_max_error_rate=env_float("VECFLOW_ES_MAX_ERROR_RATE", 0.01, 0.0, 1.0),
         es_index_vectors=_env_flag("VECFLOW_ES_INDEX_VECTORS", False),
     )

@@ -106,14 +106,13 @@ def index(context) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from vecflow.index.build import build_day_indexes
-    from vecflow.index.window import IndexGateError, build_and_publish
+    from vecflow.index.window import IndexGateError, build_and_publish, model_categories
 
     s, warehouse = _env()
     run_date, run_id = _partition(context)
     built = build_day_indexes(s, warehouse, run_date, run_id)
-    categories = sorted(p.name for p in (s.index_dir / s.model_version).iterdir() if p.is_dir())
     try:
-        windows = build_and_publish(s, warehouse, run_date, run_id, categories)
+        windows = build_and_publish(s, warehouse, run_date, run_id, model_categories(s.index_dir, s.model_version))
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index
     from vecflow.assets import INDEXES

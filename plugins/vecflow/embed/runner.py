@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from vecflow.config import MODELS_DIR, TAXONOMY_PATH, Settings
+from vecflow.config import MODELS_DIR, TAXONOMY_PATH, Settings, import_models_package
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ def run_shard(shard: dict, settings: Settings, attempt: int) -> None:
         if done.returncode != 0:
             raise EmbedError(f"shard {shard['shard_id']}: entrypoint exited {done.returncode}")
         return
-    if str(MODELS_DIR) not in sys.path:
-        sys.path.insert(0, str(MODELS_DIR))
+    import_models_package()
     from vecflow_model.embed import main
 
     status = main(args)

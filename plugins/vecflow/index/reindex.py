@@ -15,11 +15,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import sys
 
 import pandas as pd
 
-from vecflow.config import MODELS_DIR, ConfigError, serving_pointer, write_json_atomically
+from vecflow.config import ConfigError, import_models_package, serving_pointer, write_json_atomically
 
 log = logging.getLogger(__name__)
 FIRST_DATE, LAST_DATE = dt.date(1, 1, 1), dt.date(9999, 12, 31)
@@ -35,8 +34,7 @@ class ModelSwitchError(RuntimeError):
 
 def model_card(settings, model_version: str) -> dict:
     """The registry card of a model (ConfigError naming the registry when it is not there)."""
-    if str(MODELS_DIR) not in sys.path:
-        sys.path.insert(0, str(MODELS_DIR))
+    import_models_package()
     from vecflow_model.registry import ModelRegistryError, read_card
 
     try:
@@ -117,14 +115,12 @@ def build_indexes(settings, warehouse, model_version: str, run_id: str, dates: l
     window's CURRENT is the new model's own, nothing is served from it before the switch.
     Raises IndexGateError when a category fails."""
     from vecflow.index.build import build_day_indexes
-    from vecflow.index.window import build_and_publish
+    from vecflow.index.window import build_and_publish, model_categories
 
     new = dataclasses.replace(settings, model_version=model_version)
     for run_date in sorted(dates):
         build_day_indexes(new, warehouse, run_date, run_id)
-    base = new.index_dir / model_version
-    categories = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    return build_and_publish(new, warehouse, max(dates), run_id, categories)
+    return build_and_publish(new, warehouse, max(dates), run_id, model_categories(new.index_dir, model_version))
 
 
 def switch_problems(settings, warehouse, model_version: str) -> list[str]:

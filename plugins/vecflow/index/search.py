@@ -3,20 +3,18 @@ its predicted category (or of every category), and return the nearest canonical 
 scores, tags and the duplicates folded into them."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vecflow.config import MODELS_DIR
+from vecflow.config import import_models_package
 from vecflow.index.window import load_published
 
 
 def embed_image(path: Path, model_version: str, registry: Path) -> tuple[np.ndarray, str | None]:
     """(unit vector, predicted category or None for a model without a category head)."""
-    if str(MODELS_DIR) not in sys.path:
-        sys.path.insert(0, str(MODELS_DIR))
+    import_models_package()
     import torch
     from vecflow_model.imaging import analysis_pixels, decode
     from vecflow_model.preprocess import background_distance, network_input

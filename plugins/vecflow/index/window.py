@@ -39,6 +39,12 @@ def category_dir(index_dir: Path, model_version: str, category: str) -> Path:
     return index_dir / model_version / category
 
 
+def model_categories(index_dir: Path, model_version: str) -> list[str]:
+    """The categories a model has indexes for (a directory each)."""
+    base = index_dir / model_version
+    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
 def read_current(index_dir: Path, model_version: str, category: str) -> dict | None:
     path = category_dir(index_dir, model_version, category) / "CURRENT"
     return json.loads(path.read_text()) if path.exists() else None

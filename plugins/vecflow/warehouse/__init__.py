@@ -7,7 +7,7 @@ def get_warehouse(settings=None):
     bigquery (see BigQueryWarehouse.from_environment)."""
     import os
 
-    from vecflow.config import ConfigError, _env_int
+    from vecflow.config import ConfigError, env_int
     from vecflow.config import settings as load_settings
 
     kind = os.environ.get("VECFLOW_WAREHOUSE", "duckdb")
@@ -20,7 +20,7 @@ def get_warehouse(settings=None):
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
     return DuckDBWarehouse((settings or load_settings()).warehouse_path,
-                           lock_timeout_s=_env_int("VECFLOW_DUCKDB_LOCK_TIMEOUT_SECONDS", 120, minimum=0))
+                           lock_timeout_s=env_int("VECFLOW_DUCKDB_LOCK_TIMEOUT_SECONDS", 120, minimum=0))
 
 
 def bootstrap(warehouse) -> None:
