@@ -29,6 +29,12 @@ def _lineage(context, asset, run_date: dt.date, run_id: str, **produced) -> None
         context["outlet_events"][asset].extra = {"partition": run_date.isoformat(), "run_id": run_id, **produced}
 
 
+def _shard_list(shards) -> list[dict]:
+    """The planned shards as a list. Indexed, not iterated: iterating a mapped XCom sequence probes
+    past its end and logs an error."""
+    return [shards[i] for i in range(len(shards))]
+
+
 def plan(context) -> list[dict]:
     from airflow.configuration import conf
 
@@ -55,8 +61,7 @@ def load(shards, context) -> dict:
     run_date, run_id = _partition(context)
     from vecflow.assets import VECTOR_LOG
 
-    # index, not iterate: iterating a mapped XCom sequence probes past its end and logs an error
-    stats = load_shards(warehouse, run_date, run_id, [shards[i] for i in range(len(shards))])
+    stats = load_shards(warehouse, run_date, run_id, _shard_list(shards))
     _lineage(context, VECTOR_LOG, run_date, run_id, vectors=stats["vectors"], rejects=stats["rejects"])
     return stats
 
@@ -188,7 +193,7 @@ def reindex_load(shards, context) -> dict:
 
     s, warehouse = _env()
     return load_and_clean(s, warehouse, _reindex_params(context)[0], context["run_id"],
-                          [shards[i] for i in range(len(shards))])
+                          _shard_list(shards))
 
 
 def reindex_indexes(shards, context) -> dict:
@@ -200,7 +205,7 @@ def reindex_indexes(shards, context) -> dict:
 
     s, warehouse = _env()
     model_version, run_id = _reindex_params(context)[0], context["run_id"]
-    dates = sorted({dt.date.fromisoformat(shards[i]["run_date"]) for i in range(len(shards))})
+    dates = sorted({dt.date.fromisoformat(shard["run_date"]) for shard in _shard_list(shards)})
     try:
         windows = build_indexes(s, warehouse, model_version, run_id, dates)
     except IndexGateError as exc:
