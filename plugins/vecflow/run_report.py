@@ -16,6 +16,7 @@ from vecflow.config import INCLUDE_DIR
 from vecflow.report import published_indexes
 
 STAGE_ORDER = ["catalog", "embed", "validate", "dedup", "tags", "index", "search"]
+STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(INCLUDE_DIR / "reports")), autoescape=True)
 
 
@@ -56,7 +57,8 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
     published = published_indexes(warehouse.table("index_registry"), settings.model_version)
     trends = warehouse.table("tag_trends")
     movers = warehouse.query("trend_movers", flat_threshold=settings.trend_flat_threshold) if len(trends) else trends
-    funnel = warehouse.query("select_partition_funnel", run_date=run_date)
+    balance = warehouse.query("funnel_balance", run_date=run_date)
+    funnel = balance[balance["rule"] == STAGE_RULE]
     out_dir = settings.reports_dir / run_date.isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     gx_index = settings.reports_dir / "gx" / "index.html"
