@@ -257,13 +257,11 @@ def run_watchdog(settings: WatchdogSettings, warehouse, now: dt.datetime, run_id
 
 def watchdog_task(context) -> list[dict]:
     """The vecflow_watchdog task: checks the inflow as of the run's scheduled time."""
-    from vecflow.warehouse import get_warehouse
+    from vecflow.warehouse import bootstrap, get_warehouse
 
     watchdog, notifier = WatchdogSettings.from_environment(), Notifier.from_environment()
     warehouse = get_warehouse(load_settings())
-    # the watchdog may run before a daily run has bootstrapped the warehouse
-    warehouse.run("create_tables")
-    warehouse.run("create_alert_tables")
+    bootstrap(warehouse)  # the watchdog may run before a daily run has set the warehouse up
     rows = run_watchdog(watchdog, warehouse, context["dag_run"].run_after, context["run_id"], notifier)
     return [{"alert_key": r["alert_key"], "kind": r["kind"], "channels": r["channels"]} for r in rows]
 
