@@ -11,7 +11,6 @@ DUCKDB_EXTENSIONS := $(HOME)/.duckdb/extensions/v1.5.5/linux_amd64
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export VECFLOW_HOME ?= $(CURDIR)/.data
-export PYTHONPATH := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 # two quarters of planted trends in 91 daily runs (a run costs ~3.7 s of Airflow and quality checks;
@@ -23,15 +22,18 @@ START_DATE ?= 2026-02-15
 TRENDS ?= include/trends/default.json
 CATALOG_ARGS = --seed $(SEED) --days $(DAYS) --images-per-day $(IMAGES_PER_DAY) --start-date $(START_DATE) --trends $(TRENDS)
 
-.PHONY: setup run test airflow bench catalog clean screenshot
+.PHONY: setup run test test-fast lint format airflow bench catalog clean screenshot
 
 # The venv is rebuilt only when requirements.txt changes. torch goes first: it is the CPU build
 # on disk, and installing it first stops anything from pulling a multi-GB CUDA build.
-$(STAMP): requirements.txt
+# vecflow itself (plugins/vecflow and include/models/vecflow_model, pyproject.toml) is installed
+# editable, so code changes need no reinstall.
+$(STAMP): requirements.txt pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "$$(grep -E '^torch==' requirements.txt)"
 	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 $(FASHION_MNIST):
@@ -57,8 +59,21 @@ catalog: setup
 run: setup
 	$(VENV)/bin/python -m vecflow.cli run $(CATALOG_ARGS)
 
-test: setup $(BQ_STAMP)
+# every tier: unit, integration (servers on loopback), e2e (DAG runs), scheduler (airflow standalone)
+test: setup $(BQ_STAMP) lint
 	$(VENV)/bin/python -m pytest -q tests
+
+# the unit tier only (under a minute)
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m unit tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: setup
 	$(VENV)/bin/python bench/embed.py --mode cpu

@@ -10,6 +10,7 @@ MobileNetV3-Large at 224 px with random weights, eager fp32 vs AMP + channels_la
 torch.compile, end to end from JPEG bytes with CPU decode (PIL in DataLoader workers) and with
 torchvision.io.decode_jpeg on the device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,11 @@ import datetime as dt
 import io
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include" / "models")]
 from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 
 
@@ -50,17 +49,19 @@ def cpu_mode(images: int, repeats: int) -> None:
     os.environ.update({"VECFLOW_HOME": str(home), "VECFLOW_SHARD_SIZE": str(images)})
     from vecflow.catalog.generate import CatalogParams, generate
     from vecflow.catalog.spec import load_trend_spec
-    from vecflow.config import DEFAULT_TREND_SPEC, settings
+    from vecflow.config import settings
     from vecflow.embed.plan import plan_shards
     from vecflow.embed.runner import run_shard
+    from vecflow.resources import DEFAULT_TREND_SPEC
     from vecflow.taxonomy import load_taxonomy
     from vecflow.warehouse import bootstrap, get_warehouse
     from vecflow_model.registry import load_model
 
     taxonomy = load_taxonomy()
     day = dt.date(2026, 1, 1)
-    generate(home / "catalog", CatalogParams(1, day, 1, images), load_trend_spec(DEFAULT_TREND_SPEC, taxonomy),
-             taxonomy)
+    generate(
+        home / "catalog", CatalogParams(1, day, 1, images), load_trend_spec(DEFAULT_TREND_SPEC, taxonomy), taxonomy
+    )
     warehouse = get_warehouse()
     bootstrap(warehouse)
     shard = plan_shards(settings(), warehouse, day, "bench")[0]
@@ -73,8 +74,8 @@ def cpu_mode(images: int, repeats: int) -> None:
     end_to_end = best_of(entrypoint("inprocess"), repeats)
     child = best_of(entrypoint("subprocess"), repeats)
 
-    model = load_model(settings().model_version, settings().model_registry)
-    batch = torch.rand(settings().embed_batch_size, 1, model.input_size, model.input_size)
+    model = load_model(settings().model_version, settings().embed.model_registry)
+    batch = torch.rand(settings().embed.batch_size, 1, model.input_size, model.input_size)
     batches = -(-images // len(batch))
 
     def model_only():
@@ -85,12 +86,19 @@ def cpu_mode(images: int, repeats: int) -> None:
     model_only()
     model_s = best_of(model_only, repeats) * images / (batches * len(batch))
     report = {
-        "images": images, "repeats": repeats, "model_version": settings().model_version,
-        "batch_size": settings().embed_batch_size,
-        "images_per_s": {"end_to_end": round(images / end_to_end, 1), "model_only": round(images / model_s, 1),
-                         "end_to_end_child_process": round(images / child, 1)},
-        "ratios": {"end_to_end_vs_model_only": round(model_s / end_to_end, 3),
-                   "child_process_vs_in_process_time": round(child / end_to_end, 2)},
+        "images": images,
+        "repeats": repeats,
+        "model_version": settings().model_version,
+        "batch_size": settings().embed.batch_size,
+        "images_per_s": {
+            "end_to_end": round(images / end_to_end, 1),
+            "model_only": round(images / model_s, 1),
+            "end_to_end_child_process": round(images / child, 1),
+        },
+        "ratios": {
+            "end_to_end_vs_model_only": round(model_s / end_to_end, 3),
+            "child_process_vs_in_process_time": round(child / end_to_end, 2),
+        },
     }
     for name, value in {**report["images_per_s"], **report["ratios"]}.items():
         print(f"{name:34s} {value:10.3f}")
@@ -125,8 +133,13 @@ def gpu_mode(images: int, batch_size: int, workers: int) -> None:
             return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
     def cpu_decode_batches():
-        loader = DataLoader(CpuDecoded(), batch_size=batch_size, num_workers=workers, pin_memory=True,
-                            prefetch_factor=4 if workers else None)
+        loader = DataLoader(
+            CpuDecoded(),
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=True,
+            prefetch_factor=4 if workers else None,
+        )
         for batch in loader:
             yield batch.to(device, non_blocking=True)
 
@@ -147,6 +160,7 @@ def gpu_mode(images: int, batch_size: int, workers: int) -> None:
             if variant.startswith("compile"):
                 net = torch.compile(net)
             for decode, batches in (("cpu_decode", cpu_decode_batches), ("gpu_decode", gpu_decode_batches)):
+
                 def run():
                     count = 0
                     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -165,11 +179,23 @@ def gpu_mode(images: int, batch_size: int, workers: int) -> None:
                 rate = count / (time.perf_counter() - started)
                 results[f"{arch}/{variant}/{decode}"] = round(rate, 1)
                 print(f"{arch:20s} {variant:28s} {decode:10s} {rate:10.1f} images/s")
-    best = {arch: max(v for k, v in results.items() if k.startswith(arch)) for arch in ("mobilenet_v3_large", "resnet50")}
-    write("gpu", {"images": images, "batch_size": batch_size, "workers": workers, "images_per_s": results,
-                  "best_images_per_s": best,
-                  "ratios": {f"{arch}_best_vs_eager_cpu_decode": round(best[arch] / results[f"{arch}/eager_fp32/cpu_decode"], 2)
-                             for arch in best}})
+    best = {
+        arch: max(v for k, v in results.items() if k.startswith(arch)) for arch in ("mobilenet_v3_large", "resnet50")
+    }
+    write(
+        "gpu",
+        {
+            "images": images,
+            "batch_size": batch_size,
+            "workers": workers,
+            "images_per_s": results,
+            "best_images_per_s": best,
+            "ratios": {
+                f"{arch}_best_vs_eager_cpu_decode": round(best[arch] / results[f"{arch}/eager_fp32/cpu_decode"], 2)
+                for arch in best
+            },
+        },
+    )
 
 
 def main() -> None:

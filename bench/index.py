@@ -6,6 +6,7 @@
 3. Search on the 1M IVF-Flat window: QPS and recall@10 against exact search at several nprobe.
 Vectors are synthetic: unit vectors around 4096 centres. Writes bench/results/index.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
+
 DIM = 256
 
 
@@ -50,9 +52,15 @@ def merge_vs_rebuild(factory: str, total: int, days: int, centers, train_size: i
     for day in day_indexes:
         window.merge_from(day, 0)
     merge_s = time.perf_counter() - started
-    report = {"factory": factory, "vectors": int(window.ntotal), "days": days, "train_s": round(train_s, 2),
-              "day_adds_s": round(add_s, 2), "merge_s": round(merge_s, 3),
-              "merge_vectors_per_s": round(window.ntotal / merge_s)}
+    report = {
+        "factory": factory,
+        "vectors": int(window.ntotal),
+        "days": days,
+        "train_s": round(train_s, 2),
+        "day_adds_s": round(add_s, 2),
+        "merge_s": round(merge_s, 3),
+        "merge_vectors_per_s": round(window.ntotal / merge_s),
+    }
     # a full rebuild adds every vector again (the day indexes' add time is that cost)
     report["rebuild_s"] = report["day_adds_s"]
     report["rebuild_over_merge"] = round(add_s / merge_s, 1)
@@ -97,8 +105,10 @@ def main() -> int:
     del window
     pq, _ = merge_vs_rebuild("IVF4096,PQ32", args.pq_vectors, args.days, centers, 200_000)
     write_report("index", {"ivf_flat": flat, "search": curve, "ivf_pq": pq}, faiss=faiss.__version__)
-    print(f"merge of {flat['vectors']:,} IVF-Flat vectors: {flat['merge_s']} s (goal 2 s); "
-          f"{pq['vectors']:,} IVF-PQ: {pq['merge_s']} s")
+    print(
+        f"merge of {flat['vectors']:,} IVF-Flat vectors: {flat['merge_s']} s (goal 2 s); "
+        f"{pq['vectors']:,} IVF-PQ: {pq['merge_s']} s"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ Writes bench/results/quality.json.
 For the GX runs the embeddings (256 floats) are generated and reduced to their length and L2 norm in
 numpy, as the SQL file does in the warehouse; GX never sees the vectors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "plugins")]
 from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
+
 CORES = 2
 DIM = 256
 CHUNK = 100_000
@@ -37,10 +38,15 @@ def synthetic_vectors(n: int, seed: int = 0):
         vectors = rng.standard_normal((min(CHUNK, n - start), DIM), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         norms.append(np.linalg.norm(vectors.astype(np.float64), axis=1))
-    return pd.DataFrame({"image_id": [f"img-{i:08d}" for i in range(n)],
-                         "content_md5": [f"{i:032x}" for i in range(n)],
-                         "dim": np.full(n, DIM, dtype=np.int64), "embedding_length": np.full(n, DIM, dtype=np.int64),
-                         "embedding_norm": np.concatenate(norms)})
+    return pd.DataFrame(
+        {
+            "image_id": [f"img-{i:08d}" for i in range(n)],
+            "content_md5": [f"{i:032x}" for i in range(n)],
+            "dim": np.full(n, DIM, dtype=np.int64),
+            "embedding_length": np.full(n, DIM, dtype=np.int64),
+            "embedding_norm": np.concatenate(norms),
+        }
+    )
 
 
 def with_defects(vectors, seed: int = 1):
@@ -62,8 +68,11 @@ def validate(vectors) -> tuple[float, dict]:
         started = time.perf_counter()
         summary = run_suites({"vector_log": suite_input}, Path(docs), "bench")["vector_log"]
         seconds = time.perf_counter() - started
-    return seconds, {"success": summary["success"], "evaluated_expectations": summary["evaluated_expectations"],
-                     "failed_expectations": len(summary["failed_expectations"])}
+    return seconds, {
+        "success": summary["success"],
+        "evaluated_expectations": summary["evaluated_expectations"],
+        "failed_expectations": len(summary["failed_expectations"]),
+    }
 
 
 def duckdb_read(rows: int) -> float:
@@ -79,8 +88,15 @@ def duckdb_read(rows: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
         bootstrap(warehouse)
-        warehouse.run("append_shard", rows=table.select(VECTOR_COLUMNS), names={"columns": VECTOR_COLUMNS},
-                      run_date=DAY, run_id="bench", shard_id=0, attempt=1)
+        warehouse.run(
+            "append_shard",
+            rows=table.select(VECTOR_COLUMNS),
+            names={"columns": VECTOR_COLUMNS},
+            run_date=DAY,
+            run_id="bench",
+            shard_id=0,
+            attempt=1,
+        )
         del table
         started = time.perf_counter()
         read_vector_log(warehouse, DAY, "bench-v1", DIM)
@@ -110,8 +126,18 @@ def main() -> int:
     del vectors
     read_seconds = round(duckdb_read(args.rows), 2)
     print(f"DuckDB read of the partition for the suite: {read_seconds} s")
-    write_report("quality", {"suite": "vector_log", "rows": args.rows, "defect_rate": DEFECT_RATE, "goal_seconds": 10,
-                             "gx_validation_best_seconds": best, "duckdb_read_seconds": read_seconds, "runs": runs})
+    write_report(
+        "quality",
+        {
+            "suite": "vector_log",
+            "rows": args.rows,
+            "defect_rate": DEFECT_RATE,
+            "goal_seconds": 10,
+            "gx_validation_best_seconds": best,
+            "duckdb_read_seconds": read_seconds,
+            "runs": runs,
+        },
+    )
     return 0
 
 

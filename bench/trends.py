@@ -3,6 +3,7 @@ the loopback Elasticsearch-compatible server (noida-db, a stand-in: not a real c
 chunk sizes, and the ES trend query (terms in a quarterly date_histogram) p50/p99 over 1M
 documents (300k by default: see --es-docs). Writes bench/results/trends.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "plugins")]
 from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
+
 START = dt.date(2026, 1, 1)
 DIMENSIONS = {"category": 10, "color": 8, "pattern": 4, "style": 5}
 
@@ -30,10 +31,19 @@ def synthetic_tags(images: int, seed: int = 0):
     dates = pd.to_datetime(START) + pd.to_timedelta(days, unit="D")
     frames = []
     for dim, n_tags in DIMENSIONS.items():
-        frames.append(pd.DataFrame({
-            "image_id": [f"img{i:09d}" for i in range(images)], "listed_date": dates.date, "dimension": dim,
-            "tag": np.char.add(f"{dim}_", rng.integers(0, n_tags, images).astype(str)),
-            "confidence": rng.uniform(0.5, 1.0, images), "tag_source": "pixels", "run_id": "bench"}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": [f"img{i:09d}" for i in range(images)],
+                    "listed_date": dates.date,
+                    "dimension": dim,
+                    "tag": np.char.add(f"{dim}_", rng.integers(0, n_tags, images).astype(str)),
+                    "confidence": rng.uniform(0.5, 1.0, images),
+                    "tag_source": "pixels",
+                    "run_id": "bench",
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -52,8 +62,12 @@ def bench_sql(tags) -> dict:
             compute_trends(warehouse, flat_threshold=0.03)
             times.append(time.perf_counter() - started)
         rows = len(warehouse.table("tag_trends"))
-    return {"image_tags_rows": len(tags), "tag_trends_rows": rows, "best_s": round(min(times), 3),
-            "all_s": [round(t, 3) for t in times]}
+    return {
+        "image_tags_rows": len(tags),
+        "tag_trends_rows": rows,
+        "best_s": round(min(times), 3),
+        "all_s": [round(t, 3) for t in times],
+    }
 
 
 def docs_from_arrays(tags):
@@ -62,11 +76,17 @@ def docs_from_arrays(tags):
     dates = tags.drop_duplicates("image_id").set_index("image_id")["listed_date"].reindex(wide.index)
     for image_id, day, row in zip(wide.index, dates, wide.itertuples(index=False)):
         values = dict(zip(wide.columns, row))
-        yield {"image_id": image_id, "listed_date": day.isoformat(),
-               "quarter": f"{day.year}-Q{(day.month - 1) // 3 + 1}", "source": "shop_a",
-               "model_version": "bench-v1", "run_id": "bench",
-               "tags": {d: [t] for d, t in values.items()}, "confidence": {d: 0.9 for d in values},
-               "tag_source": {d: "pixels" for d in values}}
+        yield {
+            "image_id": image_id,
+            "listed_date": day.isoformat(),
+            "quarter": f"{day.year}-Q{(day.month - 1) // 3 + 1}",
+            "source": "shop_a",
+            "model_version": "bench-v1",
+            "run_id": "bench",
+            "tags": {d: [t] for d, t in values.items()},
+            "confidence": {d: 0.9 for d in values},
+            "tag_source": {d: "pixels" for d in values},
+        }
 
 
 def bench_search(tags, sample: int, query_runs: int) -> dict:
@@ -84,17 +104,31 @@ def bench_search(tags, sample: int, query_runs: int) -> dict:
             indexes = SearchIndexes(f"bench{chunk}")
             ensure_templates(es, indexes, list(DIMENSIONS), None)
             started = time.perf_counter()
-            failed = bulk_write(es, lambda d, ix=indexes: ix.image_tags_of(dt.date.fromisoformat(d["listed_date"])),
-                                docs[:sample], lambda d: d["image_id"], chunk)
+            failed = bulk_write(
+                es,
+                lambda d, ix=indexes: ix.image_tags_of(dt.date.fromisoformat(d["listed_date"])),
+                docs[:sample],
+                lambda d: d["image_id"],
+                chunk,
+            )
             seconds = time.perf_counter() - started
-            out[f"bulk_chunk_{chunk}"] = {"docs": sample, "seconds": round(seconds, 2),
-                                          "docs_per_s": round(sample / seconds), "refused": len(failed)}
+            out[f"bulk_chunk_{chunk}"] = {
+                "docs": sample,
+                "seconds": round(seconds, 2),
+                "docs_per_s": round(sample / seconds),
+                "refused": len(failed),
+            }
             print(json.dumps(out[f"bulk_chunk_{chunk}"]), flush=True)
         best = max((500, 2000), key=lambda c: out[f"bulk_chunk_{c}"]["docs_per_s"])
         indexes = SearchIndexes(f"bench{best}")
         started = time.perf_counter()
-        bulk_write(es, lambda d: indexes.image_tags_of(dt.date.fromisoformat(d["listed_date"])), docs[sample:],
-                   lambda d: d["image_id"], best)
+        bulk_write(
+            es,
+            lambda d: indexes.image_tags_of(dt.date.fromisoformat(d["listed_date"])),
+            docs[sample:],
+            lambda d: d["image_id"],
+            best,
+        )
         es.indices.refresh(index=indexes.image_tags)
         total = es.count(index=indexes.image_tags)["count"]
         out["bulk_all"] = {"docs": total, "chunk_size": best, "seconds_rest": round(time.perf_counter() - started, 2)}
@@ -104,9 +138,13 @@ def bench_search(tags, sample: int, query_runs: int) -> dict:
             shares = quarterly_tag_shares(es, indexes.prefix, list(DIMENSIONS)[i % len(DIMENSIONS)])
             latencies.append(time.perf_counter() - started)
         latencies.sort()
-        out["trend_query"] = {"docs": total, "runs": query_runs, "rows_last": len(shares),
-                              "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
-                              "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)}
+        out["trend_query"] = {
+            "docs": total,
+            "runs": query_runs,
+            "rows_last": len(shares),
+            "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
+            "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        }
     return out
 
 
@@ -121,8 +159,10 @@ def main() -> int:
     sql = bench_sql(synthetic_tags(args.images))
     print(json.dumps({"tag_trends_sql": sql}), flush=True)
     search = bench_search(synthetic_tags(args.es_docs, seed=1), args.bulk_sample, args.query_runs)
-    write_report("trends", {"search_server": "noida-db (loopback stand-in for Elasticsearch 8)",
-                            "tag_trends_sql": sql, "search": search})
+    write_report(
+        "trends",
+        {"search_server": "noida-db (loopback stand-in for Elasticsearch 8)", "tag_trends_sql": sql, "search": search},
+    )
     print(json.dumps(search["trend_query"]))
     print(f"tag_trends over {sql['image_tags_rows']:,} image_tags rows: {sql['best_s']} s (goal 0.5 s)")
     return 0

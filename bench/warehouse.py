@@ -7,6 +7,7 @@ Synthetic rows: unit vectors, 3% exact duplicates (same md5), 3% near duplicates
 bits flipped, edge signature with noise); dHashes are uniformly random, which gives the LSH join
 its smallest buckets (real dHashes are more alike; see docs/PERFORMANCE.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "plugins")]
 from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
+
 DAY = dt.date(2026, 3, 2)
 DUP_RATE = 0.03
 
@@ -36,7 +37,7 @@ def synthetic_rows(n: int, seed: int = 0):
     dhash = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
     md5 = np.array([f"{i:032x}" for i in range(n)], dtype=object)
     n_dup = int(n * DUP_RATE)
-    exact = rng.choice(n // 2, n_dup, replace=False) + n // 2          # later rows copy earlier ones
+    exact = rng.choice(n // 2, n_dup, replace=False) + n // 2  # later rows copy earlier ones
     md5[exact] = md5[exact - n // 2]
     near = np.setdiff1d(rng.choice(n // 2, 2 * n_dup, replace=False) + n // 2, exact)[:n_dup]
     flips = rng.integers(0, 64, size=(len(near), 3))
@@ -53,15 +54,30 @@ def synthetic_rows(n: int, seed: int = 0):
         flat = pa.array(matrix.astype(np.float64).ravel())
         return pa.ListArray.from_arrays(pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)), flat)
 
-    table = pa.table({
-        "image_id": [f"{DAY:%Y%m%d}-{i:08d}" for i in range(n)], "content_md5": md5.tolist(), "dhash": dhash,
-        "edge_signature": lists(edges), "source": ["shop_a"] * n, "listed_date": [DAY] * n,
-        "catalog_category": categories, "category": categories, "category_confidence": np.full(n, 0.9),
-        "model_version": ["bench-v1"] * n, "dim": np.full(n, 256, dtype=np.int64), "embedding": lists(vectors),
-        "color": ["red"] * n, "color_confidence": np.full(n, 0.9), "pattern": ["solid"] * n,
-        "pattern_confidence": np.full(n, 0.9), "run_id": ["bench"] * n, "shard_id": np.zeros(n, dtype=np.int64),
-        "attempt": np.ones(n, dtype=np.int64),
-        "embedded_at": pa.array([dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)] * n, pa.timestamp("us", tz="UTC"))})
+    table = pa.table(
+        {
+            "image_id": [f"{DAY:%Y%m%d}-{i:08d}" for i in range(n)],
+            "content_md5": md5.tolist(),
+            "dhash": dhash,
+            "edge_signature": lists(edges),
+            "source": ["shop_a"] * n,
+            "listed_date": [DAY] * n,
+            "catalog_category": categories,
+            "category": categories,
+            "category_confidence": np.full(n, 0.9),
+            "model_version": ["bench-v1"] * n,
+            "dim": np.full(n, 256, dtype=np.int64),
+            "embedding": lists(vectors),
+            "color": ["red"] * n,
+            "color_confidence": np.full(n, 0.9),
+            "pattern": ["solid"] * n,
+            "pattern_confidence": np.full(n, 0.9),
+            "run_id": ["bench"] * n,
+            "shard_id": np.zeros(n, dtype=np.int64),
+            "attempt": np.ones(n, dtype=np.int64),
+            "embedded_at": pa.array([dt.datetime(2026, 3, 3, tzinfo=dt.UTC)] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
     return table, {"exact": len(exact), "near": len(near)}
 
 
@@ -74,8 +90,15 @@ def warehouse_clean(table, settings) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
         bootstrap(warehouse)
-        warehouse.run("append_shard", rows=table.select(VECTOR_COLUMNS), names={"columns": VECTOR_COLUMNS},
-                      run_date=DAY, run_id="bench", shard_id=0, attempt=1)
+        warehouse.run(
+            "append_shard",
+            rows=table.select(VECTOR_COLUMNS),
+            names={"columns": VECTOR_COLUMNS},
+            run_date=DAY,
+            run_id="bench",
+            shard_id=0,
+            attempt=1,
+        )
         started = time.perf_counter()
         clean_partition(settings, warehouse, DAY, "bench")
         seconds = time.perf_counter() - started
@@ -101,7 +124,7 @@ def pandas_clean(table, settings) -> float:
     valid = valid.sort_values("image_id")
     exact = valid.duplicated("content_md5")
     rest = valid[~exact].reset_index(drop=True)
-    h = settings.near_dup_max_hamming
+    h = settings.clean.near_dup_max_hamming
     width = dhash_band_bits(h)
     unsigned = rest["dhash"].to_numpy().view(np.uint64)
     bands = []
@@ -116,7 +139,7 @@ def pandas_clean(table, settings) -> float:
     hamming = np.array([bin(int(a) ^ int(b)).count("1") for a, b in zip(unsigned[x], unsigned[y])], dtype=int)
     edges = np.stack(rest["edge_signature"].to_numpy())
     cosine = np.einsum("ij,ij->i", edges[x], edges[y])
-    near = set(x[(hamming <= h) & (cosine >= settings.near_dup_min_edge_similarity)])
+    near = set(x[(hamming <= h) & (cosine >= settings.clean.near_dup_min_edge_similarity)])
     clean = rest[~rest.index.isin(near)]
     seconds = time.perf_counter() - started
     print(f"pandas: {len(clean)} clean rows", flush=True)
@@ -145,11 +168,21 @@ def main() -> int:
         del table
     smallest, largest = runs[0], runs[-1]
     scaling = (largest["seconds"] / smallest["seconds"]) / (largest["rows"] / smallest["rows"])
-    print(f"{largest['rows'] / smallest['rows']:.0f}x rows took {largest['seconds'] / smallest['seconds']:.1f}x time "
-          f"(time ratio / rows ratio = {scaling:.2f})")
-    write_report("warehouse", {"settings": {"near_dup_max_hamming": s.near_dup_max_hamming,
-                                            "near_dup_min_edge_similarity": s.near_dup_min_edge_similarity},
-                               "runs": runs, "time_ratio_over_rows_ratio": round(scaling, 2)})
+    print(
+        f"{largest['rows'] / smallest['rows']:.0f}x rows took {largest['seconds'] / smallest['seconds']:.1f}x time "
+        f"(time ratio / rows ratio = {scaling:.2f})"
+    )
+    write_report(
+        "warehouse",
+        {
+            "settings": {
+                "near_dup_max_hamming": s.clean.near_dup_max_hamming,
+                "near_dup_min_edge_similarity": s.clean.near_dup_min_edge_similarity,
+            },
+            "runs": runs,
+            "time_ratio_over_rows_ratio": round(scaling, 2),
+        },
+    )
     return 0
 
 

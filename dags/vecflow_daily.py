@@ -5,6 +5,7 @@ Each run processes the catalog partition of its data interval (one listed_date) 
 that partition's outputs, so reruns and backfills are safe. Emits the image_tags asset, which
 schedules `vecflow_trends`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, tas
 
 from vecflow.alerts import deadline_alert
 from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
-from vecflow.config import search_sink
+from vecflow.config import settings
 from vecflow.dag_defaults import DAG_KWARGS, embed_shards
 
 
@@ -69,7 +70,7 @@ def vecflow_daily():
     indexed = build_indexes()
     tagged = tag_images()
     embed_stage() >> clean() >> [tagged, indexed]
-    if search_sink() == "elasticsearch":
+    if settings().search.sink == "elasticsearch":
         tagged = tagged >> search_index_tags()
     [tagged, indexed] >> check_quality()
 

@@ -6,6 +6,7 @@ serving searches and the daily run keeps embedding with it until `switch_model` 
 gate leaves everything as it was. Partitions the daily run adds while a reindex runs are reported by
 the switch gate: rerun the reindex for them with date_from/date_to.
 """
+
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task

@@ -1,11 +1,12 @@
 """Quarterly tag trends over all partitions (also as Elasticsearch documents), and the run summary;
 runs when image_tags change."""
+
 from __future__ import annotations
 
 from airflow.sdk import dag, get_current_context, task
 
 from vecflow.assets import IMAGE_TAGS
-from vecflow.config import search_sink
+from vecflow.config import settings
 from vecflow.dag_defaults import DAG_KWARGS
 
 
@@ -32,7 +33,7 @@ def vecflow_trends():
         return tasks.search_trends(get_current_context())
 
     trends = tag_trends()
-    if search_sink() == "elasticsearch":
+    if settings().search.sink == "elasticsearch":
         trends = trends >> search_index_trends()
     trends >> write_summary()
 

@@ -2,6 +2,7 @@
 that is due, against a floor and the source's rolling baseline (include/sql/inflow_watchdog.sql).
 A missing or low source opens an incident and alerts once; its recovery alerts once more. Alerts
 go to the configured webhook / Slack and the `alerts` table (see vecflow.alerts)."""
+
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task

@@ -5,4 +5,5 @@ gets "database is locked" at once when another writer is active (waiting could d
 `airflow backfill create` failing that way after committing its backfill row leaves an orphan that
 blocks the next one. Transactions that take the write lock when they begin (IMMEDIATE) wait their
 turn instead, up to the timeout."""
+
 CONNECT_ARGS = {"timeout": 60, "isolation_level": "IMMEDIATE"}

@@ -1,4 +1,5 @@
 """Test setup: Airflow's environment is fixed before anything imports airflow."""
+
 from __future__ import annotations
 
 import os
@@ -11,24 +12,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="vecflow-airflow-"))
-os.environ.update({
-    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    "VECFLOW_RETRY_DELAY_SECONDS": "1",
-    "VECFLOW_DAILY_DEADLINE_MINUTES": "0",  # dag.test() cannot run a DAG with a deadline (alerts.deadline_alert)
-    "VECFLOW_HOME": str(Path(tempfile.mkdtemp(prefix="vecflow-home-"))),
-})
-sys.path.insert(0, str(REPO / "plugins"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "VECFLOW_RETRY_DELAY_SECONDS": "1",
+        "VECFLOW_DAILY_DEADLINE_MINUTES": "0",  # dag.test() cannot run a DAG with a deadline (alerts.deadline_alert)
+        "VECFLOW_HOME": str(Path(tempfile.mkdtemp(prefix="vecflow-home-"))),
+    }
+)
 
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata database for dag.test() runs."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ, stdout=subprocess.DEVNULL
+    )
     return _AIRFLOW_HOME / "airflow.db"
 
 
@@ -70,9 +73,26 @@ def bigquery_client(tmp_path_factory):
         pytest.fail(f"{BQEMULATOR} missing: `make test` installs it (target .venv-bq)")
     rest, grpc = _free_port(), _free_port()
     log = open(tmp_path_factory.mktemp("bqemulator") / "server.log", "w")
-    server = subprocess.Popen([str(BQEMULATOR), "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest),
-                               "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", "vecflow-test",
-                               "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(BQEMULATOR),
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            str(rest),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc),
+            "--project",
+            "vecflow-test",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     endpoint = f"http://127.0.0.1:{rest}"
     deadline = time.monotonic() + 60
     while True:
@@ -84,8 +104,9 @@ def bigquery_client(tmp_path_factory):
                 server.kill()
                 pytest.fail(f"bqemulator did not start; see {log.name}")
             time.sleep(0.3)
-    yield bigquery.Client(project="vecflow-test", credentials=AnonymousCredentials(),
-                          client_options=ClientOptions(api_endpoint=endpoint))
+    yield bigquery.Client(
+        project="vecflow-test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
+    )
     server.terminate()
     server.wait(timeout=20)
     log.close()

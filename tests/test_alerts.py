@@ -1,5 +1,6 @@
 """Alerting: the inflow watchdog on a planted gap, its notifications to a real HTTP receiver on
 127.0.0.1 (webhook and Slack), the alerts table, and the failure and deadline callbacks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +14,11 @@ import pandas as pd
 import pytest
 from warehouse_rows import load, row
 
-from vecflow.alerts import (Alert, Notifier, WatchdogSettings, deadline_alert, deadline_missed_callback,
-                            run_watchdog)
-from vecflow.config import ConfigError
+from vecflow.alerts import Alert, Notifier, WatchdogSettings, deadline_alert, deadline_missed_callback, run_watchdog
+from vecflow.config import ConfigError, settings
 
 REPO = Path(__file__).resolve().parents[1]
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAYS = [dt.date(2026, 3, 1) + dt.timedelta(days=i) for i in range(8)]
 GAP = dt.date(2026, 3, 5)  # shop_b sends nothing (or too little) for this partition
 VECTORS_PER_DAY = {"shop_a": 6, "shop_b": 5}
@@ -102,23 +102,47 @@ def test_a_gap_alerts_once_and_recovers_once(alerting_warehouse, receiver, gap_v
 
     opened, recovered = at(GAP + dt.timedelta(days=1), 4), at(GAP + dt.timedelta(days=2), 4)
     assert {now: [r["kind"] for r in rows] for now, rows in recorded.items() if rows} == {
-        opened: [kind], recovered: ["recovered"]}
+        opened: [kind],
+        recovered: ["recovered"],
+    }
     assert recorded[at(GAP + dt.timedelta(days=1), 10)] == []  # the second check during the gap sends nothing
     alert, recovery = receiver.bodies("/hook")
     assert len(receiver.received) == 2
     incident = f"inflow:shop_b:{GAP}"
-    assert alert | {"alert_key": "inflow:shop_b", "kind": kind, "source": "shop_b", "observed": gap_vectors,
-                    "incident_id": incident, "status": "open", "window_start": f"{GAP}T00:00:00+00:00"} == alert
+    assert (
+        alert
+        | {
+            "alert_key": "inflow:shop_b",
+            "kind": kind,
+            "source": "shop_b",
+            "observed": gap_vectors,
+            "incident_id": incident,
+            "status": "open",
+            "window_start": f"{GAP}T00:00:00+00:00",
+        }
+        == alert
+    )
     assert alert["severity"] == ("critical" if kind == "inflow_missing" else "warning")
     assert alert["text"] == alert["message"] and f"partition {GAP}" in alert["message"]
     assert recovery | {"kind": "recovered", "incident_id": incident, "status": "resolved", "observed": 5} == recovery
 
     table = alerting_warehouse.table("alerts").sort_values("raised_at").reset_index(drop=True)
     assert table[["alert_key", "kind", "incident_id", "status", "channels"]].to_dict("records") == [
-        {"alert_key": "inflow:shop_b", "kind": kind, "incident_id": incident, "status": "resolved",
-         "channels": "webhook:sent"},
-        {"alert_key": "inflow:shop_b", "kind": "recovered", "incident_id": incident, "status": "resolved",
-         "channels": "webhook:sent"}]
+        {
+            "alert_key": "inflow:shop_b",
+            "kind": kind,
+            "incident_id": incident,
+            "status": "resolved",
+            "channels": "webhook:sent",
+        },
+        {
+            "alert_key": "inflow:shop_b",
+            "kind": "recovered",
+            "incident_id": incident,
+            "status": "resolved",
+            "channels": "webhook:sent",
+        },
+    ]
     assert list(table["raised_at"]) == [pd.Timestamp(opened), pd.Timestamp(recovered)]
     assert table["sent_at"].notna().all()
     assert json.loads(table.loc[0, "details"])["partition_date"] == GAP.isoformat()
@@ -145,15 +169,21 @@ def test_a_failed_send_is_retried_logged_and_still_recorded(alerting_warehouse, 
 
 
 def _alert() -> Alert:
-    return Alert(alert_key="inflow:shop_b", kind="inflow_missing", severity="critical",
-                 message="Vector inflow missing for source shop_b", raised_at=at(GAP, 4))
+    return Alert(
+        alert_key="inflow:shop_b",
+        kind="inflow_missing",
+        severity="critical",
+        message="Vector inflow missing for source shop_b",
+        raised_at=at(GAP, 4),
+    )
 
 
 def test_webhook_connection_and_slack_provider_reach_the_receiver(receiver, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_VECFLOW_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url("/hook")}))
     # the Slack provider takes a full webhook URL from the connection's password
-    monkeypatch.setenv("AIRFLOW_CONN_VECFLOW_SLACK",
-                       json.dumps({"conn_type": "slackwebhook", "password": receiver.url("/slack")}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VECFLOW_SLACK", json.dumps({"conn_type": "slackwebhook", "password": receiver.url("/slack")})
+    )
     monkeypatch.setenv("VECFLOW_ALERT_WEBHOOK_CONN_ID", "vecflow_alerts")
     monkeypatch.setenv("VECFLOW_ALERT_SLACK_CONN_ID", "vecflow_slack")
 
@@ -173,14 +203,17 @@ def test_a_webhook_connection_without_a_url_fails_its_channel_with_a_clear_messa
     assert "must hold the full webhook URL in its host" in caplog.text
 
 
-@pytest.mark.parametrize("variable, value, make", [
-    ("VECFLOW_WATCHDOG_GRACE_HOURS", "-1", WatchdogSettings.from_environment),
-    ("VECFLOW_WATCHDOG_BASELINE_DAYS", "0", WatchdogSettings.from_environment),
-    ("VECFLOW_WATCHDOG_MIN_VECTORS", "many", WatchdogSettings.from_environment),
-    ("VECFLOW_WATCHDOG_MIN_RATIO", "1.5", WatchdogSettings.from_environment),
-    ("VECFLOW_ALERT_WEBHOOK_URL", "hooks.example.com/x", Notifier.from_environment),
-    ("VECFLOW_DAILY_DEADLINE_MINUTES", "soon", deadline_alert),
-])
+@pytest.mark.parametrize(
+    "variable, value, make",
+    [
+        ("VECFLOW_WATCHDOG_GRACE_HOURS", "-1", lambda: settings().watchdog),
+        ("VECFLOW_WATCHDOG_BASELINE_DAYS", "0", lambda: settings().watchdog),
+        ("VECFLOW_WATCHDOG_MIN_VECTORS", "many", lambda: settings().watchdog),
+        ("VECFLOW_WATCHDOG_MIN_RATIO", "1.5", lambda: settings().watchdog),
+        ("VECFLOW_ALERT_WEBHOOK_URL", "hooks.example.com/x", Notifier.from_environment),
+        ("VECFLOW_DAILY_DEADLINE_MINUTES", "soon", deadline_alert),
+    ],
+)
 def test_a_bad_setting_is_an_error_naming_it(monkeypatch, variable, value, make):
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
@@ -288,8 +321,12 @@ def test_a_missed_deadline_sends_one_alert(local_warehouse, receiver, monkeypatc
     from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
 
     monkeypatch.setenv("VECFLOW_ALERT_WEBHOOK_URL", receiver.url("/hook"))
-    dag_run = {"dag_id": "vecflow_daily", "dag_run_id": "scheduled__2026-03-06T00:00:00+00:00",
-               "queued_at": "2026-03-06T00:00:05+00:00", "state": "running"}
+    dag_run = {
+        "dag_id": "vecflow_daily",
+        "dag_run_id": "scheduled__2026-03-06T00:00:00+00:00",
+        "queued_at": "2026-03-06T00:00:05+00:00",
+        "state": "running",
+    }
     assert set(dag_run) <= set(DAGRunResponse.model_fields)
     context = {"dag_run": dag_run, "deadline": {"id": "1", "deadline_time": at(dt.date(2026, 3, 6), 2)}}
 

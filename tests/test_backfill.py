@@ -2,6 +2,7 @@
 127.0.0.1 (its own process group, stopped by group id), `airflow backfill create` over three past
 dates, then the same command for one of them with --reprocess-behavior completed. The rerun leaves
 the tables and index manifests identical to the backfill's."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from warehouse_rows import manifest_snapshot, snapshot
 
 from vecflow.cli import generate_catalog
-from vecflow.config import DEFAULT_TREND_SPEC, REPO_ROOT, settings
+from vecflow.config import settings
+from vecflow.resources import DEFAULT_TREND_SPEC, PROJECT_DIR
 from vecflow.warehouse import get_warehouse
-
-from warehouse_rows import manifest_snapshot, snapshot
 
 PARTITIONS = [dt.date(2026, 3, 30) + dt.timedelta(days=i) for i in range(3)]
 AIRFLOW = [sys.executable, "-m", "airflow"]
@@ -45,32 +46,51 @@ def logical_date(partition: dt.date) -> str:
 def airflow_server(tmp_path_factory, search_server):
     home = tmp_path_factory.mktemp("backfill")
     port = free_port()
-    env = {**os.environ, "VECFLOW_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"),
-           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__PARALLELISM": "2",
-           "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port),
-           "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-           # only the backfills' runs: no scheduled run for today's partition, which this catalog lacks
-           "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-           "VECFLOW_ES_INDEX_PREFIX": "backfill", "VECFLOW_DAILY_DEADLINE_MINUTES": "120",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "airflow_sqlite.CONNECT_ARGS",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(Path(__file__).parent),
-                                          os.environ.get("PYTHONPATH", "")]),
-           # standalone starts its components as `airflow ...` from PATH
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "VECFLOW_HOME": str(home),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # only the backfills' runs: no scheduled run for today's partition, which this catalog lacks
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "VECFLOW_ES_INDEX_PREFIX": "backfill",
+        "VECFLOW_DAILY_DEADLINE_MINUTES": "120",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "airflow_sqlite.CONNECT_ARGS",
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT_DIR / "plugins"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+        # standalone starts its components as `airflow ...` from PATH
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VECFLOW_HOME", str(home))
-        generate_catalog(argparse.Namespace(seed=3, start_date=PARTITIONS[0], days=len(PARTITIONS),
-                                            images_per_day=20, trends=DEFAULT_TREND_SPEC))
+        generate_catalog(
+            argparse.Namespace(
+                seed=3, start_date=PARTITIONS[0], days=len(PARTITIONS), images_per_day=20, trends=DEFAULT_TREND_SPEC
+            )
+        )
     subprocess.run([*AIRFLOW, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     log = open(home / "standalone.log", "w")
     # its own process group: standalone's children ignore SIGTERM sent to standalone alone
-    server = subprocess.Popen([*AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [*AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     db = home / "airflow" / "airflow.db"
     try:
-        wait_for(lambda: query(db, "SELECT COUNT(*) FROM dag WHERE dag_id = 'vecflow_daily' AND NOT has_import_errors")[0][0],
-                 "the dag processor to parse vecflow_daily", server, home)
+        wait_for(
+            lambda: query(db, "SELECT COUNT(*) FROM dag WHERE dag_id = 'vecflow_daily' AND NOT has_import_errors")[0][
+                0
+            ],
+            "the dag processor to parse vecflow_daily",
+            server,
+            home,
+        )
         # the runs of a paused DAG stay queued, backfill runs included
         airflow_cli(env, "dags", "unpause", "vecflow_daily")
         yield env, home, db, server
@@ -108,24 +128,45 @@ def wait_for(done, what: str, server, home: Path):
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited {server.returncode}:\n{(home / 'standalone.log').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"airflow standalone exited {server.returncode}:\n{(home / 'standalone.log').read_text()[-3000:]}"
+            )
         result = done()
         if result:
             return result
         time.sleep(5)
-    raise TimeoutError(f"waited {WAIT_SECONDS} s for {what}; log tail:\n{(home / 'standalone.log').read_text()[-3000:]}")
+    raise TimeoutError(
+        f"waited {WAIT_SECONDS} s for {what}; log tail:\n{(home / 'standalone.log').read_text()[-3000:]}"
+    )
 
 
 def backfill(env, db, server, home, first: dt.date, last: dt.date, *extra) -> list[tuple]:
     """Creates a backfill and waits until it completes; returns its runs' (logical date, state)."""
     # one run at a time, oldest first: dedup and the index window compare a day with the days before it
-    airflow_cli(env, "backfill", "create", "--dag-id", "vecflow_daily", "--from-date", logical_date(first),
-                "--to-date", logical_date(last), "--max-active-runs", "1", *extra)
+    airflow_cli(
+        env,
+        "backfill",
+        "create",
+        "--dag-id",
+        "vecflow_daily",
+        "--from-date",
+        logical_date(first),
+        "--to-date",
+        logical_date(last),
+        "--max-active-runs",
+        "1",
+        *extra,
+    )
     (backfill_id,) = query(db, "SELECT MAX(id) FROM backfill")[0]
-    wait_for(lambda: query(db, "SELECT completed_at FROM backfill WHERE id = ?", backfill_id)[0][0],
-             f"backfill {backfill_id}", server, home)
-    return query(db, "SELECT date(logical_date), state FROM dag_run WHERE backfill_id = ? ORDER BY logical_date",
-                 backfill_id)
+    wait_for(
+        lambda: query(db, "SELECT completed_at FROM backfill WHERE id = ?", backfill_id)[0][0],
+        f"backfill {backfill_id}",
+        server,
+        home,
+    )
+    return query(
+        db, "SELECT date(logical_date), state FROM dag_run WHERE backfill_id = ? ORDER BY logical_date", backfill_id
+    )
 
 
 def attempts_of(vectors, partition: dt.date) -> set[int]:
@@ -140,13 +181,13 @@ def test_a_backfill_then_a_rerun_of_one_date_leave_the_same_tables(airflow_serve
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VECFLOW_HOME", str(home))
         warehouse = get_warehouse(settings())
-        tables, manifests = snapshot(warehouse), manifest_snapshot(settings().index_dir)
+        tables, manifests = snapshot(warehouse), manifest_snapshot(settings().paths.index_dir)
         assert set(warehouse.table("vectors_clean")["listed_date"].astype(str)) == {str(p) for p in PARTITIONS}
 
         rerun = backfill(env, db, server, home, PARTITIONS[1], PARTITIONS[1], "--reprocess-behavior", "completed")
         assert rerun == [(logical_date(PARTITIONS[1]), "success")], rerun
         assert snapshot(warehouse) == tables
-        assert manifest_snapshot(settings().index_dir) == manifests
+        assert manifest_snapshot(settings().paths.index_dir) == manifests
         # the rerun clears the date's run, so its vectors come as the next attempt of the same run:
         # vector_log keeps both (append-only), the view only the rerun's
         assert attempts_of(warehouse.table("vector_log"), PARTITIONS[1]) == {1, 2}

@@ -1,4 +1,5 @@
 """Catalog generator: deterministic for a seed, plants what it says, validates its trend spec."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,7 +12,8 @@ import pytest
 
 from vecflow.catalog.generate import CatalogParams, apportion, generate
 from vecflow.catalog.spec import load_trend_spec, parse_trend_spec
-from vecflow.config import DEFAULT_TREND_SPEC, ConfigError
+from vecflow.config import ConfigError
+from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.taxonomy import load_taxonomy
 
 PARAMS = CatalogParams(seed=3, start_date=dt.date(2026, 3, 25), days=10, images_per_day=50)
@@ -50,8 +52,12 @@ def test_same_seed_same_catalog(catalog, tmp_path, taxonomy):
 def test_other_seed_other_catalog(catalog, tmp_path, taxonomy):
     root, _ = catalog
     other = tmp_path / "other"
-    generate(other, CatalogParams(4, PARAMS.start_date, PARAMS.days, PARAMS.images_per_day),
-             load_trend_spec(DEFAULT_TREND_SPEC, taxonomy), taxonomy)
+    generate(
+        other,
+        CatalogParams(4, PARAMS.start_date, PARAMS.days, PARAMS.images_per_day),
+        load_trend_spec(DEFAULT_TREND_SPEC, taxonomy),
+        taxonomy,
+    )
     assert _tree_digest(root) != _tree_digest(other)
 
 
@@ -80,8 +86,10 @@ def test_exact_duplicates_share_bytes_and_point_to_earlier_images(catalog):
         return (root / f"listed_date={truth.loc[image_id, 'listed_date']}" / "images" / f"{image_id}.jpg").read_bytes()
 
     for row in dups.itertuples():
-        assert (truth.loc[row.canonical_image_id, "listed_date"], row.canonical_image_id) < \
-               (truth.loc[row.image_id, "listed_date"], row.image_id)
+        assert (truth.loc[row.canonical_image_id, "listed_date"], row.canonical_image_id) < (
+            truth.loc[row.image_id, "listed_date"],
+            row.image_id,
+        )
         same = data(row.image_id) == data(row.canonical_image_id)
         assert same == (row.kind == "exact")
 
@@ -118,14 +126,17 @@ def test_apportion_sums_per_day_and_tracks_expected_totals():
     assert np.abs(counts.cumsum(axis=0) - (shares * totals[:, None]).cumsum(axis=0)).max() < 1.0 + 1e-9
 
 
-@pytest.mark.parametrize("raw, field", [
-    ({"trends": [{"dimension": "pattern", "tag": "plaid", "from_share": 0.1, "to_share": 0.2}]}, "tag"),
-    ({"trends": [{"dimension": "fabric", "tag": "x", "from_share": 0.1, "to_share": 0.2}]}, "dimension"),
-    ({"trends": [{"dimension": "color", "tag": "red", "from_share": 1.5, "to_share": 0.2}]}, "from_share"),
-    ({"trends": [{"dimension": "color", "tag": "red", "to_share": 0.2}]}, "from_share"),
-    ({"corrupt_rate": "lots"}, "corrupt_rate"),
-    ({"trend": []}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"trends": [{"dimension": "pattern", "tag": "plaid", "from_share": 0.1, "to_share": 0.2}]}, "tag"),
+        ({"trends": [{"dimension": "fabric", "tag": "x", "from_share": 0.1, "to_share": 0.2}]}, "dimension"),
+        ({"trends": [{"dimension": "color", "tag": "red", "from_share": 1.5, "to_share": 0.2}]}, "from_share"),
+        ({"trends": [{"dimension": "color", "tag": "red", "to_share": 0.2}]}, "from_share"),
+        ({"corrupt_rate": "lots"}, "corrupt_rate"),
+        ({"trend": []}, "unknown field"),
+    ],
+)
 def test_malformed_trend_spec_names_the_field(raw, field, taxonomy):
     with pytest.raises(ConfigError, match=field):
         parse_trend_spec(raw, taxonomy)

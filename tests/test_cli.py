@@ -1,4 +1,5 @@
 """The command line refuses bad input at start with a message naming what is wrong."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,7 @@ from vecflow.cli import main
 
 def test_malformed_trend_spec_stops_the_run_before_anything_starts(tmp_path, vecflow_home, caplog):
     spec = tmp_path / "trends.json"
-    spec.write_text(json.dumps({"trends": [{"dimension": "color", "tag": "teal", "from_share": 0.1,
-                                            "to_share": 0.2}]}))
+    spec.write_text(json.dumps({"trends": [{"dimension": "color", "tag": "teal", "from_share": 0.1, "to_share": 0.2}]}))
     with caplog.at_level(logging.ERROR):
         assert main(["run", "--days", "2", "--trends", str(spec)]) == 2
     assert "trends[0].tag='teal'" in caplog.text

@@ -1,5 +1,6 @@
 """docker-compose.yaml cannot run here (no Docker daemon or image registry): its structure is
 checked instead, so a broken reference fails CI rather than someone's `docker compose up`."""
+
 from __future__ import annotations
 
 import re
@@ -9,8 +10,14 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker",
-                    "airflow-triggerer", "airflow-init"]
+AIRFLOW_SERVICES = [
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+    "airflow-triggerer",
+    "airflow-init",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +34,13 @@ def test_the_stack_has_the_airflow_3_services_and_elasticsearch(compose):
     services = compose["services"]
     assert set(AIRFLOW_SERVICES + ["postgres", "redis", "elasticsearch", "es-setup"]) <= set(services)
     commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES[:-1]}
-    assert commands == {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                        "airflow-dag-processor": "dag-processor", "airflow-worker": "celery worker",
-                        "airflow-triggerer": "triggerer"}
+    assert commands == {
+        "airflow-apiserver": "api-server",
+        "airflow-scheduler": "scheduler",
+        "airflow-dag-processor": "dag-processor",
+        "airflow-worker": "celery worker",
+        "airflow-triggerer": "triggerer",
+    }
 
 
 def test_every_long_running_service_has_a_healthcheck_and_waits_for_what_it_needs(compose):
@@ -58,7 +69,11 @@ def test_mounted_paths_and_build_files_exist(compose):
         if "build" in service:
             assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     mounts = compose["services"]["airflow-scheduler"]["volumes"]
-    assert {"./dags:/opt/airflow/dags:ro", "./plugins:/opt/airflow/plugins:ro", "./include:/opt/airflow/include:ro"} <= set(mounts)
+    assert {
+        "./dags:/opt/airflow/dags:ro",
+        "./plugins:/opt/airflow/plugins:ro",
+        "./include:/opt/airflow/include:ro",
+    } <= set(mounts)
 
 
 def test_images_match_the_pinned_versions(compose):
@@ -74,7 +89,10 @@ def test_elasticsearch_runs_with_security_and_tls_and_airflow_connects_over_http
     es = compose["services"]["elasticsearch"]["environment"]
     assert es["xpack.security.enabled"] == "true" and es["xpack.security.http.ssl.enabled"] == "true"
     connection = compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"]
-    assert connection.startswith("elasticsearch://elastic:${ELASTIC_PASSWORD") and "/https?ca_certs=/certs/ca/ca.crt" in connection
+    assert (
+        connection.startswith("elasticsearch://elastic:${ELASTIC_PASSWORD")
+        and "/https?ca_certs=/certs/ca/ca.crt" in connection
+    )
 
 
 def test_no_secret_is_written_in_the_compose_file_or_the_env_example(compose):
@@ -83,7 +101,10 @@ def test_no_secret_is_written_in_the_compose_file_or_the_env_example(compose):
         for key, value in (service.get("environment") or {}).items():
             if "PASSWORD" in key:
                 assert str(value).startswith("${"), f"{name}: {key} is written in the file"
-    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert all(value.startswith("change-me") or value == "" for key, value in example.items() if "PASSWORD" in key)
     assert ".env" in (REPO / ".gitignore").read_text().split()

@@ -1,4 +1,5 @@
 """DAG integrity: every DAG imports, has an owner, tags and retries, and parses without heavy imports."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
-HEAVY_MODULES = ["torch", "faiss", "great_expectations", "google.cloud.bigquery", "duckdb", "pandas", "sqlglot",
-                 "elasticsearch"]
+HEAVY_MODULES = [
+    "torch",
+    "faiss",
+    "great_expectations",
+    "google.cloud.bigquery",
+    "duckdb",
+    "pandas",
+    "sqlglot",
+    "elasticsearch",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,9 @@ def test_every_dag_has_owner_tags_and_retries(dagbag):
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
             # checks that give a verdict (funnel, model switch) do not retry: a retry would give the same one
-            assert task.retries >= 2 or task.task_id in ("check_quality", "switch_model"), f"{dag_id}.{task.task_id} retries"
+            assert task.retries >= 2 or task.task_id in ("check_quality", "switch_model"), (
+                f"{dag_id}.{task.task_id} retries"
+            )
 
 
 def test_daily_dag_uses_a_data_interval_timetable(dagbag):
@@ -58,8 +69,12 @@ print(json.dumps({"seconds": time.perf_counter() - started,
 def test_dag_file_parses_without_heavy_imports(dag_file):
     """A fresh interpreter parses the file; torch, faiss, GX, the Google client, DuckDB and pandas
     must not be imported by it (they belong inside tasks)."""
-    done = subprocess.run([sys.executable, "-c", PROBE, str(dag_file), json.dumps(HEAVY_MODULES)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(dag_file), json.dumps(HEAVY_MODULES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{dag_file.name}: parsed in {result['seconds']:.3f} s")
     assert result["heavy"] == [], f"{dag_file.name} imports {result['heavy']} at parse time"
@@ -68,19 +83,23 @@ def test_dag_file_parses_without_heavy_imports(dag_file):
 def test_probe_catches_a_heavy_top_level_import(tmp_path):
     bad = tmp_path / "bad_dag.py"
     bad.write_text("import pandas\n")
-    done = subprocess.run([sys.executable, "-c", PROBE, str(bad), json.dumps(HEAVY_MODULES)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(bad), json.dumps(HEAVY_MODULES)], capture_output=True, text=True, check=True
+    )
     assert json.loads(done.stdout.strip().splitlines()[-1])["heavy"] == ["pandas"]
 
 
 @pytest.mark.parametrize("sink, expected", [("elasticsearch", True), ("none", False)])
 def test_search_tasks_follow_the_search_sink_setting(sink, expected):
-    probe = ("from airflow.dag_processing.dagbag import DagBag; import sys; "
-             "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
-             "print(sorted(t for d in bag.dags.values() for t in d.task_ids if t.startswith('search_')))")
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag; import sys; "
+        "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
+        "print(sorted(t for d in bag.dags.values() for t in d.task_ids if t.startswith('search_')))"
+    )
     env = {**__import__("os").environ, "VECFLOW_SEARCH_SINK": sink}
-    done = subprocess.run([sys.executable, "-c", probe, str(REPO / "dags")], env=env, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "dags")], env=env, capture_output=True, text=True, check=True
+    )
     found = done.stdout.strip().splitlines()[-1]
     assert found == ("['search_index_tags', 'search_index_trends']" if expected else "[]")
 

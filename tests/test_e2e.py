@@ -1,5 +1,6 @@
 """End to end through Airflow: vecflow_daily for several logical dates with dag.test(), then
 vecflow_trends, on a tiny generated catalog; then a rerun of one date leaves identical tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,16 +10,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from warehouse_rows import snapshot
 
 from vecflow.cli import generate_catalog, run_partitions
-from vecflow.config import DEFAULT_TREND_SPEC, settings
+from vecflow.config import settings
 from vecflow.index.build import file_md5
+from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.warehouse import get_warehouse
-
-from warehouse_rows import snapshot
 
 START = dt.date(2026, 3, 30)
 DAYS = 3
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, airflow_db, search_server):
     import os
@@ -26,8 +29,9 @@ def pipeline(tmp_path_factory, airflow_db, search_server):
     home = tmp_path_factory.mktemp("e2e")
     os.environ["VECFLOW_HOME"] = str(home)
     os.environ["VECFLOW_ES_INDEX_PREFIX"] = "e2e"
-    generate_catalog(argparse.Namespace(seed=5, start_date=START, days=DAYS, images_per_day=30,
-                                        trends=DEFAULT_TREND_SPEC))
+    generate_catalog(
+        argparse.Namespace(seed=5, start_date=START, days=DAYS, images_per_day=30, trends=DEFAULT_TREND_SPEC)
+    )
     dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
     run_partitions(dates)
     return settings(), get_warehouse(), dates
@@ -35,7 +39,7 @@ def pipeline(tmp_path_factory, airflow_db, search_server):
 
 def test_tables_hold_what_the_catalog_planted(pipeline):
     s, warehouse, dates = pipeline
-    truth = pd.read_parquet(s.catalog_dir / "truth" / "images.parquet")
+    truth = pd.read_parquet(s.paths.catalog_dir / "truth" / "images.parquet")
     corrupt = set(truth.loc[truth["kind"] == "corrupt", "image_id"])
     exact = set(truth.loc[truth["kind"] == "exact_duplicate", "image_id"])
     assert len(warehouse.table("catalog")) == len(truth) == DAYS * 30
@@ -86,7 +90,7 @@ def test_index_files_match_their_manifests_and_registry(pipeline):
 
 def test_summary_reports_the_run(pipeline):
     s, _, _ = pipeline
-    summary = json.loads((s.reports_dir / "summary.json").read_text())
+    summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
     assert summary["partitions"] == DAYS and summary["quarters"] == ["2026-Q1", "2026-Q2"]
     assert summary["planted_duplicates"]["exact_by_md5"]["recall"] == 1.0
     assert summary["planted_duplicates"]["exact_by_md5"]["precision"] == 1.0
@@ -97,7 +101,7 @@ def test_summary_reports_the_run(pipeline):
     assert summary["search"]["tag_counts_differing"] == 0
     published = summary["published_indexes"]
     assert published and all(i["recall_at_10"] == 1.0 for i in published.values())  # exact days: exact windows
-    chart = s.reports_dir / "tag_share_by_quarter.png"
+    chart = s.paths.reports_dir / "tag_share_by_quarter.png"
     assert summary["tag_share_chart"] == str(chart) and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -105,9 +109,14 @@ def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):
     from vecflow.cli import main
 
     s, _, _ = pipeline
-    truth = pd.read_parquet(s.catalog_dir / "truth" / "images.parquet")
+    truth = pd.read_parquet(s.paths.catalog_dir / "truth" / "images.parquet")
     duplicate = truth[truth["kind"] == "exact_duplicate"].iloc[0]
-    path = s.catalog_dir / f"listed_date={duplicate['listed_date']:%Y-%m-%d}" / "images" / f"{duplicate['image_id']}.jpg"
+    path = (
+        s.paths.catalog_dir
+        / f"listed_date={duplicate['listed_date']:%Y-%m-%d}"
+        / "images"
+        / f"{duplicate['image_id']}.jpg"
+    )
     assert main(["search", "--image", str(path), "--k", "5"]) == 0
     printed = capsys.readouterr().out
     assert "5 results" in printed
@@ -126,15 +135,21 @@ def test_asset_events_carry_the_lineage_of_each_partition(pipeline):
 
     s, warehouse, dates = pipeline
     with create_session() as session:
-        events = session.query(AssetModel.name, AssetEvent.extra).join(
-            AssetModel, AssetModel.id == AssetEvent.asset_id).filter(AssetModel.name.like("vecflow_%")).all()
+        events = (
+            session.query(AssetModel.name, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetModel.name.like("vecflow_%"))
+            .all()
+        )
     by_asset = {}
     for name, extra in events:
         by_asset.setdefault(name, {})[extra.get("partition")] = extra
     assert set(by_asset) >= {"vecflow_vector_log", "vecflow_vectors_clean", "vecflow_image_tags", "vecflow_indexes"}
     day = str(dates[0])
     clean = warehouse.table("vectors_clean")
-    assert by_asset["vecflow_vectors_clean"][day]["vectors_clean"] == int((clean["listed_date"].astype(str) == day).sum())
+    assert by_asset["vecflow_vectors_clean"][day]["vectors_clean"] == int(
+        (clean["listed_date"].astype(str) == day).sum()
+    )
     windows = by_asset["vecflow_indexes"][day]["window"]
     assert windows and all(w["status"] == "published" and w["version"].startswith("v-") for w in windows.values())
 
@@ -151,15 +166,15 @@ def test_rerunning_a_date_leaves_identical_tables(pipeline):
 
 def test_each_run_writes_its_report_and_the_data_docs(pipeline):
     s, _, dates = pipeline
-    index = (s.reports_dir / "index.html").read_text()
+    index = (s.paths.reports_dir / "index.html").read_text()
     assert all(f'href="{day}/index.html"' in index for day in dates)
-    page = (s.reports_dir / str(dates[-1]) / "index.html").read_text()
+    page = (s.paths.reports_dir / str(dates[-1]) / "index.html").read_text()
     for section in ('id="quality"', 'id="funnel"', 'id="rejects"', 'id="trends"', 'id="indexes"'):
         assert section in page
     assert 'href="../gx/index.html"' in page and "passed" in page and "FAILED" not in page
-    truth = pd.read_parquet(s.catalog_dir / "truth" / "images.parquet")
+    truth = pd.read_parquet(s.paths.catalog_dir / "truth" / "images.parquet")
     corrupt = truth[truth["kind"] == "corrupt"].iloc[0]  # a planted corrupt image: a reject with its reason
-    page = (s.reports_dir / f"{corrupt['listed_date']:%Y-%m-%d}" / "index.html").read_text()
+    page = (s.paths.reports_dir / f"{corrupt['listed_date']:%Y-%m-%d}" / "index.html").read_text()
     assert "<td>embed</td><td>corrupt</td>" in page
-    gx_index = (s.reports_dir / "gx" / "index.html").read_text()
+    gx_index = (s.paths.reports_dir / "gx" / "index.html").read_text()
     assert all(suite in gx_index for suite in ("vector_log", "vectors_clean", "funnel"))

@@ -1,4 +1,5 @@
 """Embedding stage: shipped model, entrypoint contract, pod spec, sharding, retried shards."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,12 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from vecflow.config import MODELS_DIR, TAXONOMY_PATH, settings
+from vecflow.config import settings
 from vecflow.embed.plan import shard_size
-
-sys.path.insert(0, str(MODELS_DIR))
-from vecflow_model.embed import main as entrypoint  # noqa: E402
-from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, file_md5, load_model, read_card  # noqa: E402
+from vecflow.resources import TAXONOMY_PATH
+from vecflow_model.embed import main as entrypoint
+from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, file_md5, load_model, read_card
 
 MODEL = "garment-arcface-v1"
 
@@ -46,7 +46,7 @@ def test_recall_at_1_on_held_out_test_images(model):
         x = torch.from_numpy(images).float()[:, None] / 255.0
         x = (x / torch.quantile(x.flatten(1), 0.995, dim=1).clamp_min(1e-6)[:, None, None, None]).clamp(0, 1)
         with torch.inference_mode():
-            return torch.cat([model.network(x[i:i + 1000])[0] for i in range(0, len(x), 1000)])
+            return torch.cat([model.network(x[i : i + 1000])[0] for i in range(0, len(x), 1000)])
 
     queries, gallery = embed(test[:1000]), embed(train[:10000])
     nearest = (queries @ gallery.t()).argmax(dim=1).numpy()
@@ -81,21 +81,45 @@ def _tiny_shard(tmp_path):
     for i in range(4):
         data = jpeg_bytes(render(images[i], (200, 30, 35), pattern_modulation("striped", 8, 256), rng), 90)
         (tmp_path / f"img{i}.jpg").write_bytes(data)
-        rows.append({"image_id": f"img{i}", "uri": f"img{i}.jpg", "category": taxonomy.category_by_label()[int(labels[i])]})
+        rows.append(
+            {"image_id": f"img{i}", "uri": f"img{i}.jpg", "category": taxonomy.category_by_label()[int(labels[i])]}
+        )
     (tmp_path / "dup.jpg").write_bytes((tmp_path / "img0.jpg").read_bytes())
     (tmp_path / "bad.jpg").write_bytes((tmp_path / "img1.jpg").read_bytes()[:500])
-    rows += [{"image_id": "zdup", "uri": "dup.jpg", "category": rows[0]["category"]},
-             {"image_id": "bad", "uri": "bad.jpg", "category": "trouser"},
-             {"image_id": "gone", "uri": "gone.jpg", "category": "trouser"}]
+    rows += [
+        {"image_id": "zdup", "uri": "dup.jpg", "category": rows[0]["category"]},
+        {"image_id": "bad", "uri": "bad.jpg", "category": "trouser"},
+        {"image_id": "gone", "uri": "gone.jpg", "category": "trouser"},
+    ]
     manifest = pd.DataFrame(rows).assign(source="shop_a", listed_date=dt.date(2026, 1, 1))
     manifest.to_parquet(tmp_path / "shard.parquet", index=False)
     return tmp_path / "shard.parquet"
 
 
 def _run(tmp_path, manifest, output, attempt=1, extra=()):
-    return entrypoint(["--manifest", str(manifest), "--catalog-root", str(tmp_path), "--output", str(output),
-                       "--taxonomy", str(TAXONOMY_PATH), "--model-version", MODEL, "--run-id", "r1",
-                       "--shard-id", "0", "--attempt", str(attempt), "--batch-size", "2", *extra])
+    return entrypoint(
+        [
+            "--manifest",
+            str(manifest),
+            "--catalog-root",
+            str(tmp_path),
+            "--output",
+            str(output),
+            "--taxonomy",
+            str(TAXONOMY_PATH),
+            "--model-version",
+            MODEL,
+            "--run-id",
+            "r1",
+            "--shard-id",
+            "0",
+            "--attempt",
+            str(attempt),
+            "--batch-size",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def test_entrypoint_writes_vectors_and_reject_rows(tmp_path):
@@ -121,8 +145,12 @@ class _OwnBackbone(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(),
-                                            torch.nn.Conv2d(16, 64, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1))
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 64, 3, stride=2),
+            torch.nn.AdaptiveAvgPool2d(1),
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images).flatten(1)
@@ -132,16 +160,42 @@ def test_an_exported_backbone_from_the_registry_embeds_rgb(tmp_path):
     registry = tmp_path / "registry" / "own-backbone-v1"
     registry.mkdir(parents=True)
     torch.manual_seed(0)
-    program = torch.export.export(_OwnBackbone().eval(), (torch.randn(2, 3, 96, 96),),
-                                  dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    program = torch.export.export(
+        _OwnBackbone().eval(), (torch.randn(2, 3, 96, 96),), dynamic_shapes={"images": {0: torch.export.Dim("batch")}}
+    )
     torch.export.save(program, registry / "model.pt2")
-    (registry / "card.json").write_text(json.dumps({
-        "kind": "torch-export", "weights_file": "model.pt2", "weights_md5": file_md5(registry / "model.pt2"),
-        "embedding_dim": 64, "input_size": 96}))
+    (registry / "card.json").write_text(
+        json.dumps(
+            {
+                "kind": "torch-export",
+                "weights_file": "model.pt2",
+                "weights_md5": file_md5(registry / "model.pt2"),
+                "embedding_dim": 64,
+                "input_size": 96,
+            }
+        )
+    )
     manifest = _tiny_shard(tmp_path)
-    args = ["--manifest", str(manifest), "--catalog-root", str(tmp_path), "--output", str(tmp_path / "out.parquet"),
-            "--taxonomy", str(TAXONOMY_PATH), "--model-version", "own-backbone-v1", "--registry",
-            str(tmp_path / "registry"), "--run-id", "r1", "--shard-id", "0", "--batch-size", "2"]
+    args = [
+        "--manifest",
+        str(manifest),
+        "--catalog-root",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "out.parquet"),
+        "--taxonomy",
+        str(TAXONOMY_PATH),
+        "--model-version",
+        "own-backbone-v1",
+        "--registry",
+        str(tmp_path / "registry"),
+        "--run-id",
+        "r1",
+        "--shard-id",
+        "0",
+        "--batch-size",
+        "2",
+    ]
     assert entrypoint(args) == 0
     good = pq.read_table(tmp_path / "out.parquet").to_pandas().query("reject_reason.isna()")
     vectors = np.stack(good["embedding"].to_numpy())
@@ -188,16 +242,31 @@ def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
     assert len(warehouse.table("vector_log")) == 10  # two attempts of five vectors, each loaded once
     clean_partition(settings(), warehouse, day, "r1")
     clean = warehouse.table("vectors_clean")
-    assert sorted(clean["image_id"]) == ["img0", "img1", "img2", "img3"]  # zdup -> img0 by md5 (the smaller image_id is canonical)
+    assert sorted(clean["image_id"]) == [
+        "img0",
+        "img1",
+        "img2",
+        "img3",
+    ]  # zdup -> img0 by md5 (the smaller image_id is canonical)
     assert len(warehouse.table("rejects").query("stage == 'embed'")) == 2
 
 
 def test_pod_spec_rendered_by_the_provider(monkeypatch):
-    from vecflow.embed.pods import embed_pod_operator, pod_arguments
+    from vecflow.embed.pods import CONTAINER_TAXONOMY, MODEL_MOUNT, embed_pod_operator, pod_arguments
+    from vecflow.embed.runner import shard_job
+    from vecflow_model.embed import parse_args
 
     monkeypatch.setenv("VECFLOW_EMBED_IMAGE", "registry.example/vecflow-embed:1.0")
-    monkeypatch.setenv("VECFLOW_K8S_TOLERATIONS", '[{"key": "gpu", "operator": "Equal", "value": "h100", "effect": "NoSchedule"}]')
-    shard = {"manifest": "/data/staging/s.parquet", "output": "/data/staging/s.vectors.parquet", "shard_id": 3}
+    monkeypatch.setenv(
+        "VECFLOW_K8S_TOLERATIONS", '[{"key": "gpu", "operator": "Equal", "value": "h100", "effect": "NoSchedule"}]'
+    )
+    shard = {
+        "manifest": "/data/staging/s.parquet",
+        "output": "/data/staging/s.vectors.parquet",
+        "shard_id": 3,
+        "run_id": "scheduled__2026-01-02",
+        "model_version": "garment-arcface-v1",
+    }
     op = embed_pod_operator(arguments=pod_arguments(shard))
     pod = op.build_pod_request_obj(context=None, dry_run=True)
     container = pod.spec.containers[0]
@@ -213,9 +282,13 @@ def test_pod_spec_rendered_by_the_provider(monkeypatch):
     assert volumes["models"].persistent_volume_claim.read_only is True
     mounts = {m.name: m for m in container.volume_mounts}
     assert mounts["dshm"].mount_path == "/dev/shm" and mounts["models"].read_only is True
-    assert mounts["data"].mount_path == str(settings().home)
+    assert mounts["data"].mount_path == str(settings().paths.home)
     env = {e.name: e.value for e in container.env}
-    assert {"RUN_ID", "MODEL_VERSION", "SHARD_ID", "ATTEMPT"} <= set(env)
+    # the job is in the arguments (vecflow_model.contract.ShardJob); only the try number comes from the pod's env
+    assert env == {"ATTEMPT": "{{ ti.try_number }}"}
+    assert parse_args(args) == shard_job(
+        shard, settings(), taxonomy=CONTAINER_TAXONOMY, registry=MODEL_MOUNT, device="cuda", workers=8, attempt=1
+    )
     assert pod.spec.security_context.run_as_non_root is True
     assert container.security_context.read_only_root_filesystem is True
     assert op.retries >= 2 and op.retry_exponential_backoff
@@ -226,14 +299,17 @@ def test_pod_spec_rendered_by_the_provider(monkeypatch):
 def test_kubernetes_backend_maps_pods_over_shards(monkeypatch):
     import subprocess
 
-    probe = ("from airflow.dag_processing.dagbag import DagBag; import sys; "
-             "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
-             "t = bag.dags['vecflow_daily'].get_task('embed.embed_shard'); print(type(t).__name__, t.operator_name)")
-    from vecflow.config import REPO_ROOT
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag; import sys; "
+        "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
+        "t = bag.dags['vecflow_daily'].get_task('embed.embed_shard'); print(type(t).__name__, t.operator_name)"
+    )
+    from vecflow.resources import PROJECT_DIR
 
     env = {**__import__("os").environ, "VECFLOW_EMBED_BACKEND": "kubernetes"}
-    done = subprocess.run([sys.executable, "-c", probe, str(REPO_ROOT / "dags")], env=env, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(PROJECT_DIR / "dags")], env=env, capture_output=True, text=True, check=True
+    )
     assert "MappedOperator KubernetesPodOperator" in done.stdout
 
 

@@ -1,5 +1,6 @@
 """faiss lifecycle: trained IVF reused by day indexes, window merge, evaluation gate, atomic publish,
 rollback, md5-checked loading."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,13 +8,12 @@ import json
 
 import numpy as np
 import pytest
+from warehouse_rows import load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
 from vecflow.index.build import IndexIntegrityError, build_day_indexes
 from vecflow.index.window import IndexGateError, build_and_publish, load_published, read_current, rollback
-
-from warehouse_rows import load, row
 
 DAYS = [dt.date(2026, 5, 1) + dt.timedelta(days=i) for i in range(4)]
 
@@ -28,9 +28,9 @@ def clustered(seed: int, n: int, centers: np.ndarray) -> list[list[float]]:
 @pytest.fixture
 def index_env(warehouse, vecflow_home, monkeypatch):
     monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
-    monkeypatch.setenv("VECFLOW_INDEX_NLIST", "2")      # trains once 78 vectors exist: from the second day
+    monkeypatch.setenv("VECFLOW_INDEX_NLIST", "2")  # trains once 78 vectors exist: from the second day
     monkeypatch.setenv("VECFLOW_INDEX_WINDOW_DAYS", "3")
-    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "2")     # all lists: recall 1.0
+    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "2")  # all lists: recall 1.0
     monkeypatch.setenv("VECFLOW_INDEX_LONG_TAIL_DAYS", "3")  # no long tail unless a test asks
     centers = np.random.default_rng(0).normal(size=(4, 256))
     return warehouse, centers
@@ -38,9 +38,22 @@ def index_env(warehouse, vecflow_home, monkeypatch):
 
 def run_day(warehouse, day, rows_per_day, centers, run_id="run-1", seed=None):
     vectors = clustered(seed if seed is not None else day.toordinal(), rows_per_day, centers)
-    load(warehouse, [row(f"{day:%m%d}-{i:03d}", day, category="coat", embedding=v, run_id=run_id,
-                         at=f"2026-06-0{1 if run_id == 'run-1' else 2}T00:00:00Z")
-                     for i, v in enumerate(vectors)], day, run_id=run_id)
+    load(
+        warehouse,
+        [
+            row(
+                f"{day:%m%d}-{i:03d}",
+                day,
+                category="coat",
+                embedding=v,
+                run_id=run_id,
+                at=f"2026-06-0{1 if run_id == 'run-1' else 2}T00:00:00Z",
+            )
+            for i, v in enumerate(vectors)
+        ],
+        day,
+        run_id=run_id,
+    )
     clean_partition(settings(), warehouse, day, run_id)
     build_day_indexes(settings(), warehouse, day, run_id)
     return build_and_publish(settings(), warehouse, day, run_id, ["coat"])
@@ -51,17 +64,17 @@ def test_day_indexes_share_the_trained_ivf_and_the_window_merges_them(index_env)
     s = settings()
     results = [run_day(warehouse, day, 50, centers)[0] for day in DAYS]
     # day 1 had 50 vectors (< 78): exact; from day 2 the trained IVF exists and is reused
-    manifests = [json.loads((s.index_dir / "m1/coat" / f"day={d}" / "manifest.json").read_text()) for d in DAYS]
+    manifests = [json.loads((s.paths.index_dir / "m1/coat" / f"day={d}" / "manifest.json").read_text()) for d in DAYS]
     assert [m["index_factory"] for m in manifests] == ["IDMap2,Flat"] + ["IVF2,Flat"] * 3
     assert len({m["trained_md5"] for m in manifests[1:]}) == 1
-    trained = json.loads((s.index_dir / "m1/coat/trained/manifest.json").read_text())
+    trained = json.loads((s.paths.index_dir / "m1/coat/trained/manifest.json").read_text())
     assert trained["training_vectors"] == 100 and trained["trained_on_partitions_to"] == str(DAYS[1])
     last = results[-1]
-    assert last["status"] == "published" and last["vector_count"] == 150      # 3-day window
+    assert last["status"] == "published" and last["vector_count"] == 150  # 3-day window
     assert (last["days_merged"], last["days_added"]) == (3, 0)
-    assert results[1]["days_added"] == 1                                       # the exact day 1 re-added once
+    assert results[1]["days_added"] == 1  # the exact day 1 re-added once
     assert last["recall_at_10"] == 1.0 and last["precision_at_10"] == 1.0
-    index, ids, manifest = load_published(s.index_dir, "m1", "coat")
+    index, ids, manifest = load_published(s.paths.index_dir, "m1", "coat")
     assert index.ntotal == len(ids) == 150 and manifest["source_partitions"] == [str(d) for d in DAYS[1:]]
     registry = warehouse.table("index_registry").query("kind == 'window'")
     assert registry["status"].value_counts().to_dict() == {"retired": 3, "published": 1}
@@ -72,12 +85,12 @@ def test_a_bad_day_is_fixed_by_rerunning_it_and_remerging(index_env):
     s = settings()
     for day in DAYS[:3]:
         run_day(warehouse, day, 50, centers)
-    clean_ids = set(load_published(s.index_dir, "m1", "coat")[1]["image_id"])
+    clean_ids = set(load_published(s.paths.index_dir, "m1", "coat")[1]["image_id"])
     # day 2 rerun with a bad delivery (10 images only), then rerun again with the right one
     run_day(warehouse, DAYS[1], 10, centers, run_id="run-2", seed=99)
-    assert load_published(s.index_dir, "m1", "coat")[0].ntotal == 110
+    assert load_published(s.paths.index_dir, "m1", "coat")[0].ntotal == 110
     run_day(warehouse, DAYS[1], 50, centers, run_id="run-3")
-    index, ids, _ = load_published(s.index_dir, "m1", "coat")
+    index, ids, _ = load_published(s.paths.index_dir, "m1", "coat")
     assert index.ntotal == 150 and set(ids["image_id"]) == clean_ids
 
 
@@ -86,13 +99,13 @@ def test_the_gate_blocks_a_worse_index_and_the_published_one_keeps_serving(index
     s = settings()
     for day in DAYS[:2]:
         run_day(warehouse, day, 50, centers)
-    published = read_current(s.index_dir, "m1", "coat")["version"]
+    published = read_current(s.paths.index_dir, "m1", "coat")["version"]
     # one list of two probed, and a day of vectors that fit neither cluster: recall falls
     monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "1")
     scattered = np.random.default_rng(5).normal(size=(500, 256))
     with pytest.raises(IndexGateError, match=r"coat: recall@10 0\.\d+ below the minimum 0\.98"):
         run_day(warehouse, DAYS[2], 50, scattered)
-    assert read_current(s.index_dir, "m1", "coat")["version"] == published
+    assert read_current(s.paths.index_dir, "m1", "coat")["version"] == published
     statuses = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")["status"].tolist()
     assert statuses[-2:] == ["published", "blocked"]
 
@@ -103,13 +116,13 @@ def test_rollback_walks_back_and_the_loader_refuses_a_damaged_file(index_env):
     versions = [run_day(warehouse, day, 50, centers)[0]["version"] for day in DAYS[1:4]]
     assert rollback(s, warehouse, "coat") == versions[1]
     assert rollback(s, warehouse, "coat") == versions[0]
-    assert read_current(s.index_dir, "m1", "coat")["version"] == versions[0]
+    assert read_current(s.paths.index_dir, "m1", "coat")["version"] == versions[0]
     with pytest.raises(IndexIntegrityError, match="no earlier published version"):
         rollback(s, warehouse, "coat")
-    path = s.index_dir / "m1/coat/window" / versions[0] / "index.faiss"
+    path = s.paths.index_dir / "m1/coat/window" / versions[0] / "index.faiss"
     path.write_bytes(path.read_bytes()[:-8] + b"12345678")
     with pytest.raises(IndexIntegrityError, match="md5"):
-        load_published(s.index_dir, "m1", "coat")
+        load_published(s.paths.index_dir, "m1", "coat")
 
 
 def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
@@ -123,11 +136,11 @@ def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
     s = settings()
     for day in DAYS:
         run_day(warehouse, day, 50, centers)
-    merged, ids, manifest = load_published(s.index_dir, "m1", "coat")
+    merged, ids, manifest = load_published(s.paths.index_dir, "m1", "coat")
     assert manifest["days_added"] == 0
     vectors = warehouse.query("select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1")
     matrix = np.stack(vectors["embedding"].to_numpy()).astype(np.float32)
-    scratch = faiss.clone_index(load_trained(s.index_dir, "m1", "coat")[0])
+    scratch = faiss.clone_index(load_trained(s.paths.index_dir, "m1", "coat")[0])
     scratch.add_with_ids(matrix, np.array([stable_id(i) for i in vectors["image_id"]], dtype=np.int64))
     for index in (merged, scratch):
         index.nprobe = 1
@@ -142,7 +155,7 @@ def test_old_window_versions_are_pruned_but_never_the_published_one(index_env, m
     monkeypatch.setenv("VECFLOW_INDEX_KEEP_VERSIONS", "2")
     s = settings()
     versions = [run_day(warehouse, day, 50, centers)[0]["version"] for day in DAYS]
-    kept = sorted(p.name for p in (s.index_dir / "m1/coat/window").iterdir())
+    kept = sorted(p.name for p in (s.paths.index_dir / "m1/coat/window").iterdir())
     assert kept == sorted(versions[-2:])
     registry = warehouse.table("index_registry").query("kind == 'window'").set_index("path")["status"]
     assert sorted(registry.values) == ["deleted", "deleted", "published", "retired"]
@@ -156,8 +169,14 @@ def test_expired_days_leave_the_window_but_their_long_tail_stays(index_env, monk
     outliers = np.random.default_rng(42).normal(size=(2, 256))
     outliers = (outliers / np.linalg.norm(outliers, axis=1, keepdims=True)).tolist()
     vectors = clustered(1, 48, centers) + outliers
-    load(warehouse, [row(f"d1-{i:03d}", DAYS[0], category="coat", embedding=v, at="2026-06-01T00:00:00Z")
-                     for i, v in enumerate(vectors)], DAYS[0])
+    load(
+        warehouse,
+        [
+            row(f"d1-{i:03d}", DAYS[0], category="coat", embedding=v, at="2026-06-01T00:00:00Z")
+            for i, v in enumerate(vectors)
+        ],
+        DAYS[0],
+    )
     clean_partition(s, warehouse, DAYS[0], "run-1")
     build_day_indexes(s, warehouse, DAYS[0], "run-1")
     build_and_publish(s, warehouse, DAYS[0], "run-1", ["coat"])
@@ -165,7 +184,7 @@ def test_expired_days_leave_the_window_but_their_long_tail_stays(index_env, monk
         result = run_day(warehouse, day, 50, centers)[0]
     # the window is days 2-4; of day 1 only the two outliers stay
     assert result["long_tail_kept"] == 2 and result["vector_count"] == 152
-    ids = set(load_published(s.index_dir, "m1", "coat")[1]["image_id"])
+    ids = set(load_published(s.paths.index_dir, "m1", "coat")[1]["image_id"])
     assert {"d1-048", "d1-049"} <= ids and not any(i.startswith("d1-") and i < "d1-048" for i in ids)
 
 
@@ -176,7 +195,7 @@ def test_a_publish_interrupted_before_the_switch_leaves_the_old_version_serving(
     s = settings()
     for day in DAYS[:2]:
         run_day(warehouse, day, 50, centers)
-    serving = read_current(s.index_dir, "m1", "coat")["version"]
+    serving = read_current(s.paths.index_dir, "m1", "coat")["version"]
 
     def crash(*args):
         raise OSError("killed between writing the version and switching CURRENT")
@@ -186,11 +205,14 @@ def test_a_publish_interrupted_before_the_switch_leaves_the_old_version_serving(
         with pytest.raises(OSError, match="killed"):
             run_day(warehouse, DAYS[2], 50, centers)
     # readers still get the old version, whole; the new one is registered but never marked published
-    index, ids, manifest = load_published(s.index_dir, "m1", "coat")
+    index, ids, manifest = load_published(s.paths.index_dir, "m1", "coat")
     assert manifest["version"] == serving and index.ntotal == len(ids) == 100
     registry = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")
     assert registry["status"].tolist()[-2:] == ["published", "candidate"]
-    assert not list((s.index_dir / "m1/coat").glob(".*tmp*"))
+    assert not list((s.paths.index_dir / "m1/coat").glob(".*tmp*"))
     # the retried task publishes the new version
     result = window.build_and_publish(settings(), warehouse, DAYS[2], "run-1", ["coat"])[0]
-    assert result["status"] == "published" and read_current(s.index_dir, "m1", "coat")["version"] == result["version"]
+    assert (
+        result["status"] == "published"
+        and read_current(s.paths.index_dir, "m1", "coat")["version"] == result["version"]
+    )

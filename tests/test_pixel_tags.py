@@ -1,4 +1,5 @@
 """Colour and pattern tags from pixels, against the colours and patterns the generator drew."""
+
 from __future__ import annotations
 
 import io
@@ -11,15 +12,10 @@ from PIL import Image
 from vecflow.catalog import fashion_mnist
 from vecflow.catalog.generate import SOURCE_MAX_CORRELATION, distinct_sources
 from vecflow.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
-from vecflow.config import MODELS_DIR, TAXONOMY_PATH
+from vecflow.resources import TAXONOMY_PATH
 from vecflow.taxonomy import load_taxonomy
-
-import sys
-
-sys.path.insert(0, str(MODELS_DIR))
-from vecflow_model.imaging import (  # noqa: E402
-    DecodeError, _edge_projection, analysis_pixels, decode, dhash64, edge_signature)
-from vecflow_model.pixel_tags import PixelTagger  # noqa: E402
+from vecflow_model.imaging import DecodeError, _edge_projection, analysis_pixels, decode, dhash64, edge_signature
+from vecflow_model.pixel_tags import PixelTagger
 
 
 @pytest.fixture(scope="module")

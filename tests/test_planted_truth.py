@@ -3,6 +3,7 @@ their canonical image.
 
 Runs every stage's task function (quality suites included) for 120 partitions spanning two quarters
 (without the Airflow scheduler loop, which test_e2e covers), then compares with the generator's truth."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import pytest
 
 from vecflow import tasks
 from vecflow.cli import generate_catalog
-from vecflow.config import DEFAULT_TREND_SPEC
+from vecflow.resources import DEFAULT_TREND_SPEC
 
 START, DAYS = dt.date(2026, 2, 15), 120
 
@@ -25,12 +26,12 @@ def summary(tmp_path_factory, search_server):
 
     os.environ["VECFLOW_HOME"] = str(tmp_path_factory.mktemp("trends"))
     os.environ["VECFLOW_ES_INDEX_PREFIX"] = "planted"
-    generate_catalog(argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=8,
-                                        trends=DEFAULT_TREND_SPEC))
+    generate_catalog(
+        argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=8, trends=DEFAULT_TREND_SPEC)
+    )
     for i in range(DAYS):
-        start = dt.datetime.combine(START + dt.timedelta(days=i), dt.time(), tzinfo=dt.timezone.utc)
-        context = {"data_interval_start": start, "run_id": f"test__{start:%Y%m%d}",
-                   "ti": SimpleNamespace(try_number=1)}
+        start = dt.datetime.combine(START + dt.timedelta(days=i), dt.time(), tzinfo=dt.UTC)
+        context = {"data_interval_start": start, "run_id": f"test__{start:%Y%m%d}", "ti": SimpleNamespace(try_number=1)}
         shards = tasks.plan(context)
         for shard in shards:
             tasks.embed(shard, context)
@@ -69,4 +70,6 @@ def test_elasticsearch_holds_the_same_trends(summary):
     search = summary["search"]
     assert search["tag_counts_differing"] == 0 and search["tag_counts_compared"] > 0
     assert {(c["dimension"], c["tag"]): c["found_by_quarter"] for c in search["planted_trends"]} == {
-        ("pattern", "striped"): {"2026-Q2": "rising"}, ("color", "red"): {"2026-Q2": "falling"}}
+        ("pattern", "striped"): {"2026-Q2": "rising"},
+        ("color", "red"): {"2026-Q2": "falling"},
+    }

@@ -1,6 +1,7 @@
 """Model change through Airflow: vecflow_reindex re-embeds the partitions with a new model, builds its
 indexes beside the old ones and switches the serving model only after the gate; the daily run then
 embeds with the new model."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,9 @@ import pandas as pd
 import pytest
 
 from vecflow.cli import generate_catalog, run_partitions
-from vecflow.config import DEFAULT_TREND_SPEC, MODELS_DIR, serving_pointer, settings
+from vecflow.config import settings
+from vecflow.index.pointers import serving_pointer
+from vecflow.resources import DEFAULT_TREND_SPEC, MODELS_DIR
 from vecflow.warehouse import get_warehouse
 
 START = dt.date(2026, 2, 2)
@@ -52,8 +55,9 @@ def reindex_env(tmp_path_factory, airflow_db, search_server):
         env.setenv("VECFLOW_MODEL_REGISTRY", str(registry))
         env.setenv("VECFLOW_ES_INDEX_PREFIX", "reindex")
         env.delenv("VECFLOW_MODEL_VERSION", raising=False)
-        generate_catalog(argparse.Namespace(seed=11, start_date=START, days=len(DAYS), images_per_day=30,
-                                            trends=DEFAULT_TREND_SPEC))
+        generate_catalog(
+            argparse.Namespace(seed=11, start_date=START, days=len(DAYS), images_per_day=30, trends=DEFAULT_TREND_SPEC)
+        )
         run_partitions(DAYS[:3])
         yield get_warehouse()
 
@@ -61,9 +65,9 @@ def reindex_env(tmp_path_factory, airflow_db, search_server):
 def reindex(model_version: str, run_at: dt.datetime, **dates):
     from airflow.dag_processing.dagbag import DagBag
 
-    from vecflow.config import REPO_ROOT
+    from vecflow.resources import PROJECT_DIR
 
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "vecflow_reindex.py")).get_dag("vecflow_reindex")
+    dag = DagBag(dag_folder=str(PROJECT_DIR / "dags" / "vecflow_reindex.py")).get_dag("vecflow_reindex")
     conf = {"model_version": model_version, **{k: v.isoformat() for k, v in dates.items()}}
     run = dag.test(logical_date=run_at, run_conf=conf)
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
@@ -77,10 +81,10 @@ def clean_counts(warehouse) -> dict:
 def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_env):
     warehouse = reindex_env
     old = clean_counts(warehouse)
-    assert settings().model_version == V1 and not serving_pointer(settings().home).exists()
+    assert settings().model_version == V1 and not serving_pointer(settings().paths.index_dir).exists()
 
     # a reindex that leaves out the newest partition builds v2's indexes but may not switch
-    run, states = reindex(V2, dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc), date_to=DAYS[1])
+    run, states = reindex(V2, dt.datetime(2026, 3, 1, tzinfo=dt.UTC), date_to=DAYS[1])
     assert run.state == "failed"
     assert states["build_indexes"] == "success" and states["switch_model"] == "failed"
     assert settings().model_version == V1
@@ -90,17 +94,19 @@ def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_
     assert problems[0].startswith(f"1 partition(s) without {V2} vectors ({DAYS[2]}"), problems
 
     # the full reindex: every canonical image embedded again, the old rows untouched, then the switch
-    run, states = reindex(V2, dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+    run, states = reindex(V2, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
     assert run.state == "success", states
     counts = clean_counts(warehouse)
     for day in DAYS[:3]:
         assert counts[(V2, str(day))] == counts[(V1, str(day))] == old[(V1, str(day))]
-    pointer = json.loads(serving_pointer(settings().home).read_text())
+    pointer = json.loads(serving_pointer(settings().paths.index_dir).read_text())
     assert pointer["model_version"] == V2 and pointer["previous_model_version"] == V1
     assert settings().model_version == V2
     s = settings()
-    assert all((s.index_dir / V2 / category / "CURRENT").exists() for category in
-               warehouse.table("vectors_clean").query("model_version == @V2")["category"].unique())
+    assert all(
+        (s.paths.index_dir / V2 / category / "CURRENT").exists()
+        for category in warehouse.table("vectors_clean").query("model_version == @V2")["category"].unique()
+    )
     rejects = warehouse.table("rejects")
     assert set(rejects["stage"]) - {"catalog", "embed", "validate", "tags"} <= {"reindex_embed", "reindex_validate"}
 
@@ -113,20 +119,21 @@ def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_
     # search embeds the query with the serving model and searches its indexes
     from vecflow.index.search import search
 
-    truth = pd.read_parquet(s.catalog_dir / "truth" / "images.parquet")
+    truth = pd.read_parquet(s.paths.catalog_dir / "truth" / "images.parquet")
     clean_v2 = warehouse.table("vectors_clean").query("model_version == @V2")
     image = truth[truth["image_id"].isin(clean_v2["image_id"])].iloc[0]
-    path = s.catalog_dir / f"listed_date={image['listed_date']:%Y-%m-%d}" / "images" / f"{image['image_id']}.jpg"
+    path = s.paths.catalog_dir / f"listed_date={image['listed_date']:%Y-%m-%d}" / "images" / f"{image['image_id']}.jpg"
     results = search(s, warehouse, path, k=3)
     assert results.iloc[0]["image_id"] == image["image_id"] and results.iloc[0]["score"] > 0.999
-    assert set(results["index_version"]) <= {json.loads((s.index_dir / V2 / c / "CURRENT").read_text())["version"]
-                                             for c in results["category"]}
+    assert set(results["index_version"]) <= {
+        json.loads((s.paths.index_dir / V2 / c / "CURRENT").read_text())["version"] for c in results["category"]
+    }
 
 
 def test_a_worse_model_is_built_but_never_served(reindex_env):
     warehouse = reindex_env
     serving = settings().model_version  # v2 after the test above, v1 when run alone
-    run, states = reindex(BROKEN, dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc))
+    run, states = reindex(BROKEN, dt.datetime(2026, 3, 3, tzinfo=dt.UTC))
     assert run.state == "failed" and states["load_and_clean"] == "success" and states["switch_model"] == "failed"
     assert settings().model_version == serving
     from vecflow.index.reindex import switch_problems
@@ -137,30 +144,44 @@ def test_a_worse_model_is_built_but_never_served(reindex_env):
 
 def test_reindex_sql_on_both_backends(warehouse, model_m1):
     """The reindex's own SQL on DuckDB and BigQuery: what to re-embed, its counts, the coverage check."""
+    from warehouse_rows import D1, D2, catalog, load, row, unit
+
     from vecflow.clean import clean_partition, validate_and_keep
     from vecflow.index.reindex import FIRST_DATE, LAST_DATE, switch_problems
-
-    from warehouse_rows import D1, D2, catalog, load, row, unit
 
     for day, ids in ((D1, ["a", "b", "dup"]), (D2, ["c"])):
         catalog(warehouse, day, ids)
         load(warehouse, [row(i, day, md5="same" if i in ("b", "dup") else None) for i in ids], day)
         clean_partition(settings(), warehouse, day, "run-1")
-    images = warehouse.query("select_reindex_images", serving_model_version="m1", date_from=FIRST_DATE,
-                             date_to=LAST_DATE)
+    images = warehouse.query(
+        "select_reindex_images", serving_model_version="m1", date_from=FIRST_DATE, date_to=LAST_DATE
+    )
     assert sorted(images["image_id"]) == ["a", "b", "c"] and set(images["uri"]) == {"a.jpg", "b.jpg", "c.jpg"}
 
     # m2 re-embeds D1 only: one vector too short, which validate rejects under the reindex's stage
-    load(warehouse, [row("a", D1, model_version="m2", run_id="reindex-1", at="2026-06-01T00:00:00Z"),
-                     row("b", D1, model_version="m2", run_id="reindex-1", at="2026-06-01T00:00:00Z",
-                         embedding=unit(7, 128))], D1, run_id="reindex-1")
+    load(
+        warehouse,
+        [
+            row("a", D1, model_version="m2", run_id="reindex-1", at="2026-06-01T00:00:00Z"),
+            row("b", D1, model_version="m2", run_id="reindex-1", at="2026-06-01T00:00:00Z", embedding=unit(7, 128)),
+        ],
+        D1,
+        run_id="reindex-1",
+    )
     validate_and_keep(warehouse, D1, "reindex-1", "m2", "reindex_validate", 256)
     counts = warehouse.query("reindex_counts", run_id="reindex-1", model_version="m2")
     assert {(m, int(n)) for m, n in zip(counts["measure"], counts["n"])} == {
-        ("embedded", 2), ("reindex_validate", 1), ("clean", 1)}
+        ("embedded", 2),
+        ("reindex_validate", 1),
+        ("clean", 1),
+    }
     clean = warehouse.table("vectors_clean")
     assert sorted(map(tuple, clean[["model_version", "image_id"]].values.tolist())) == [
-        ("m1", "a"), ("m1", "b"), ("m1", "c"), ("m2", "a")]
+        ("m1", "a"),
+        ("m1", "b"),
+        ("m1", "c"),
+        ("m2", "a"),
+    ]
     # the daily run's view of D1 is still m1's
     validate_and_keep(warehouse, D1, "run-1", "m1", "validate", 256)
     assert len(warehouse.table("vectors_clean").query("model_version == 'm1'")) == 3

@@ -1,11 +1,13 @@
 """The Elasticsearch sink against the ES-compatible server (noida-db) on 127.0.0.1, with the real
 elasticsearch client: template and alias, bulk, idempotent reruns, refused documents as rejects,
 and trend aggregations that agree with the warehouse."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from warehouse_rows import D1, D2, load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import ConfigError, settings
@@ -14,8 +16,6 @@ from vecflow.search.queries import quarterly_tag_shares, trend_documents
 from vecflow.search.sink import SearchIndexes, SearchSinkError, index_partition, index_trends
 from vecflow.tags import compute_trends, tag_partition
 from vecflow.taxonomy import load_taxonomy
-
-from warehouse_rows import D1, D2, load, row
 
 DIMENSIONS = load_taxonomy().dimensions
 pytestmark = pytest.mark.usefixtures("model_m1")
@@ -35,9 +35,10 @@ def docs_of(es, index):
 
 def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(warehouse, search):
     s = settings()
-    indexes = SearchIndexes(s.es_index_prefix)
-    tagged_partition(warehouse, D1, [row("a", D1, color="red", pattern="striped", category="coat"),
-                                     row("b", D1, color="blue")])
+    indexes = SearchIndexes(s.search.index_prefix)
+    tagged_partition(
+        warehouse, D1, [row("a", D1, color="red", pattern="striped", category="coat"), row("b", D1, color="blue")]
+    )
     tagged_partition(warehouse, D2, [row("c", D2, color="red")])
     for day in (D1, D2):
         stats = index_partition(search, warehouse, s, DIMENSIONS, day, "run-1")
@@ -50,17 +51,25 @@ def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(wareho
     assert props["confidence"]["properties"]["color"] == {"type": "float"}
     before = docs_of(search, indexes.image_tags)
     assert before["a"] == {
-        "image_id": "a", "listed_date": "2026-03-30", "quarter": "2026-Q1", "source": "shop_a",
-        "model_version": "m1", "tags": {"category": ["coat"], "color": ["red"], "pattern": ["striped"],
-                                        "style": ["outerwear"]},
+        "image_id": "a",
+        "listed_date": "2026-03-30",
+        "quarter": "2026-Q1",
+        "source": "shop_a",
+        "model_version": "m1",
+        "tags": {"category": ["coat"], "color": ["red"], "pattern": ["striped"], "style": ["outerwear"]},
         "confidence": {"category": 0.95, "color": 0.9, "pattern": 0.8, "style": 0.95},
-        "tag_source": {"category": "model", "color": "pixels", "pattern": "pixels", "style": "derived"}}
+        "tag_source": {"category": "model", "color": "pixels", "pattern": "pixels", "style": "derived"},
+    }
     # a rerun of D1 by another run overwrites the same ids: same documents, same count
     index_partition(search, warehouse, s, DIMENSIONS, D1, "run-2")
     assert docs_of(search, indexes.image_tags) == before
     # an image gone from the partition (deduplicated since) leaves the index on the next run
-    tagged_partition(warehouse, D1, [row("a", D1, color="red", pattern="striped", category="coat", run_id="run-3",
-                                         at="2026-05-03T00:00:00Z")], run_id="run-3")
+    tagged_partition(
+        warehouse,
+        D1,
+        [row("a", D1, color="red", pattern="striped", category="coat", run_id="run-3", at="2026-05-03T00:00:00Z")],
+        run_id="run-3",
+    )
     assert index_partition(search, warehouse, s, DIMENSIONS, D1, "run-3")["stale_deleted"] == 1
     assert set(docs_of(search, indexes.image_tags)) == {"a", "c"}
 
@@ -68,8 +77,10 @@ def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(wareho
 def test_refused_documents_become_rejects_and_fail_past_the_error_rate(warehouse, search, monkeypatch):
     s = settings()
     # someone created this quarter's index by hand with `source` as a number: a mapping conflict
-    search.indices.create(index=SearchIndexes(s.es_index_prefix).image_tags_of(D1),
-                          mappings={"properties": {"source": {"type": "long"}}})
+    search.indices.create(
+        index=SearchIndexes(s.search.index_prefix).image_tags_of(D1),
+        mappings={"properties": {"source": {"type": "long"}}},
+    )
     rows = [row("ok", D1), row("bad1", D1), row("bad2", D1)]
     rows[0]["source"] = "42"
     tagged_partition(warehouse, D1, rows)
@@ -81,7 +92,10 @@ def test_refused_documents_become_rejects_and_fail_past_the_error_rate(warehouse
     assert rejects["detail"].str.contains("failed to parse field \\[source\\]").all()
     funnel = warehouse.table("funnel_metrics").query("stage == 'search'")
     assert dict(zip(funnel["metric"], funnel["value"])) == {
-        "in": 3, "out": 1, "dropped.es_document_parsing_exception": 2}
+        "in": 3,
+        "out": 1,
+        "dropped.es_document_parsing_exception": 2,
+    }
     # a tolerated error rate writes the same rejects and lets the task pass
     monkeypatch.setenv("VECFLOW_ES_MAX_ERROR_RATE", "0.9")
     assert index_partition(search, warehouse, settings(), DIMENSIONS, D1, "run-2")["refused"] == 2
@@ -98,12 +112,16 @@ def test_trend_documents_and_search_aggregations_agree_with_the_warehouse(wareho
     for run_id in ("trends-1", "trends-2"):  # rerun: same documents
         stats = index_trends(search, warehouse, s, DIMENSIONS, run_id)
     trends = warehouse.table("tag_trends")
-    assert stats["documents"] == len(trends) == len(trend_documents(search, s.es_index_prefix))
-    shares = quarterly_tag_shares(search, s.es_index_prefix, "pattern")
+    assert stats["documents"] == len(trends) == len(trend_documents(search, s.search.index_prefix))
+    shares = quarterly_tag_shares(search, s.search.index_prefix, "pattern")
     assert shares[["quarter", "tag", "count"]].values.tolist() == [
-        ["2026-Q1", "solid", 3], ["2026-Q1", "striped", 1], ["2026-Q2", "solid", 2], ["2026-Q2", "striped", 3]]
+        ["2026-Q1", "solid", 3],
+        ["2026-Q1", "striped", 1],
+        ["2026-Q2", "solid", 2],
+        ["2026-Q2", "striped", 3],
+    ]
     assert shares["share"].tolist() == pytest.approx([0.75, 0.25, 0.4, 0.6])
-    docs = trend_documents(search, s.es_index_prefix, quarter="2026-Q2").set_index(["dimension", "tag"])
+    docs = trend_documents(search, s.search.index_prefix, quarter="2026-Q2").set_index(["dimension", "tag"])
     assert docs.loc[("pattern", "striped"), "direction"] == "rising"
     assert docs.loc[("pattern", "striped"), "share_change"] == pytest.approx(0.35)
 
@@ -115,8 +133,16 @@ def test_connection_settings_and_errors(monkeypatch):
         extra = fields.pop("extra", {})
         return Connection(conn_id="es", conn_type="elasticsearch", extra=json.dumps(extra), **fields)
 
-    basic = client_from_connection(conn(host="es.internal", port=9243, schema="https", login="elastic",
-                                        password="secret", extra={"ca_certs": __file__}))
+    basic = client_from_connection(
+        conn(
+            host="es.internal",
+            port=9243,
+            schema="https",
+            login="elastic",
+            password="secret",
+            extra={"ca_certs": __file__},
+        )
+    )
     node = basic.transport.node_pool.all()[0].config
     assert (node.scheme, node.host, node.port, node.verify_certs) == ("https", "es.internal", 9243, True)
     assert basic._headers["authorization"].startswith("Basic ")
@@ -141,9 +167,23 @@ def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
     from vecflow.search.local_server import LocalSearchServer, free_port
 
     binary = Path(noida_db.__file__).parent / "noida-db"
-    orphan = subprocess.Popen([str(binary), "start", "--only", "elasticsearch", "--host", "127.0.0.1",
-                               "--elasticsearch-port", str(free_port()), "--data-dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    orphan = subprocess.Popen(
+        [
+            str(binary),
+            "start",
+            "--only",
+            "elasticsearch",
+            "--host",
+            "127.0.0.1",
+            "--elasticsearch-port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         time.sleep(1.5)
         with LocalSearchServer(tmp_path) as server:
@@ -162,12 +202,16 @@ def test_vectors_go_in_as_dense_vector_when_asked_and_answer_knn(warehouse, sear
     rows = [row("a", D1), row("b", D1), row("c", D1)]
     tagged_partition(warehouse, D1, rows)
     index_partition(search, warehouse, s, DIMENSIONS, D1, "run-1")
-    index = SearchIndexes(s.es_index_prefix).image_tags
+    index = SearchIndexes(s.search.index_prefix).image_tags
     mapping = next(iter(search.indices.get_mapping(index=f"{index}-2026q1").values()))["mappings"]["properties"]
     # the server adds its default index_options (int8_hnsw, as Elasticsearch 8 does)
     assert {k: mapping["embedding"][k] for k in ("type", "dims", "similarity")} == {
-        "type": "dense_vector", "dims": 256, "similarity": "cosine"}
+        "type": "dense_vector",
+        "dims": 256,
+        "similarity": "cosine",
+    }
     search.indices.refresh(index=index)
-    hits = search.search(index=index, knn={"field": "embedding", "query_vector": rows[1]["embedding"], "k": 1,
-                                           "num_candidates": 10})["hits"]["hits"]
+    hits = search.search(
+        index=index, knn={"field": "embedding", "query_vector": rows[1]["embedding"], "k": 1, "num_candidates": 10}
+    )["hits"]["hits"]
     assert hits[0]["_id"] == "b"

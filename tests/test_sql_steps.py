@@ -1,4 +1,5 @@
 """Every warehouse SQL step on small hand-made tables, with exact expected outputs."""
+
 from __future__ import annotations
 
 import math
@@ -6,15 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from warehouse_rows import D1, D2, catalog, load, row, unit
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
 from vecflow.funnel import record_funnel
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import compute_trends, tag_partition
-
-from warehouse_rows import D1, D2, catalog, load, row, unit
-
 
 pytestmark = pytest.mark.usefixtures("model_m1")
 
@@ -24,20 +23,29 @@ def by_id(frame: pd.DataFrame, column: str) -> dict:
 
 
 def test_validate_rejects_each_bad_vector_with_its_reason(warehouse):
-    load(warehouse, [
-        row("ok", D1),
-        row("short", D1, embedding=unit(1, 128)),
-        row("nan", D1, embedding=[math.nan] + unit(2)[1:]),
-        row("zero", D1, embedding=[0.0] * 256),
-        row("big", D1, embedding=[x * 3 for x in unit(3)]),
-        row("alien", D1, category="spaceship"),
-        row("nomodel", D1, model_version=None),
-    ], D1)
+    load(
+        warehouse,
+        [
+            row("ok", D1),
+            row("short", D1, embedding=unit(1, 128)),
+            row("nan", D1, embedding=[math.nan] + unit(2)[1:]),
+            row("zero", D1, embedding=[0.0] * 256),
+            row("big", D1, embedding=[x * 3 for x in unit(3)]),
+            row("alien", D1, category="spaceship"),
+            row("nomodel", D1, model_version=None),
+        ],
+        D1,
+    )
     clean_partition(settings(), warehouse, D1, "run-1")
     rejects = warehouse.table("rejects")
     assert by_id(rejects, "reason") == {
-        "short": "wrong_dim", "nan": "non_finite", "zero": "zero_norm", "big": "bad_norm",
-        "alien": "unknown_category", "nomodel": "missing_model_version"}
+        "short": "wrong_dim",
+        "nan": "non_finite",
+        "zero": "zero_norm",
+        "big": "bad_norm",
+        "alien": "unknown_category",
+        "nomodel": "missing_model_version",
+    }
     assert set(rejects["stage"]) == {"validate"}
     assert warehouse.table("vectors_clean")["image_id"].tolist() == ["ok"]
 
@@ -45,8 +53,9 @@ def test_validate_rejects_each_bad_vector_with_its_reason(warehouse):
 def test_exact_dedup_within_day_and_against_earlier_days(warehouse):
     load(warehouse, [row("a1", D1, md5="A"), row("b1", D1, md5="B"), row("a2", D1, md5="A")], D1)
     clean_partition(settings(), warehouse, D1, "run-1")
-    load(warehouse, [row("a3", D2, md5="A"), row("c1", D2, md5="C"), row("b2", D2, md5="B"),
-                     row("c0", D2, md5="C")], D2)
+    load(
+        warehouse, [row("a3", D2, md5="A"), row("c1", D2, md5="C"), row("b2", D2, md5="B"), row("c0", D2, md5="C")], D2
+    )
     clean_partition(settings(), warehouse, D2, "run-1")
     dedup = warehouse.table("dedup_map")
     assert by_id(dedup, "canonical_image_id") == {"a2": "a1", "a3": "a1", "b2": "b1", "c1": "c0"}
@@ -76,21 +85,37 @@ S0 = unit(99, 128)
 
 def test_near_dedup_by_banded_dhash_and_edge_signature(warehouse):
     # default settings: Hamming <= 3 bits and edge cosine >= 0.96, lookback 90 days
-    load(warehouse, [
-        row("n0", D1, dhash=H0, edge_signature=S0),
-        row("n1", D1, dhash=flip(H0, 0, 17, 63), edge_signature=near(S0, 0.99, 1)),        # 3 bits
-        row("n3", D1, dhash=flip(H0, 0, 17, 63, 30, 44, 51), edge_signature=near(S0, 0.98, 2)),  # 6 from n0, 3 from n1
-        row("far", D1, dhash=flip(H0, *range(0, 64, 9)), edge_signature=S0),               # 8 bits
-        row("lookalike", D1, dhash=flip(H0, 5), edge_signature=near(S0, 0.9, 3)),        # other garment, same hash
-        row("z-copy", D1, md5="md5-n0", dhash=H0, edge_signature=S0),                      # exact: md5 wins
-    ], D1)
+    load(
+        warehouse,
+        [
+            row("n0", D1, dhash=H0, edge_signature=S0),
+            row("n1", D1, dhash=flip(H0, 0, 17, 63), edge_signature=near(S0, 0.99, 1)),  # 3 bits
+            row(
+                "n3", D1, dhash=flip(H0, 0, 17, 63, 30, 44, 51), edge_signature=near(S0, 0.98, 2)
+            ),  # 6 from n0, 3 from n1
+            row("far", D1, dhash=flip(H0, *range(0, 64, 9)), edge_signature=S0),  # 8 bits
+            row("lookalike", D1, dhash=flip(H0, 5), edge_signature=near(S0, 0.9, 3)),  # other garment, same hash
+            row("z-copy", D1, md5="md5-n0", dhash=H0, edge_signature=S0),  # exact: md5 wins
+        ],
+        D1,
+    )
     clean_partition(settings(), warehouse, D1, "run-1")
-    load(warehouse, [row("n2", D2, dhash=flip(H0, 40), edge_signature=near(S0, 0.97, 4)),
-                     row("new", D2, dhash=flip(H0, 1, 2, 3, 4, 5, 6, 7), edge_signature=S0)], D2)
+    load(
+        warehouse,
+        [
+            row("n2", D2, dhash=flip(H0, 40), edge_signature=near(S0, 0.97, 4)),
+            row("new", D2, dhash=flip(H0, 1, 2, 3, 4, 5, 6, 7), edge_signature=S0),
+        ],
+        D2,
+    )
     clean_partition(settings(), warehouse, D2, "run-1")
     dedup = warehouse.table("dedup_map")
     assert set(zip(dedup["image_id"], dedup["canonical_image_id"], dedup["reason"])) == {
-        ("n1", "n0", "dhash"), ("n3", "n0", "dhash"), ("z-copy", "n0", "md5"), ("n2", "n0", "dhash")}
+        ("n1", "n0", "dhash"),
+        ("n3", "n0", "dhash"),
+        ("z-copy", "n0", "md5"),
+        ("n2", "n0", "dhash"),
+    }
     assert sorted(warehouse.table("vectors_clean")["image_id"]) == ["far", "lookalike", "n0", "new"]
 
 
@@ -131,31 +156,46 @@ def test_clean_is_idempotent(warehouse):
     snapshots = []
     for _ in range(2):
         clean_partition(settings(), warehouse, D1, "run-1")
-        snapshots.append({t: warehouse.table(t).sort_values("image_id").to_csv(index=False)
-                          for t in ("vectors_clean", "dedup_map", "rejects")})
+        snapshots.append(
+            {
+                t: warehouse.table(t).sort_values("image_id").to_csv(index=False)
+                for t in ("vectors_clean", "dedup_map", "rejects")
+            }
+        )
     assert snapshots[0] == snapshots[1]
 
 
 def test_image_tags_and_unknown_tags_become_rejects(warehouse):
-    load(warehouse, [row("i1", D1, color="red", pattern="striped", category="coat"),
-                     row("i2", D1, color="mauve", pattern="solid", category="bag")], D1)
+    load(
+        warehouse,
+        [
+            row("i1", D1, color="red", pattern="striped", category="coat"),
+            row("i2", D1, color="mauve", pattern="solid", category="bag"),
+        ],
+        D1,
+    )
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1", "m1")
     tags = warehouse.table("image_tags")
     got = set(zip(tags["image_id"], tags["dimension"], tags["tag"], tags["tag_source"]))
     assert got == {
-        ("i1", "category", "coat", "model"), ("i1", "color", "red", "pixels"),
-        ("i1", "pattern", "striped", "pixels"), ("i1", "style", "outerwear", "derived"),
-        ("i2", "category", "bag", "model"), ("i2", "pattern", "solid", "pixels"),
-        ("i2", "style", "accessory", "derived")}
+        ("i1", "category", "coat", "model"),
+        ("i1", "color", "red", "pixels"),
+        ("i1", "pattern", "striped", "pixels"),
+        ("i1", "style", "outerwear", "derived"),
+        ("i2", "category", "bag", "model"),
+        ("i2", "pattern", "solid", "pixels"),
+        ("i2", "style", "accessory", "derived"),
+    }
     rejects = warehouse.table("rejects")
     assert rejects[["image_id", "stage", "reason", "detail"]].values.tolist() == [
-        ["i2", "tags", "unknown_tag", "color=mauve"]]
+        ["i2", "tags", "unknown_tag", "color=mauve"]
+    ]
 
 
 def test_tag_trends_exact_shares_changes_and_directions(warehouse):
-    q1 = [row(f"q1-{i}", D1, pattern="striped" if i < 1 else "solid") for i in range(4)]   # striped 1/4
-    q2 = [row(f"q2-{i}", D2, pattern="striped" if i < 3 else "solid") for i in range(5)]   # striped 3/5
+    q1 = [row(f"q1-{i}", D1, pattern="striped" if i < 1 else "solid") for i in range(4)]  # striped 1/4
+    q2 = [row(f"q2-{i}", D2, pattern="striped" if i < 3 else "solid") for i in range(5)]  # striped 3/5
     for day, rows in ((D1, q1), (D2, q2)):
         load(warehouse, rows, day)
         clean_partition(settings(), warehouse, day, "run-1")
@@ -192,16 +232,44 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
 
     ids = ["a1", "a2", "bad", "ok"]
     catalog(warehouse, D1, ids + ["corrupt"])
-    record_catalog_funnel(warehouse, "catalog", D1, "run-1", warehouse.table("catalog"),
-                          warehouse.table("catalog"), pd.DataFrame(columns=["reason", "category"]))
-    warehouse.run("replace_partition", rows=pd.DataFrame([{
-        "image_id": "corrupt", "listed_date": D1, "stage": "embed", "reason": "corrupt", "detail": "",
-        "category": "dress", "run_id": "run-1"}]), names={
-        "table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
-        "columns": ["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"]},
-        partition_value=D1, stage="embed")
-    load(warehouse, [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256),
-                     row("ok", D1)], D1)
+    record_catalog_funnel(
+        warehouse,
+        "catalog",
+        D1,
+        "run-1",
+        warehouse.table("catalog"),
+        warehouse.table("catalog"),
+        pd.DataFrame(columns=["reason", "category"]),
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=pd.DataFrame(
+            [
+                {
+                    "image_id": "corrupt",
+                    "listed_date": D1,
+                    "stage": "embed",
+                    "reason": "corrupt",
+                    "detail": "",
+                    "category": "dress",
+                    "run_id": "run-1",
+                }
+            ]
+        ),
+        names={
+            "table": "rejects",
+            "partition_column": "listed_date",
+            "stage_column": "stage",
+            "columns": ["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"],
+        },
+        partition_value=D1,
+        stage="embed",
+    )
+    load(
+        warehouse,
+        [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256), row("ok", D1)],
+        D1,
+    )
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1", "m1")
     build_day_indexes(settings(), warehouse, D1, "run-1")
@@ -216,8 +284,9 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
     delete_rows(warehouse, "vectors_clean", "ok")
     record_funnel(warehouse, D1, "run-1", "m1")
     violations = warehouse.query("funnel_violations", run_date=D1)
-    assert [(v.stage, v.category, v.problem, v.in_rows, v.out_rows, v.dropped_rows) for v in violations.itertuples()] == [
-        ("dedup", "dress", "in != out + dropped", 3, 1, 1), ("index", "dress", "in != out + dropped", 1, 2, 0)]
+    assert [
+        (v.stage, v.category, v.problem, v.in_rows, v.out_rows, v.dropped_rows) for v in violations.itertuples()
+    ] == [("dedup", "dress", "in != out + dropped", 3, 1, 1), ("index", "dress", "in != out + dropped", 1, 2, 0)]
 
 
 def test_rebuilding_a_day_removes_indexes_of_categories_gone_from_it(warehouse, vecflow_home):

@@ -1,4 +1,5 @@
 """Hand-made vector_log rows for tests of the warehouse steps, and content snapshots of tables and index manifests."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,8 +14,17 @@ from vecflow.embed.load import VECTOR_COLUMNS
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
 # what names the run, its attempt or the time (a rerun through the scheduler clears the run: attempt 2)
 VOLATILE = {"run_id", "attempt", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
-DERIVED_TABLES = ["catalog", "vectors_clean", "dedup_map", "rejects", "image_tags", "funnel_metrics",
-                  "index_registry", "tag_trends", "v_vector_log_latest"]
+DERIVED_TABLES = [
+    "catalog",
+    "vectors_clean",
+    "dedup_map",
+    "rejects",
+    "image_tags",
+    "funnel_metrics",
+    "index_registry",
+    "tag_trends",
+    "v_vector_log_latest",
+]
 
 
 def snapshot(warehouse) -> dict[str, str]:
@@ -36,7 +46,9 @@ def manifest_snapshot(index_dir) -> dict[str, str]:
     out = {}
     for path in sorted(index_dir.rglob("manifest.json")):
         manifest = {k: v for k, v in json.loads(path.read_text()).items() if k not in VOLATILE}
-        out[str(path.relative_to(index_dir))] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        out[str(path.relative_to(index_dir))] = hashlib.sha256(
+            json.dumps(manifest, sort_keys=True).encode()
+        ).hexdigest()
     return out
 
 
@@ -49,30 +61,77 @@ def unit(seed: int, dim: int = 256) -> list[float]:
     return (v / np.linalg.norm(v)).tolist()
 
 
-def row(image_id, day, md5=None, category="dress", color="red", pattern="solid", embedding=None,
-        run_id="run-1", shard_id=0, attempt=1, at="2026-05-01T00:00:00Z", model_version="m1",
-        dhash=0, edge_signature=None):
+def row(
+    image_id,
+    day,
+    md5=None,
+    category="dress",
+    color="red",
+    pattern="solid",
+    embedding=None,
+    run_id="run-1",
+    shard_id=0,
+    attempt=1,
+    at="2026-05-01T00:00:00Z",
+    model_version="m1",
+    dhash=0,
+    edge_signature=None,
+):
     embedding = unit(seed_of(image_id)) if embedding is None else embedding
     # unrelated pictures: random edge signatures are far from each other (cosine ~0)
     edge_signature = unit(seed_of(image_id) + 1, 128) if edge_signature is None else edge_signature
-    return {"image_id": image_id, "content_md5": md5 or f"md5-{image_id}", "dhash": dhash,
-            "edge_signature": edge_signature, "source": "shop_a",
-            "listed_date": day, "catalog_category": category, "category": category, "category_confidence": 0.95,
-            "model_version": model_version, "dim": len(embedding),
-            "embedding": embedding, "color": color, "color_confidence": 0.9, "pattern": pattern,
-            "pattern_confidence": 0.8, "run_id": run_id, "shard_id": shard_id, "attempt": attempt,
-            "embedded_at": pd.Timestamp(at)}
+    return {
+        "image_id": image_id,
+        "content_md5": md5 or f"md5-{image_id}",
+        "dhash": dhash,
+        "edge_signature": edge_signature,
+        "source": "shop_a",
+        "listed_date": day,
+        "catalog_category": category,
+        "category": category,
+        "category_confidence": 0.95,
+        "model_version": model_version,
+        "dim": len(embedding),
+        "embedding": embedding,
+        "color": color,
+        "color_confidence": 0.9,
+        "pattern": pattern,
+        "pattern_confidence": 0.8,
+        "run_id": run_id,
+        "shard_id": shard_id,
+        "attempt": attempt,
+        "embedded_at": pd.Timestamp(at),
+    }
 
 
 def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
     table = pa.Table.from_pandas(pd.DataFrame(rows)[VECTOR_COLUMNS], preserve_index=False)
-    warehouse.run("append_shard", rows=table, names={"columns": VECTOR_COLUMNS}, run_date=day, run_id=run_id,
-                  shard_id=shard_id, attempt=attempt)
+    warehouse.run(
+        "append_shard",
+        rows=table,
+        names={"columns": VECTOR_COLUMNS},
+        run_date=day,
+        run_id=run_id,
+        shard_id=shard_id,
+        attempt=attempt,
+    )
 
 
 def catalog(warehouse, day, ids, category="dress"):
-    frame = pd.DataFrame({"image_id": ids, "uri": [f"{i}.jpg" for i in ids], "source": "shop_a",
-                          "listed_date": day, "category": category, "run_id": "run-1",
-                          "loaded_at": pd.Timestamp("2026-05-01", tz="UTC")})
-    warehouse.run("replace_partition", rows=frame, names={
-        "table": "catalog", "partition_column": "listed_date", "columns": list(frame.columns)}, partition_value=day)
+    frame = pd.DataFrame(
+        {
+            "image_id": ids,
+            "uri": [f"{i}.jpg" for i in ids],
+            "source": "shop_a",
+            "listed_date": day,
+            "category": category,
+            "run_id": "run-1",
+            "loaded_at": pd.Timestamp("2026-05-01", tz="UTC"),
+        }
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=frame,
+        names={"table": "catalog", "partition_column": "listed_date", "columns": list(frame.columns)},
+        partition_value=day,
+    )

@@ -7,6 +7,7 @@ Writes include/models/registry/<model_version>/{model.pt, card.json}. The card h
 the command, the metrics (recall@1 of the test split against the train gallery, category accuracy,
 accuracy on rendered catalog images) and the md5 of the weights, which loaders check.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,27 +45,29 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     # small shifts: garments are not always centred
     padded = F.pad(batch, (2, 2, 2, 2))
     dy, dx = torch.randint(0, 5, (2,), generator=generator).tolist()
-    return padded[:, :, dy:dy + 28, dx:dx + 28]
+    return padded[:, :, dy : dy + 28, dx : dx + 28]
 
 
 @torch.no_grad()
 def embed_all(model: GarmentModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
-    outputs = [model(images[i:i + 1024]) for i in range(0, len(images), 1024)]
+    outputs = [model(images[i : i + 1024]) for i in range(0, len(images), 1024)]
     return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
 
-def recall_at_1(queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor,
-                gallery_labels: torch.Tensor) -> float:
+def recall_at_1(
+    queries: torch.Tensor, query_labels: torch.Tensor, gallery: torch.Tensor, gallery_labels: torch.Tensor
+) -> float:
     hits = 0
     for i in range(0, len(queries), 1000):
-        nearest = (queries[i:i + 1000] @ gallery.t()).argmax(dim=1)
-        hits += (gallery_labels[nearest] == query_labels[i:i + 1000]).sum().item()
+        nearest = (queries[i : i + 1000] @ gallery.t()).argmax(dim=1)
+        hits += (gallery_labels[nearest] == query_labels[i : i + 1000]).sum().item()
     return hits / len(queries)
 
 
-def rendered_catalog_accuracy(model: GarmentModel, images: np.ndarray, labels: np.ndarray, count: int,
-                              seed: int) -> float:
+def rendered_catalog_accuracy(
+    model: GarmentModel, images: np.ndarray, labels: np.ndarray, count: int, seed: int
+) -> float:
     """Category accuracy on product photos drawn like the catalog (tint, pattern, JPEG), through
     the same decode -> preprocess path as the embedding job."""
     from vecflow.catalog.render import jpeg_bytes, pattern_modulation, render
@@ -119,7 +122,7 @@ def main() -> int:
         order = torch.randperm(len(train), generator=generator)
         total = 0.0
         for i in range(0, len(train), args.batch_size):
-            index = order[i:i + args.batch_size]
+            index = order[i : i + args.batch_size]
             embeddings = model.backbone(augment(train[index], generator))
             loss = F.cross_entropy(model.head(embeddings, train_labels[index]), train_labels[index])
             optimiser.zero_grad()
@@ -129,17 +132,25 @@ def main() -> int:
             total += loss.item() * len(index)
         test_embeddings, test_probabilities = embed_all(model, test)
         accuracy = (test_probabilities.argmax(1) == test_labels).float().mean().item()
-        log.info("epoch %d/%d loss %.3f test category accuracy %.4f (%.0f s)", epoch, args.epochs,
-                 total / len(train), accuracy, time.perf_counter() - started)
+        log.info(
+            "epoch %d/%d loss %.3f test category accuracy %.4f (%.0f s)",
+            epoch,
+            args.epochs,
+            total / len(train),
+            accuracy,
+            time.perf_counter() - started,
+        )
 
     train_embeddings, _ = embed_all(model, train)
     test_embeddings, test_probabilities = embed_all(model, test)
     metrics = {
-        "recall_at_1_test_vs_train_gallery": round(recall_at_1(test_embeddings, test_labels, train_embeddings,
-                                                               train_labels), 4),
+        "recall_at_1_test_vs_train_gallery": round(
+            recall_at_1(test_embeddings, test_labels, train_embeddings, train_labels), 4
+        ),
         "category_accuracy_test": round((test_probabilities.argmax(1) == test_labels).float().mean().item(), 4),
         "category_accuracy_rendered_catalog_1000": round(
-            rendered_catalog_accuracy(model, test_np, test_labels_np, 1000, args.seed), 4),
+            rendered_catalog_accuracy(model, test_np, test_labels_np, 1000, args.seed), 4
+        ),
     }
     out = args.registry / args.model_version
     out.mkdir(parents=True, exist_ok=True)
@@ -154,18 +165,26 @@ def main() -> int:
         "width": 32,
         "categories": [labels[i] for i in range(len(labels))],
         "architecture": "GarmentModel (vecflow_model.arcface_net): 6 conv blocks (width 32), GAP, 256-d "
-                        "BatchNorm projection, L2-normalised; ArcFace head s=30 m=0.3 over 10 classes",
+        "BatchNorm projection, L2-normalised; ArcFace head s=30 m=0.3 over 10 classes",
         "parameters": sum(p.numel() for p in model.backbone.parameters()),
         "input": "1x28x28 background-distance map in [0, 1] (vecflow_model.preprocess)",
         "embedding_dim": 256,
         "category": "argmax of the ArcFace class centres' cosine (classifier head); probability = softmax(s * cos)",
         "color_and_pattern": "computed from pixels (vecflow_model.pixel_tags), not by this model",
         "data": "Fashion-MNIST (Debian dataset-fashion-mnist, MIT): 60k train for training and as the "
-                "gallery, 10k test as queries; augmentation: flips, 2 px shifts, intensity gain 1-4x",
-        "training_command": "PYTHONPATH=plugins:include/models python include/models/train.py " + " ".join(sys.argv[1:]),
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "threads": args.threads, "seconds": round(time.perf_counter() - started, 1),
-                     "device": "cpu", "torch": torch.__version__},
+        "gallery, 10k test as queries; augmentation: flips, 2 px shifts, intensity gain 1-4x",
+        "training_command": "PYTHONPATH=plugins:include/models python include/models/train.py "
+        + " ".join(sys.argv[1:]),
+        "training": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "threads": args.threads,
+            "seconds": round(time.perf_counter() - started, 1),
+            "device": "cpu",
+            "torch": torch.__version__,
+        },
         "metrics": metrics,
         "weights_file": "model.pt",
         "weights_md5": hashlib.md5(weights.read_bytes()).hexdigest(),

@@ -11,18 +11,18 @@ deadline: VECFLOW_DAILY_DEADLINE_MINUTES.
 
 Only light modules are imported at the top: DAG files import this one at parse time.
 """
+
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
 import logging
-import os
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 
-from vecflow.config import ConfigError, env_float, env_int
+from vecflow.config import ConfigError, WatchdogSettings
 from vecflow.config import settings as load_settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SEND_TIMEOUT_SECONDS = 10
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,12 @@ class Alert:
 
     def row(self, delivery: Delivery) -> dict:
         """The alerts table row: this alert and how it was delivered."""
-        return {**asdict(self), "details": json.dumps(self.details, sort_keys=True, default=str),
-                "sent_at": delivery.sent_at, "channels": delivery.channels}
+        return {
+            **asdict(self),
+            "details": json.dumps(self.details, sort_keys=True, default=str),
+            "sent_at": delivery.sent_at,
+            "channels": delivery.channels,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,15 +87,18 @@ def _webhook_url_of_connection(conn_id: str) -> str:
 
     url = BaseHook.get_connection(conn_id).host or ""
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"connection {conn_id!r} (VECFLOW_ALERT_WEBHOOK_CONN_ID) must hold the full webhook URL "
-                          f"in its host, e.g. AIRFLOW_CONN_{conn_id.upper()}="
-                          "'{\"conn_type\": \"http\", \"host\": \"https://...\"}'")
+        raise ConfigError(
+            f"connection {conn_id!r} (VECFLOW_ALERT_WEBHOOK_CONN_ID) must hold the full webhook URL "
+            f"in its host, e.g. AIRFLOW_CONN_{conn_id.upper()}="
+            '\'{"conn_type": "http", "host": "https://..."}\''
+        )
     return url
 
 
 def _post_json(url: str, body: dict) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body, default=str).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body, default=str).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     # a status of 400 or more raises HTTPError
     with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS) as response:
         response.read()
@@ -101,22 +108,17 @@ class Notifier:
     """Sends an alert to every configured channel, each with retries. A channel that still fails is
     logged and reported in the Delivery, never raised, so that the alert is recorded all the same."""
 
-    def __init__(self, webhook_url: str | None = None, webhook_conn_id: str | None = None,
-                 slack_conn_id: str | None = None):
+    def __init__(
+        self, webhook_url: str | None = None, webhook_conn_id: str | None = None, slack_conn_id: str | None = None
+    ):
         self.webhook_url = webhook_url
         self.webhook_conn_id = webhook_conn_id
         self.slack_conn_id = slack_conn_id
 
     @classmethod
     def from_environment(cls) -> Notifier:
-        url = os.environ.get("VECFLOW_ALERT_WEBHOOK_URL") or None
-        conn_id = os.environ.get("VECFLOW_ALERT_WEBHOOK_CONN_ID") or None
-        if url and conn_id:
-            raise ConfigError("set VECFLOW_ALERT_WEBHOOK_URL or VECFLOW_ALERT_WEBHOOK_CONN_ID, not both")
-        if url and not url.startswith(("http://", "https://")):
-            raise ConfigError(f"VECFLOW_ALERT_WEBHOOK_URL={url!r} must be an http:// or https:// URL")
-        return cls(webhook_url=url, webhook_conn_id=conn_id,
-                   slack_conn_id=os.environ.get("VECFLOW_ALERT_SLACK_CONN_ID") or None)
+        a = load_settings().alerts
+        return cls(webhook_url=a.webhook_url, webhook_conn_id=a.webhook_conn_id, slack_conn_id=a.slack_conn_id)
 
     def _post_webhook(self, alert: Alert) -> None:
         _post_json(self.webhook_url or _webhook_url_of_connection(self.webhook_conn_id), alert.payload())
@@ -125,7 +127,8 @@ class Notifier:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
         SlackWebhookHook(slack_webhook_conn_id=self.slack_conn_id, timeout=SEND_TIMEOUT_SECONDS).send(
-            text=f"[{alert.severity}] {alert.message}")
+            text=f"[{alert.severity}] {alert.message}"
+        )
 
     def _channels(self):
         if self.webhook_url or self.webhook_conn_id:
@@ -141,8 +144,11 @@ class Notifier:
             if sent and sent_at is None:
                 sent_at = _utcnow()
         if not outcomes:
-            log.warning("no alert channel configured (VECFLOW_ALERT_WEBHOOK_URL, VECFLOW_ALERT_WEBHOOK_CONN_ID, "
-                        "VECFLOW_ALERT_SLACK_CONN_ID); alert only recorded: %s", alert.message)
+            log.warning(
+                "no alert channel configured (VECFLOW_ALERT_WEBHOOK_URL, VECFLOW_ALERT_WEBHOOK_CONN_ID, "
+                "VECFLOW_ALERT_SLACK_CONN_ID); alert only recorded: %s",
+                alert.message,
+            )
         return Delivery(outcomes, sent_at)
 
 
@@ -152,8 +158,9 @@ def _post_with_retries(channel: str, post, alert: Alert) -> bool:
             post(alert)
             return True
         except Exception as exc:
-            log.warning("alert %s: %s attempt %d of %d failed: %s", alert.alert_key, channel, attempt,
-                        SEND_ATTEMPTS, exc)
+            log.warning(
+                "alert %s: %s attempt %d of %d failed: %s", alert.alert_key, channel, attempt, SEND_ATTEMPTS, exc
+            )
             if attempt < SEND_ATTEMPTS:
                 time.sleep(SEND_BACKOFF_SECONDS * 2 ** (attempt - 1))
     log.error("alert %s not sent to %s: %s", alert.alert_key, channel, alert.message)
@@ -165,13 +172,27 @@ def record_alerts(warehouse, rows: list[dict]) -> None:
     import pyarrow as pa
 
     text, moment = pa.string(), pa.timestamp("us", tz="UTC")
-    schema = pa.schema([
-        ("alert_key", text), ("kind", text), ("severity", text), ("source", text), ("message", text),
-        ("details", text), ("window_start", moment), ("window_end", moment), ("observed", pa.int64()),
-        ("expected", pa.float64()), ("incident_id", text), ("status", text), ("raised_at", moment),
-        ("sent_at", moment), ("channels", text), ("run_id", text)])
-    warehouse.run("record_alerts", rows=pa.Table.from_pylist(rows, schema=schema),
-                  names={"columns": schema.names})
+    schema = pa.schema(
+        [
+            ("alert_key", text),
+            ("kind", text),
+            ("severity", text),
+            ("source", text),
+            ("message", text),
+            ("details", text),
+            ("window_start", moment),
+            ("window_end", moment),
+            ("observed", pa.int64()),
+            ("expected", pa.float64()),
+            ("incident_id", text),
+            ("status", text),
+            ("raised_at", moment),
+            ("sent_at", moment),
+            ("channels", text),
+            ("run_id", text),
+        ]
+    )
+    warehouse.run("record_alerts", rows=pa.Table.from_pylist(rows, schema=schema), names={"columns": schema.names})
 
 
 def deliver(alerts: list[Alert], notifier: Notifier, warehouse) -> list[dict]:
@@ -185,73 +206,94 @@ def deliver(alerts: list[Alert], notifier: Notifier, warehouse) -> list[dict]:
 
 # --- inflow watchdog ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class WatchdogSettings:
-    grace_hours: int  # hours after a day ends by which its partition's vectors must have arrived
-    baseline_days: int  # partitions before the checked one that make its baseline
-    min_vectors: int  # floor: fewer vectors per source and partition is 'low'
-    min_ratio: float  # below this share of the baseline is 'low'
 
-    @classmethod
-    def from_environment(cls) -> WatchdogSettings:
-        # the daily run of day D starts at D+1 00:00 UTC; 3 hours covers its embedding stage
-        return cls(grace_hours=env_int("VECFLOW_WATCHDOG_GRACE_HOURS", 3, minimum=0),
-                   baseline_days=env_int("VECFLOW_WATCHDOG_BASELINE_DAYS", 7),
-                   min_vectors=env_int("VECFLOW_WATCHDOG_MIN_VECTORS", 1),
-                   min_ratio=env_float("VECFLOW_WATCHDOG_MIN_RATIO", 0.5, 0.0, 1.0))
-
-    def due_partition(self, now: dt.datetime) -> dt.date:
-        """The latest partition whose vectors should all be in by `now`: its day ended grace_hours ago or more."""
-        return (now.astimezone(dt.timezone.utc) - dt.timedelta(hours=self.grace_hours)).date() - dt.timedelta(days=1)
-
-
-def _inflow_alert(check, settings: WatchdogSettings, partition: dt.date, now: dt.datetime, run_id: str,
-                  **event) -> Alert:
+def _inflow_alert(
+    check, settings: WatchdogSettings, partition: dt.date, now: dt.datetime, run_id: str, **event
+) -> Alert:
     """An alert about one source's inflow into `partition`; `event` says what it is (kind, severity,
     message, incident_id, status)."""
-    window_start = dt.datetime.combine(partition, dt.time(), dt.timezone.utc)
-    return Alert(alert_key=INFLOW_KEY_PREFIX + check.source, raised_at=now, run_id=run_id, source=check.source,
-                 window_start=window_start, window_end=window_start + dt.timedelta(days=1),
-                 observed=int(check.observed), expected=float(check.baseline),
-                 details={"partition_date": partition.isoformat(), **asdict(settings)}, **event)
+    window_start = dt.datetime.combine(partition, dt.time(), dt.UTC)
+    return Alert(
+        alert_key=INFLOW_KEY_PREFIX + check.source,
+        raised_at=now,
+        run_id=run_id,
+        source=check.source,
+        window_start=window_start,
+        window_end=window_start + dt.timedelta(days=1),
+        observed=int(check.observed),
+        expected=float(check.baseline),
+        details={"partition_date": partition.isoformat(), **asdict(settings)},
+        **event,
+    )
 
 
 def _inflow_figures(check, settings: WatchdogSettings, partition: dt.date) -> str:
-    return (f"{check.observed} vectors in partition {partition} (baseline {check.baseline:.1f} per partition over "
-            f"the {settings.baseline_days} before it; floor {settings.min_vectors}, min ratio {settings.min_ratio})")
+    return (
+        f"{check.observed} vectors in partition {partition} (baseline {check.baseline:.1f} per partition over "
+        f"the {settings.baseline_days} before it; floor {settings.min_vectors}, min ratio {settings.min_ratio})"
+    )
 
 
-def run_watchdog(settings: WatchdogSettings, warehouse, now: dt.datetime, run_id: str,
-                 notifier: Notifier) -> list[dict]:
+def run_watchdog(
+    settings: WatchdogSettings, warehouse, now: dt.datetime, run_id: str, notifier: Notifier
+) -> list[dict]:
     """Checks each source's inflow into the partition due by `now` (include/sql/inflow_watchdog.sql)
     and alerts once per incident: a missing or low source opens an incident unless one is open for
     it, and the first check that finds it ok again resolves it with a recovery message; checks in
     between send nothing. Returns the alert rows recorded."""
     partition = settings.due_partition(now)
-    inflow = warehouse.query("inflow_watchdog", partition_date=partition, now=now,
-                             baseline_days=settings.baseline_days, min_vectors=settings.min_vectors,
-                             min_ratio=settings.min_ratio)
-    open_incidents = dict(warehouse.query("select_open_alerts", key_prefix=INFLOW_KEY_PREFIX)
-                          .itertuples(index=False))
+    inflow = warehouse.query(
+        "inflow_watchdog",
+        partition_date=partition,
+        now=now,
+        baseline_days=settings.baseline_days,
+        min_vectors=settings.min_vectors,
+        min_ratio=settings.min_ratio,
+    )
+    open_incidents = dict(warehouse.query("select_open_alerts", key_prefix=INFLOW_KEY_PREFIX).itertuples(index=False))
     alerts = []
     for check in inflow.itertuples(index=False):
         key = INFLOW_KEY_PREFIX + check.source
         incident_id = open_incidents.get(key)
         figures = _inflow_figures(check, settings, partition)
-        log.info("inflow %s: %s, %s%s", check.source, check.status, figures,
-                 f"; incident {incident_id} open" if incident_id else "")
+        log.info(
+            "inflow %s: %s, %s%s",
+            check.source,
+            check.status,
+            figures,
+            f"; incident {incident_id} open" if incident_id else "",
+        )
         if check.status != "ok" and incident_id is None:
-            alerts.append(_inflow_alert(
-                check, settings, partition, now, run_id, kind=f"inflow_{check.status}",
-                severity="critical" if check.status == "missing" else "warning",
-                message=f"Vector inflow {check.status} for source {check.source}: {figures}",
-                incident_id=f"{key}:{partition.isoformat()}", status="open"))
+            alerts.append(
+                _inflow_alert(
+                    check,
+                    settings,
+                    partition,
+                    now,
+                    run_id,
+                    kind=f"inflow_{check.status}",
+                    severity="critical" if check.status == "missing" else "warning",
+                    message=f"Vector inflow {check.status} for source {check.source}: {figures}",
+                    incident_id=f"{key}:{partition.isoformat()}",
+                    status="open",
+                )
+            )
         elif check.status == "ok" and incident_id is not None:
-            alerts.append(_inflow_alert(
-                check, settings, partition, now, run_id, kind="recovered", severity="info",
-                message=f"Vector inflow recovered for source {check.source}: {figures}; "
-                        f"resolves incident {incident_id}",
-                incident_id=incident_id, status="resolved"))
+            alerts.append(
+                _inflow_alert(
+                    check,
+                    settings,
+                    partition,
+                    now,
+                    run_id,
+                    kind="recovered",
+                    severity="info",
+                    message=f"Vector inflow recovered for source {check.source}: {figures}; "
+                    f"resolves incident {incident_id}",
+                    incident_id=incident_id,
+                    status="resolved",
+                )
+            )
     return deliver(alerts, notifier, warehouse)
 
 
@@ -259,7 +301,7 @@ def watchdog_task(context) -> list[dict]:
     """The vecflow_watchdog task: checks the inflow as of the run's scheduled time."""
     from vecflow.warehouse import bootstrap, get_warehouse
 
-    watchdog, notifier = WatchdogSettings.from_environment(), Notifier.from_environment()
+    watchdog, notifier = load_settings().watchdog, Notifier.from_environment()
     warehouse = get_warehouse(load_settings())
     bootstrap(warehouse)  # the watchdog may run before a daily run has set the warehouse up
     rows = run_watchdog(watchdog, warehouse, context["dag_run"].run_after, context["run_id"], notifier)
@@ -267,6 +309,7 @@ def watchdog_task(context) -> list[dict]:
 
 
 # --- callbacks ------------------------------------------------------------------------------------
+
 
 def _send_and_record(alert: Alert) -> None:
     """For callbacks, which must not raise (the run's state is already decided, and a warehouse
@@ -286,11 +329,24 @@ def task_failure_callback(context) -> None:
     ti = context["ti"]
     error = context.get("exception")
     name = f"{ti.dag_id}.{ti.task_id}" + (f"[{ti.map_index}]" if ti.map_index is not None and ti.map_index >= 0 else "")
-    _send_and_record(Alert(
-        alert_key=f"task:{ti.dag_id}.{ti.task_id}", kind="task_failed", severity="error", raised_at=_utcnow(),
-        run_id=ti.run_id, message=f"Task {name} failed in run {ti.run_id} (try {ti.try_number}): {error}",
-        details={"dag_id": ti.dag_id, "task_id": ti.task_id, "map_index": ti.map_index, "try_number": ti.try_number,
-                 "error": repr(error), "log_url": ti.log_url}))
+    _send_and_record(
+        Alert(
+            alert_key=f"task:{ti.dag_id}.{ti.task_id}",
+            kind="task_failed",
+            severity="error",
+            raised_at=_utcnow(),
+            run_id=ti.run_id,
+            message=f"Task {name} failed in run {ti.run_id} (try {ti.try_number}): {error}",
+            details={
+                "dag_id": ti.dag_id,
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "try_number": ti.try_number,
+                "error": repr(error),
+                "log_url": ti.log_url,
+            },
+        )
+    )
 
 
 async def deadline_missed_callback(context: dict, deadline_minutes: int) -> None:
@@ -299,12 +355,20 @@ async def deadline_missed_callback(context: dict, deadline_minutes: int) -> None
     the deadline."""
     dag_run = context["dag_run"]
     alert = Alert(
-        alert_key=f"deadline:{dag_run['dag_id']}", kind="deadline_missed", severity="warning", raised_at=_utcnow(),
+        alert_key=f"deadline:{dag_run['dag_id']}",
+        kind="deadline_missed",
+        severity="warning",
+        raised_at=_utcnow(),
         run_id=dag_run["dag_run_id"],
         message=f"Run {dag_run['dag_run_id']} of {dag_run['dag_id']} has not finished {deadline_minutes} minutes after "
-                f"it was queued (deadline {context['deadline']['deadline_time']}); state {dag_run.get('state')}",
-        details={"dag_id": dag_run["dag_id"], "queued_at": dag_run.get("queued_at"),
-                 "deadline_time": context["deadline"]["deadline_time"], "deadline_minutes": deadline_minutes})
+        f"it was queued (deadline {context['deadline']['deadline_time']}); state {dag_run.get('state')}",
+        details={
+            "dag_id": dag_run["dag_id"],
+            "queued_at": dag_run.get("queued_at"),
+            "deadline_time": context["deadline"]["deadline_time"],
+            "deadline_minutes": deadline_minutes,
+        },
+    )
     # the triggerer runs every trigger on one event loop: blocking I/O goes to a thread
     await asyncio.to_thread(_send_and_record, alert)
 
@@ -317,8 +381,11 @@ def deadline_alert():
     (it looks the alert up by its definition instead of its id), so the in-process runs set 0."""
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-    minutes = env_int("VECFLOW_DAILY_DEADLINE_MINUTES", 120, minimum=0)
+    minutes = load_settings().dags.daily_deadline_minutes
     if minutes == 0:
         return None
-    return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=dt.timedelta(minutes=minutes),
-                         callback=AsyncCallback(deadline_missed_callback, kwargs={"deadline_minutes": minutes}))
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=dt.timedelta(minutes=minutes),
+        callback=AsyncCallback(deadline_missed_callback, kwargs={"deadline_minutes": minutes}),
+    )

@@ -3,6 +3,7 @@
 Plain names, no URI scheme: an Asset URI with a scheme makes Airflow load every provider's URI
 handlers at parse time (0.4 s with the Google provider installed).
 """
+
 from airflow.sdk import Asset
 
 # Lineage of a partition: vector_log -> vectors_clean -> image_tags / indexes. Each task's asset

@@ -1,4 +1,5 @@
 """Clean stage: validate vectors, remove exact and near duplicates, write vectors_clean (all SQL files)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,17 +15,33 @@ def dhash_band_bits(max_hamming: int) -> int:
     return 64 // (max_hamming + 1)
 
 
-def validate_and_keep(warehouse, run_date: dt.date, run_id: str, model_version: str, reject_stage: str,
-                      expected_dim: int, deduplicate=None) -> None:
+def validate_and_keep(
+    warehouse,
+    run_date: dt.date,
+    run_id: str,
+    model_version: str,
+    reject_stage: str,
+    expected_dim: int,
+    deduplicate=None,
+) -> None:
     """validate.sql then vectors_clean.sql for the partition's latest run of `model_version`; rejects go
     to `reject_stage`. `deduplicate` runs between them (the daily run's dedup; a reindex keeps the
     serving model's dedup_map, since duplicates are found from content, not from the model)."""
-    warehouse.run("validate", run_date=run_date, run_id=run_id, model_version=model_version,
-                  reject_stage=reject_stage, expected_dim=expected_dim, min_norm=MIN_NORM, max_norm=MAX_NORM)
+    warehouse.run(
+        "validate",
+        run_date=run_date,
+        run_id=run_id,
+        model_version=model_version,
+        reject_stage=reject_stage,
+        expected_dim=expected_dim,
+        min_norm=MIN_NORM,
+        max_norm=MAX_NORM,
+    )
     if deduplicate:
         deduplicate()
-    warehouse.run("vectors_clean", run_date=run_date, run_id=run_id, model_version=model_version,
-                  reject_stage=reject_stage)
+    warehouse.run(
+        "vectors_clean", run_date=run_date, run_id=run_id, model_version=model_version, reject_stage=reject_stage
+    )
 
 
 def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> dict:
@@ -33,10 +50,16 @@ def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expecte
 
     def deduplicate() -> None:
         warehouse.run("dedup_exact", run_date=run_date, run_id=run_id, model_version=model_version)
-        warehouse.run("dedup_near", run_date=run_date, run_id=run_id, model_version=model_version,
-                      lookback_days=settings.near_dup_lookback_days, max_hamming=settings.near_dup_max_hamming,
-                      band_bits=dhash_band_bits(settings.near_dup_max_hamming),
-                      min_edge_similarity=settings.near_dup_min_edge_similarity)
+        warehouse.run(
+            "dedup_near",
+            run_date=run_date,
+            run_id=run_id,
+            model_version=model_version,
+            lookback_days=settings.clean.near_dup_lookback_days,
+            max_hamming=settings.clean.near_dup_max_hamming,
+            band_bits=dhash_band_bits(settings.clean.near_dup_max_hamming),
+            min_edge_similarity=settings.clean.near_dup_min_edge_similarity,
+        )
 
     validate_and_keep(warehouse, run_date, run_id, model_version, "validate", expected_dim, deduplicate)
     counts = warehouse.query("clean_counts", run_date=run_date, model_version=model_version).iloc[0]

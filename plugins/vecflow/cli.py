@@ -6,6 +6,7 @@ SQLite metadata database under VECFLOW_HOME/airflow), then `vecflow_trends`, and
 With the Elasticsearch sink on and no connection defined, it starts the loopback stand-in server
 for the run (data under VECFLOW_HOME/elasticsearch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from vecflow.config import DEFAULT_TREND_SPEC, REPO_ROOT, settings
+from vecflow.config import settings
+from vecflow.resources import DAGS_DIR, DEFAULT_TREND_SPEC, PROJECT_DIR
 
 log = logging.getLogger("vecflow.cli")
 
@@ -50,24 +52,29 @@ def generate_catalog(args: argparse.Namespace, force: bool = True) -> bool:
     taxonomy = load_taxonomy()
     spec = load_trend_spec(args.trends, taxonomy)
     params = CatalogParams(args.seed, args.start_date, args.days, args.images_per_day)
-    existing = s.catalog_dir / "truth" / "params.json"
-    wanted = {"generator_version": GENERATOR_VERSION,
-              "seed": params.seed, "start_date": params.start_date.isoformat(), "days": params.days,
-              "images_per_day": params.images_per_day, "spec": spec.to_json()}
+    existing = s.paths.catalog_dir / "truth" / "params.json"
+    wanted = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": params.seed,
+        "start_date": params.start_date.isoformat(),
+        "days": params.days,
+        "images_per_day": params.images_per_day,
+        "spec": spec.to_json(),
+    }
     if not force and existing.exists():
         have = json.loads(existing.read_text())
         if {k: have.get(k) for k in wanted} == wanted:
-            log.info("catalog with these parameters already in %s", s.catalog_dir)
+            log.info("catalog with these parameters already in %s", s.paths.catalog_dir)
             return False
-    generate(s.catalog_dir, params, spec, taxonomy)
+    generate(s.paths.catalog_dir, params, spec, taxonomy)
     return True
 
 
 def airflow_env(home: Path) -> dict:
     return {
         "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "VECFLOW_RETRY_DELAY_SECONDS": os.environ.get("VECFLOW_RETRY_DELAY_SECONDS", "2"),
@@ -84,8 +91,9 @@ def prepare_airflow(home: Path) -> None:
     if not db.exists():
         (home / "airflow").mkdir(parents=True, exist_ok=True)
         log.info("initialising the Airflow metadata database in %s", db)
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ, stdout=subprocess.DEVNULL
+        )
 
 
 def run_partitions(dates: list[dt.date]) -> None:
@@ -93,13 +101,13 @@ def run_partitions(dates: list[dt.date]) -> None:
     date is D + 1 day (interval timetables run at the end of their interval)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    bag = DagBag(dag_folder=str(DAGS_DIR))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     daily, trends = bag.get_dag("vecflow_daily"), bag.get_dag("vecflow_trends")
     started = time.perf_counter()
     for i, day in enumerate(dates, 1):
-        run_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+        run_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         dag_run = daily.test(logical_date=run_end)
         if dag_run.state != "success":
             raise RuntimeError(f"vecflow_daily for partition {day} ended {dag_run.state}")
@@ -114,14 +122,13 @@ def run_partitions(dates: list[dt.date]) -> None:
 @contextlib.contextmanager
 def search_server_if_needed(s):
     """The loopback search server for this run, unless the sink is off or its connection is defined."""
-    from vecflow.config import search_sink
     from vecflow.search.local_server import LocalSearchServer
 
-    variable = f"AIRFLOW_CONN_{s.es_conn_id.upper()}"
-    if search_sink() != "elasticsearch" or os.environ.get(variable):
+    variable = f"AIRFLOW_CONN_{s.search.conn_id.upper()}"
+    if s.search.sink != "elasticsearch" or os.environ.get(variable):
         yield
         return
-    with LocalSearchServer(s.search_data_dir) as server:
+    with LocalSearchServer(s.paths.search_data_dir) as server:
         os.environ[variable] = server.connection_uri
         print(f"search sink: Elasticsearch-compatible server on {server.url} for this run", flush=True)
         try:
@@ -134,18 +141,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = settings()
     if generate_catalog(args, force=False):
         # a new catalog invalidates everything derived from the old one
-        for derived in (s.warehouse_path, s.index_dir, s.staging_dir, s.reports_dir, s.search_data_dir):
+        for derived in (
+            s.paths.warehouse_path,
+            s.paths.index_dir,
+            s.paths.staging_dir,
+            s.paths.reports_dir,
+            s.paths.search_data_dir,
+        ):
             if derived.is_dir():
                 shutil.rmtree(derived)
             elif derived.exists():
                 derived.unlink()
-    prepare_airflow(s.home)
+    prepare_airflow(s.paths.home)
     dates = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
     with search_server_if_needed(s):
         run_partitions(dates)
     from vecflow.report import format_summary
 
-    summary = json.loads((s.reports_dir / "summary.json").read_text())
+    summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
     print(format_summary(summary))
     failed = [c for c in summary.get("planted_trends", []) if not c["ok"]]
     return 1 if failed else 0
@@ -159,7 +172,7 @@ def cmd_search_server(args: argparse.Namespace) -> int:
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    with LocalSearchServer(settings().search_data_dir, port=args.port) as server:
+    with LocalSearchServer(settings().paths.search_data_dir, port=args.port) as server:
         print(f"Elasticsearch-compatible server on {server.url}; connection {server.connection_uri}", flush=True)
         try:
             while not stop and server.process.poll() is None:
@@ -223,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     from vecflow.index.reindex import ModelSwitchError
 
     try:
+        settings().check()  # a malformed variable of any group stops the command before it starts
         if args.command == "generate-catalog":
             generate_catalog(args)
             return 0
-        commands = {"search-server": cmd_search_server, "search": cmd_search, "index-rollback": cmd_index_rollback,
-                    "run": cmd_run, "switch-model": cmd_switch_model}
+        commands = {
+            "search-server": cmd_search_server,
+            "search": cmd_search,
+            "index-rollback": cmd_index_rollback,
+            "run": cmd_run,
+            "switch-model": cmd_switch_model,
+        }
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)

@@ -1,138 +1,128 @@
-"""Paths and settings, read from the environment (Airflow Variables can override in DAGs).
+"""The one settings object: every `VECFLOW_*` variable vecflow reads, grouped by concern, parsed once.
 
-Everything a run writes lies under VECFLOW_HOME (default `.data/` in the repository).
+Each setting is declared once below (variable, default, meaning); `settings()` parses the
+environment into a frozen `Settings`, and a malformed value is a `ConfigError` that names the
+variable. README.md's settings table is `python -m vecflow.config` (a test keeps the two equal).
+Parsing reads nothing but the environment, so it is safe at DAG parse time; the serving model
+(index/SERVING, switched by a reindex run) is read only when a task asks `Settings.model_version`.
 """
+
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-INCLUDE_DIR = REPO_ROOT / "include"
-SQL_DIR = INCLUDE_DIR / "sql"
-MODELS_DIR = INCLUDE_DIR / "models"
-TAXONOMY_PATH = INCLUDE_DIR / "taxonomy.json"
-DEFAULT_TREND_SPEC = INCLUDE_DIR / "trends" / "default.json"
+from vecflow.resources import MODEL_REGISTRY_DIR, PROJECT_DIR
+
+DEFAULT_MODEL_VERSION = "garment-arcface-v1"
+PREFIX = "VECFLOW_"
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
 
 
-DEFAULT_MODEL_VERSION = "garment-arcface-v1"
+# --- parsers: raw string -> value, or ValueError with what is wrong ---------------------------------
 
 
-def import_models_package() -> None:
-    """Makes include/models importable (vecflow_model: the embedding entrypoint and registry), as the
-    container image's PYTHONPATH does for pods."""
-    if str(MODELS_DIR) not in sys.path:
-        sys.path.insert(0, str(MODELS_DIR))
+def _int(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("is not an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ValueError("must be " + (f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"))
+        return value
+
+    return parse
 
 
-def write_json_atomically(path: Path, payload: dict) -> None:
-    """Writes a small JSON file through a temporary file, fsync and rename: a reader sees the old
-    content or the new, never half of it (index pointers)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _float(minimum: float = float("-inf"), maximum: float = float("inf")) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("is not a number") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return parse
 
 
-def serving_pointer(home: Path) -> Path:
-    """index/SERVING names the model whose indexes are served and which the daily run embeds with;
-    a reindex run writes it when it switches models."""
-    return home / "index" / "SERVING"
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in allowed:
+            raise ValueError("must be " + " or ".join(repr(a) for a in allowed))
+        return raw
+
+    return parse
 
 
-def serving_model_version(home: Path) -> str:
-    """The serving model: index/SERVING once a reindex switched models, else VECFLOW_MODEL_VERSION
-    (the first model). Setting the variable to another model after a switch is a ConfigError, since
-    the daily run would embed with a model other than the one served."""
-    configured = os.environ.get("VECFLOW_MODEL_VERSION") or None
-    pointer = serving_pointer(home)
-    if not pointer.exists():
-        return configured or DEFAULT_MODEL_VERSION
-    serving = read_json(pointer, "serving model pointer")["model_version"]
-    if configured and configured != serving:
-        raise ConfigError(f"VECFLOW_MODEL_VERSION={configured!r} but {pointer} names {serving!r} (switched by a "
-                          f"reindex run): unset the variable, or switch back with `python -m vecflow.cli "
-                          f"switch-model --model-version {configured}`")
-    return serving
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("must be true or false")
+    return value in ("1", "true", "yes", "on")
 
 
-def read_json(path: Path, what: str):
-    """A JSON config file, or a ConfigError that names the file and what is wrong with it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
+def _json(kind: type) -> Callable[[str], object]:
+    def parse(raw: str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"is not valid JSON: {exc}") from None
+        if not isinstance(value, kind):
+            raise ValueError(f"must be a JSON {'object' if kind is dict else 'list'}")
+        return value
+
+    return parse
 
 
-def env_int(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{name}={value} must be {bounds}")
-    return value
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return raw
 
 
-def env_float(name: str, default: float, minimum: float = float("-inf"), maximum: float = float("inf")) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}={value} must be between {minimum} and {maximum}")
-    return value
+def _path(raw: str) -> Path:
+    return Path(raw).resolve()
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def setting(
+    variable: str, default, meaning: str, parse: Callable[[str], object] = _text, shown_default: str | None = None
+):
+    """A settings field read from `variable`; an unset or empty variable takes `default`."""
+    metadata = {"variable": variable, "parse": parse, "meaning": meaning, "shown_default": shown_default}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# --- the groups -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Settings:
-    home: Path
-    shard_size: int
-    embed_batch_size: int
-    embed_runner: str
-    embed_workers: int
-    model_version: str
-    model_registry: Path
-    trend_flat_threshold: float
-    index_factory: str
-    index_nlist: int
-    index_train_sample: int
-    index_window_days: int
-    index_nprobe: int
-    index_eval_queries: int
-    index_min_recall: float
-    index_max_recall_drop: float
-    reindex_max_precision_drop: float
-    quality_max_bad_vector_share: float
-    index_keep_versions: int
-    index_long_tail_days: int
-    index_long_tail_similarity: float
-    near_dup_lookback_days: int
-    near_dup_max_hamming: int
-    near_dup_min_edge_similarity: float
-    es_conn_id: str
-    es_index_prefix: str
-    es_chunk_size: int
-    es_max_error_rate: float
-    es_index_vectors: bool
+class PathSettings:
+    home: Path = setting(
+        "VECFLOW_HOME",
+        PROJECT_DIR / ".data",
+        "everything a run writes: catalog, warehouse file, staging, indexes, reports",
+        _path,
+        shown_default="`.data/` in the project",
+    )
 
     @property
     def catalog_dir(self) -> Path:
@@ -160,67 +150,401 @@ class Settings:
         return self.home / "reports"
 
 
-def embed_backend() -> str:
-    """Where shards are embedded: 'local' (a process on this worker) or 'kubernetes' (GPU pods).
-    Read at DAG parse time, since it decides the DAG's shape."""
-    backend = os.environ.get("VECFLOW_EMBED_BACKEND", "local")
-    if backend not in ("local", "kubernetes"):
-        raise ConfigError(f"VECFLOW_EMBED_BACKEND={backend!r} must be 'local' or 'kubernetes'")
-    return backend
+@dataclass(frozen=True)
+class EmbedSettings:
+    backend: str = setting(
+        "VECFLOW_EMBED_BACKEND",
+        "local",
+        "where shards are embedded: `local` (a process on the "
+        "worker) or `kubernetes` (a GPU pod per shard); decides the DAG's shape",
+        _choice("local", "kubernetes"),
+    )
+    runner: str = setting(
+        "VECFLOW_EMBED_RUNNER",
+        "inprocess",
+        "local backend: `inprocess` (the entrypoint called in "
+        "the task) or `subprocess` (the container command as a child process)",
+        _choice("inprocess", "subprocess"),
+    )
+    shard_size: int = setting(
+        "VECFLOW_SHARD_SIZE",
+        5000,
+        "images per shard (grown when a partition would map more shards than core.max_map_length)",
+        _int(),
+    )
+    batch_size: int = setting("VECFLOW_EMBED_BATCH_SIZE", 256, "images per model batch", _int())
+    workers: int = setting(
+        "VECFLOW_EMBED_WORKERS",
+        0,
+        "DataLoader decode workers of a local shard (0: in the shard's process)",
+        _int(minimum=0),
+    )
+    model_version: str | None = setting(
+        "VECFLOW_MODEL_VERSION",
+        None,
+        "the first model to embed with; "
+        "after a reindex switch index/SERVING names the serving model, and another value "
+        "here is an error",
+        shown_default=f"`{DEFAULT_MODEL_VERSION}`",
+    )
+    model_registry: Path = setting(
+        "VECFLOW_MODEL_REGISTRY",
+        MODEL_REGISTRY_DIR,
+        "the model registry folder (model cards and weights)",
+        _path,
+        shown_default="`include/models/registry`",
+    )
 
 
-def search_sink() -> str:
-    """Where tags and trends are also written: 'elasticsearch' (default) or 'none'. Read at DAG parse
-    time, since it decides whether the DAGs have search tasks."""
-    sink = os.environ.get("VECFLOW_SEARCH_SINK", "elasticsearch")
-    if sink not in ("elasticsearch", "none"):
-        raise ConfigError(f"VECFLOW_SEARCH_SINK={sink!r} must be 'elasticsearch' or 'none'")
-    return sink
+@dataclass(frozen=True)
+class KubernetesSettings:
+    image: str = setting(
+        "VECFLOW_EMBED_IMAGE", "vecflow-embed:latest", "the embedding image, built from include/models/Dockerfile"
+    )
+    conn_id: str = setting("VECFLOW_K8S_CONN_ID", "kubernetes_default", "Airflow Connection to the cluster")
+    namespace: str = setting("VECFLOW_K8S_NAMESPACE", "vecflow", "namespace of the pods")
+    gpus: str = setting("VECFLOW_K8S_GPUS", "1", "`nvidia.com/gpu` request and limit per pod")
+    cpu: str = setting("VECFLOW_K8S_CPU", "8", "CPU request per pod (decode workers need CPU)")
+    memory: str = setting("VECFLOW_K8S_MEMORY", "32Gi", "memory request and limit per pod")
+    node_selector: dict = setting(
+        "VECFLOW_K8S_NODE_SELECTOR", {"nvidia.com/gpu.present": "true"}, "node selector (JSON object)", _json(dict)
+    )
+    tolerations: list = setting(
+        "VECFLOW_K8S_TOLERATIONS",
+        [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "tolerations (JSON list)",
+        _json(list),
+    )
+    model_pvc: str = setting(
+        "VECFLOW_K8S_MODEL_PVC", "vecflow-models", "claim of the model registry volume, mounted read-only at /models"
+    )
+    data_pvc: str = setting(
+        "VECFLOW_K8S_DATA_PVC",
+        "vecflow-data",
+        "claim of VECFLOW_HOME's volume, mounted at the same path (shard manifests and outputs)",
+    )
+    shm: str = setting("VECFLOW_K8S_SHM", "16Gi", "/dev/shm size (DataLoader workers pass batches through it)")
+    workers: int = setting("VECFLOW_K8S_WORKERS", 8, "DataLoader workers in a pod", _int(minimum=0))
+    max_pods: int = setting("VECFLOW_K8S_MAX_PODS", 16, "embedding pods of one run at a time", _int())
+    pool: str = setting("VECFLOW_K8S_POOL", "default_pool", "Airflow pool the pods count against")
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ConfigError(f"{name}={raw!r} must be true or false")
-    return raw in ("1", "true", "yes", "on")
+@dataclass(frozen=True)
+class WarehouseSettings:
+    kind: str = setting(
+        "VECFLOW_WAREHOUSE",
+        "duckdb",
+        "`duckdb` (a file under VECFLOW_HOME) or `bigquery`",
+        _choice("duckdb", "bigquery"),
+    )
+    duckdb_lock_timeout_s: int = setting(
+        "VECFLOW_DUCKDB_LOCK_TIMEOUT_SECONDS",
+        120,
+        "how long a task waits for another process's lock on the DuckDB file",
+        _int(minimum=0),
+    )
+    pool: str = setting(
+        "VECFLOW_WAREHOUSE_POOL",
+        "default_pool",
+        "Airflow pool of the warehouse tasks (bounds warehouse load, e.g. BigQuery slots)",
+    )
+
+
+@dataclass(frozen=True)
+class BigQuerySettings:
+    project: str | None = setting(
+        "VECFLOW_BQ_PROJECT",
+        None,
+        "project (default: the connection's; `vecflow-local` with an endpoint)",
+        shown_default="the connection's",
+    )
+    dataset: str = setting("VECFLOW_BQ_DATASET", "vecflow", "dataset of vecflow's tables")
+    location: str | None = setting("VECFLOW_BQ_LOCATION", None, "location of jobs and the dataset")
+    endpoint: str | None = setting(
+        "VECFLOW_BQ_ENDPOINT", None, "an emulator's URL (anonymous credentials) instead of the connection", _http_url
+    )
+    conn_id: str = setting("VECFLOW_BQ_CONN_ID", "google_cloud_default", "Airflow Connection with the credentials")
+
+
+@dataclass(frozen=True)
+class CleanSettings:
+    near_dup_lookback_days: int = setting(
+        "VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, "earlier partitions a near duplicate is looked for in", _int(minimum=0)
+    )
+    # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
+    near_dup_max_hamming: int = setting(
+        "VECFLOW_NEAR_DUP_MAX_HAMMING", 3, "dHash bits two near duplicates may differ in", _int(1, 15)
+    )
+    near_dup_min_edge_similarity: float = setting(
+        "VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY",
+        0.96,
+        "edge-signature cosine a dHash match must also reach",
+        _float(0.0, 1.0),
+    )
+
+
+@dataclass(frozen=True)
+class TrendSettings:
+    flat_threshold: float = setting(
+        "VECFLOW_TREND_FLAT_THRESHOLD",
+        0.03,
+        "share change (within the dimension) under which a tag is `flat`",
+        _float(),
+    )
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sink: str = setting(
+        "VECFLOW_SEARCH_SINK",
+        "elasticsearch",
+        "`elasticsearch` or `none` (no search tasks)",
+        _choice("elasticsearch", "none"),
+    )
+    conn_id: str = setting("VECFLOW_ES_CONN_ID", "elasticsearch_default", "Airflow Connection to Elasticsearch")
+    index_prefix: str = setting("VECFLOW_ES_INDEX_PREFIX", "vecflow", "prefix of the index names")
+    chunk_size: int = setting("VECFLOW_ES_CHUNK_SIZE", 500, "documents per bulk request", _int())
+    max_error_rate: float = setting(
+        "VECFLOW_ES_MAX_ERROR_RATE",
+        0.01,
+        "share of refused documents that fails the task (the rest are rejects)",
+        _float(0.0, 1.0),
+    )
+    index_vectors: bool = setting(
+        "VECFLOW_ES_INDEX_VECTORS", False, "also index the embedding (dense_vector, kNN)", _flag
+    )
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    factory: str = setting("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat", "faiss index factory string")
+    nlist: int = setting("VECFLOW_INDEX_NLIST", 8, "IVF lists (fewer when a category has few vectors)", _int())
+    nprobe: int = setting("VECFLOW_INDEX_NPROBE", 4, "IVF lists searched per query", _int())
+    train_sample: int = setting("VECFLOW_INDEX_TRAIN_SAMPLE", 20_000, "vectors the quantizer is trained on", _int())
+    window_days: int = setting("VECFLOW_INDEX_WINDOW_DAYS", 30, "days merged into a window index", _int())
+    eval_queries: int = setting("VECFLOW_INDEX_EVAL_QUERIES", 200, "held-out queries of the evaluation gate", _int())
+    min_recall: float = setting(
+        "VECFLOW_INDEX_MIN_RECALL", 0.98, "recall@10 vs exact search a window needs to publish", _float(0.0, 1.0)
+    )
+    max_recall_drop: float = setting(
+        "VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, "largest recall drop vs the published version", _float(0.0, 1.0)
+    )
+    keep_versions: int = setting("VECFLOW_INDEX_KEEP_VERSIONS", 5, "published versions kept per category", _int())
+    long_tail_days: int = setting(
+        "VECFLOW_INDEX_LONG_TAIL_DAYS", 90, "days past the window that long-tail vectors stay", _int()
+    )
+    long_tail_similarity: float = setting(
+        "VECFLOW_INDEX_LONG_TAIL_SIMILARITY",
+        0.9,
+        "an expired vector stays when no window vector is this similar",
+        _float(-1.0, 1.0),
+    )
+    reindex_max_precision_drop: float = setting(
+        "VECFLOW_REINDEX_MAX_PRECISION_DROP",
+        0.02,
+        "largest same-category precision@10 drop a model switch may cause",
+        _float(0.0, 1.0),
+    )
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    max_bad_vector_share: float = setting(
+        "VECFLOW_QUALITY_MAX_BAD_VECTOR_SHARE",
+        0.01,
+        "share of bad vectors the vector_log suite tolerates",
+        _float(0.0, 1.0),
+    )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    webhook_url: str | None = setting("VECFLOW_ALERT_WEBHOOK_URL", None, "a JSON webhook URL", _http_url)
+    webhook_conn_id: str | None = setting(
+        "VECFLOW_ALERT_WEBHOOK_CONN_ID", None, "or an HTTP Connection whose host is the full webhook URL"
+    )
+    slack_conn_id: str | None = setting("VECFLOW_ALERT_SLACK_CONN_ID", None, "a Slack Incoming Webhook connection")
+
+    def __post_init__(self) -> None:
+        if self.webhook_url and self.webhook_conn_id:
+            raise ConfigError("set VECFLOW_ALERT_WEBHOOK_URL or VECFLOW_ALERT_WEBHOOK_CONN_ID, not both")
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    # the daily run of day D starts at D+1 00:00 UTC; 3 hours covers its embedding stage
+    grace_hours: int = setting(
+        "VECFLOW_WATCHDOG_GRACE_HOURS",
+        3,
+        "hours after a day ends by which its vectors must have arrived",
+        _int(minimum=0),
+    )
+    baseline_days: int = setting(
+        "VECFLOW_WATCHDOG_BASELINE_DAYS", 7, "partitions before the checked one that make its baseline", _int()
+    )
+    min_vectors: int = setting(
+        "VECFLOW_WATCHDOG_MIN_VECTORS", 1, "fewer vectors per source and partition is `low`", _int()
+    )
+    min_ratio: float = setting(
+        "VECFLOW_WATCHDOG_MIN_RATIO", 0.5, "below this share of the baseline is `low`", _float(0.0, 1.0)
+    )
+
+    def due_partition(self, now: dt.datetime) -> dt.date:
+        """The latest partition whose vectors should all be in by `now`: its day ended grace_hours ago or more."""
+        return (now.astimezone(dt.UTC) - dt.timedelta(hours=self.grace_hours)).date() - dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class DagSettings:
+    """What shapes the DAGs; read at parse time, so it is a group of its own (a malformed setting of
+    another group fails the task that uses it, which alerts, instead of the DAG's import)."""
+
+    retry_delay_seconds: int = setting(
+        "VECFLOW_RETRY_DELAY_SECONDS", 300, "first retry delay of a task (doubled each retry)", _int(minimum=0)
+    )
+    daily_deadline_minutes: int = setting(
+        "VECFLOW_DAILY_DEADLINE_MINUTES",
+        120,
+        "alert when a daily run has not finished this long after it was queued (0: off)",
+        _int(minimum=0),
+    )
+
+
+class _Group:
+    """A group attribute of Settings, parsed from the settings' environment when first read."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, settings: Settings | None, owner=None):
+        if settings is None:
+            return self
+        return _parse(self.name, settings.environ)
+
+
+class Settings:
+    """All settings, by group. A group is parsed when first read (and cached for that environment),
+    so a malformed variable fails only the code that uses its group: a bad watchdog threshold fails
+    the watchdog task, which alerts, not the import of every DAG."""
+
+    paths: PathSettings = _Group()
+    embed: EmbedSettings = _Group()
+    kubernetes: KubernetesSettings = _Group()
+    warehouse: WarehouseSettings = _Group()
+    bigquery: BigQuerySettings = _Group()
+    clean: CleanSettings = _Group()
+    trends: TrendSettings = _Group()
+    search: SearchSettings = _Group()
+    index: IndexSettings = _Group()
+    quality: QualitySettings = _Group()
+    alerts: AlertSettings = _Group()
+    watchdog: WatchdogSettings = _Group()
+    dags: DagSettings = _Group()
+
+    def __init__(self, environ: tuple[tuple[str, str], ...], model_override: str | None = None):
+        self.environ = environ
+        # a run that works with a model other than the serving one (a reindex building the new model's indexes)
+        self.model_override = model_override
+
+    def __repr__(self) -> str:
+        return f"Settings({dict(self.environ)!r}, model_override={self.model_override!r})"
+
+    @property
+    def model_version(self) -> str:
+        """The model this run embeds with and serves: index/SERVING once a reindex switched models, else
+        VECFLOW_MODEL_VERSION. Read from the file at each call, so a task sees a switch made before it;
+        never call this at DAG parse time."""
+        if self.model_override:
+            return self.model_override
+        from vecflow.index.pointers import serving_model_version
+
+        return serving_model_version(self.paths.index_dir, self.embed.model_version)
+
+    def with_model(self, model_version: str) -> Settings:
+        return Settings(self.environ, model_override=model_version)
+
+    def check(self) -> Settings:
+        """Parses every group now (a ConfigError names the first malformed variable)."""
+        for name in _GROUP_TYPES:
+            getattr(self, name)
+        return self
+
+
+def _parse_group(cls: type, environ: dict[str, str]):
+    values = {}
+    for f in dataclasses.fields(cls):
+        raw = environ.get(f.metadata["variable"], "")
+        if raw == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{f.metadata['variable']}={raw!r} {exc}") from None
+    return cls(**values)
+
+
+@lru_cache(maxsize=64)
+def _parse(name: str, environ: tuple[tuple[str, str], ...]):
+    return _parse_group(_GROUP_TYPES[name], dict(environ))
+
+
+def _environ() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(PREFIX)))
+
+
+_GROUP_TYPES = {
+    "paths": PathSettings,
+    "embed": EmbedSettings,
+    "kubernetes": KubernetesSettings,
+    "warehouse": WarehouseSettings,
+    "bigquery": BigQuerySettings,
+    "clean": CleanSettings,
+    "trends": TrendSettings,
+    "search": SearchSettings,
+    "index": IndexSettings,
+    "quality": QualitySettings,
+    "alerts": AlertSettings,
+    "watchdog": WatchdogSettings,
+    "dags": DagSettings,
+}
 
 
 def settings() -> Settings:
-    home = Path(os.environ.get("VECFLOW_HOME") or REPO_ROOT / ".data").resolve()
-    runner = os.environ.get("VECFLOW_EMBED_RUNNER", "inprocess")
-    if runner not in ("inprocess", "subprocess"):
-        raise ConfigError(f"VECFLOW_EMBED_RUNNER={runner!r} must be 'inprocess' or 'subprocess'")
-    return Settings(
-        home=home,
-        shard_size=env_int("VECFLOW_SHARD_SIZE", 5000),
-        embed_batch_size=env_int("VECFLOW_EMBED_BATCH_SIZE", 256),
-        embed_runner=runner,
-        embed_workers=env_int("VECFLOW_EMBED_WORKERS", 0, minimum=0),
-        model_version=serving_model_version(home),
-        model_registry=Path(os.environ.get("VECFLOW_MODEL_REGISTRY") or MODELS_DIR / "registry"),
-        trend_flat_threshold=env_float("VECFLOW_TREND_FLAT_THRESHOLD", 0.03),
-        index_factory=os.environ.get("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat"),
-        index_nlist=env_int("VECFLOW_INDEX_NLIST", 8),
-        index_train_sample=env_int("VECFLOW_INDEX_TRAIN_SAMPLE", 20_000),
-        index_window_days=env_int("VECFLOW_INDEX_WINDOW_DAYS", 30),
-        index_nprobe=env_int("VECFLOW_INDEX_NPROBE", 4),
-        index_eval_queries=env_int("VECFLOW_INDEX_EVAL_QUERIES", 200),
-        index_min_recall=env_float("VECFLOW_INDEX_MIN_RECALL", 0.98, 0.0, 1.0),
-        index_max_recall_drop=env_float("VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, 0.0, 1.0),
-        reindex_max_precision_drop=env_float("VECFLOW_REINDEX_MAX_PRECISION_DROP", 0.02, 0.0, 1.0),
-        quality_max_bad_vector_share=env_float("VECFLOW_QUALITY_MAX_BAD_VECTOR_SHARE", 0.01, 0.0, 1.0),
-        index_keep_versions=env_int("VECFLOW_INDEX_KEEP_VERSIONS", 5),
-        index_long_tail_days=env_int("VECFLOW_INDEX_LONG_TAIL_DAYS", 90),
-        index_long_tail_similarity=env_float("VECFLOW_INDEX_LONG_TAIL_SIMILARITY", 0.9, -1.0, 1.0),
-        near_dup_lookback_days=env_int("VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, minimum=0),
-        # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
-        near_dup_max_hamming=env_int("VECFLOW_NEAR_DUP_MAX_HAMMING", 3, minimum=1, maximum=15),
-        near_dup_min_edge_similarity=env_float("VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY", 0.96, 0.0, 1.0),
-        es_conn_id=os.environ.get("VECFLOW_ES_CONN_ID", "elasticsearch_default"),
-        es_index_prefix=os.environ.get("VECFLOW_ES_INDEX_PREFIX", "vecflow"),
-        es_chunk_size=env_int("VECFLOW_ES_CHUNK_SIZE", 500),
-        es_max_error_rate=env_float("VECFLOW_ES_MAX_ERROR_RATE", 0.01, 0.0, 1.0),
-        es_index_vectors=_env_flag("VECFLOW_ES_INDEX_VECTORS", False),
-    )
+    """The settings of the current environment, parsed once per distinct set of VECFLOW_* values."""
+    return Settings(_environ())
+
+
+def variables() -> list[tuple[str, str, str, str]]:
+    """(variable, group, default as shown, meaning) of every setting, in declaration order."""
+    rows = []
+    for group, cls in _GROUP_TYPES.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            shown = f.metadata["shown_default"] or (
+                "(unset)"
+                if default is None
+                else f"`{json.dumps(default) if isinstance(default, (dict, list)) else default}`"
+            )
+            rows.append((f.metadata["variable"], group, shown, f.metadata["meaning"]))
+    return rows
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown)."""
+    lines = ["| variable | group | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{v}` | {g} | {d} | {m} |" for v, g, d, m in variables()]
+    return "\n".join(lines)
+
+
+def read_json(path: Path, what: str):
+    """A JSON config file, or a ConfigError that names the file and what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+if __name__ == "__main__":
+    sys.stdout.write(settings_table() + "\n")

@@ -1,18 +1,19 @@
 """Settings every vecflow DAG shares."""
+
 import datetime as dt
-import os
 
 from vecflow.alerts import task_failure_callback
+from vecflow.config import settings
 
-START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEFAULT_ARGS = {
     "owner": "data-eng",
     "retries": 2,
     # local demo and test runs set a short delay so a failing task fails fast
-    "retry_delay": dt.timedelta(seconds=int(os.environ.get("VECFLOW_RETRY_DELAY_SECONDS", "300"))),
+    "retry_delay": dt.timedelta(seconds=settings().dags.retry_delay_seconds),
     "retry_exponential_backoff": True,
     # a pool to bound warehouse load (e.g. BigQuery slots); embedding pods use VECFLOW_K8S_POOL
-    "pool": os.environ.get("VECFLOW_WAREHOUSE_POOL", "default_pool"),
+    "pool": settings().warehouse.pool,
     # one alert (webhook / Slack, and the alerts table) when a task has failed for good
     "on_failure_callback": task_failure_callback,
 }
@@ -31,9 +32,7 @@ def embed_shards(shards):
     a GPU pod per shard when VECFLOW_EMBED_BACKEND=kubernetes."""
     from airflow.sdk import get_current_context, task
 
-    from vecflow.config import embed_backend
-
-    if embed_backend() == "kubernetes":
+    if settings().embed.backend == "kubernetes":
         from vecflow.embed.pods import embed_pod_partial, pod_arguments
 
         return embed_pod_partial().expand(arguments=shards.map(pod_arguments))

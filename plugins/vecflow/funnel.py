@@ -1,6 +1,7 @@
 """Data funnel: per stage and category, what came in, went out and was dropped (funnel.sql). The
 balance rules are checked by the funnel quality suite (vecflow.quality, include/sql/funnel_balance.sql);
 include/sql/funnel_violations.sql lists the broken ones for a person looking at a partition."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -6,6 +6,7 @@ its pages to the Data Docs site in reports/gx/ (suites and results as JSON in re
 which the index is rebuilt). GX is imported inside functions: it takes seconds to import, and DAG
 files must parse fast.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,13 +34,19 @@ class DataQualityError(AssertionError):
 @dataclass(frozen=True)
 class SuiteInput:
     """What a suite validates: a dataframe, the expectations, and the columns that name a failing row."""
+
     frame: pd.DataFrame
     expectations: list
     row_key: list[str]
 
 
-def vector_log_suite(vectors: pd.DataFrame, catalog_rows: int, embed_rejects: int,
-                     expected_dim: int = EXPECTED_DIM, max_bad_share: float = 0.01) -> SuiteInput:
+def vector_log_suite(
+    vectors: pd.DataFrame,
+    catalog_rows: int,
+    embed_rejects: int,
+    expected_dim: int = EXPECTED_DIM,
+    max_bad_share: float = 0.01,
+) -> SuiteInput:
     """`vectors`: image_id, content_md5, dim, embedding_length and embedding_norm of the day's vectors (a
     null norm for a missing embedding or one holding a NaN or NULL, inf for one holding an infinity).
     Up to `max_bad_share` of them may have a wrong dimension or norm: validate rejects those with a
@@ -48,29 +55,35 @@ def vector_log_suite(vectors: pd.DataFrame, catalog_rows: int, embed_rejects: in
 
     expect = gx.expectations
     mostly = 1.0 - max_bad_share
-    return SuiteInput(vectors, [
-        expect.ExpectTableRowCountToEqual(
-            value=catalog_rows - embed_rejects,
-            notes=f"catalog rows ({catalog_rows}) minus embed rejects ({embed_rejects}) of the day"),
-        expect.ExpectColumnValuesToNotBeNull(column="image_id"),
-        expect.ExpectColumnValuesToBeUnique(column="image_id"),
-        expect.ExpectColumnValuesToNotBeNull(column="dim"),
-        expect.ExpectColumnValuesToBeInSet(column="dim", value_set=[expected_dim], mostly=mostly),
-        expect.ExpectColumnValuesToBeInSet(column="embedding_length", value_set=[expected_dim], mostly=mostly),
-        # range checks skip nulls, so a norm that is not finite fails one of these two
-        expect.ExpectColumnValuesToNotBeNull(column="embedding_norm", mostly=mostly),
-        expect.ExpectColumnValuesToBeBetween(column="embedding_norm", min_value=MIN_NORM, max_value=MAX_NORM,
-                                             mostly=mostly),
-        expect.ExpectColumnValuesToMatchRegex(column="content_md5", regex=MD5_PATTERN),
-    ], ["image_id"])
+    return SuiteInput(
+        vectors,
+        [
+            expect.ExpectTableRowCountToEqual(
+                value=catalog_rows - embed_rejects,
+                notes=f"catalog rows ({catalog_rows}) minus embed rejects ({embed_rejects}) of the day",
+            ),
+            expect.ExpectColumnValuesToNotBeNull(column="image_id"),
+            expect.ExpectColumnValuesToBeUnique(column="image_id"),
+            expect.ExpectColumnValuesToNotBeNull(column="dim"),
+            expect.ExpectColumnValuesToBeInSet(column="dim", value_set=[expected_dim], mostly=mostly),
+            expect.ExpectColumnValuesToBeInSet(column="embedding_length", value_set=[expected_dim], mostly=mostly),
+            # range checks skip nulls, so a norm that is not finite fails one of these two
+            expect.ExpectColumnValuesToNotBeNull(column="embedding_norm", mostly=mostly),
+            expect.ExpectColumnValuesToBeBetween(
+                column="embedding_norm", min_value=MIN_NORM, max_value=MAX_NORM, mostly=mostly
+            ),
+            expect.ExpectColumnValuesToMatchRegex(column="content_md5", regex=MD5_PATTERN),
+        ],
+        ["image_id"],
+    )
 
 
-def read_vector_log(warehouse, run_date: dt.date, model_version: str, expected_dim: int,
-                    max_bad_share: float = 0.01) -> SuiteInput:
+def read_vector_log(
+    warehouse, run_date: dt.date, model_version: str, expected_dim: int, max_bad_share: float = 0.01
+) -> SuiteInput:
     vectors = warehouse.query("select_quality_vector_log", run_date=run_date, model_version=model_version)
     owed = warehouse.query("select_quality_expected_vectors", run_date=run_date).iloc[0]
-    return vector_log_suite(vectors, int(owed["catalog_rows"]), int(owed["embed_rejects"]), expected_dim,
-                            max_bad_share)
+    return vector_log_suite(vectors, int(owed["catalog_rows"]), int(owed["embed_rejects"]), expected_dim, max_bad_share)
 
 
 def read_vectors_clean(warehouse, run_date: dt.date, model_version: str) -> SuiteInput:
@@ -81,13 +94,20 @@ def read_vectors_clean(warehouse, run_date: dt.date, model_version: str) -> Suit
     taxonomy = warehouse.table("taxonomy")
     categories = sorted(taxonomy.loc[taxonomy["dimension"] == "category", "tag"])
     expect = gx.expectations
-    return SuiteInput(clean, [
-        expect.ExpectColumnValuesToBeUnique(column="image_id"),
-        expect.ExpectColumnValuesToNotBeInSet(column="image_id", value_set=sorted(rejected["image_id"]),
-                                              notes="images rejected by validate on this day"),
-        expect.ExpectColumnValuesToNotBeNull(column="category"),
-        expect.ExpectColumnValuesToBeInSet(column="category", value_set=categories),
-    ], ["image_id", "category"])
+    return SuiteInput(
+        clean,
+        [
+            expect.ExpectColumnValuesToBeUnique(column="image_id"),
+            expect.ExpectColumnValuesToNotBeInSet(
+                column="image_id",
+                value_set=sorted(rejected["image_id"]),
+                notes="images rejected by validate on this day",
+            ),
+            expect.ExpectColumnValuesToNotBeNull(column="category"),
+            expect.ExpectColumnValuesToBeInSet(column="category", value_set=categories),
+        ],
+        ["image_id", "category"],
+    )
 
 
 def read_funnel(warehouse, run_date: dt.date) -> SuiteInput:
@@ -95,10 +115,14 @@ def read_funnel(warehouse, run_date: dt.date) -> SuiteInput:
 
     frame = warehouse.query("funnel_balance", run_date=run_date)
     expect = gx.expectations
-    return SuiteInput(frame, [
-        expect.ExpectTableRowCountToBeBetween(min_value=1, notes="the funnel of the day was recorded"),
-        expect.ExpectColumnValuesToBeInSet(column="balance", value_set=[0]),
-    ], ["rule", "stage", "category", "in_rows", "out_rows", "dropped_rows"])
+    return SuiteInput(
+        frame,
+        [
+            expect.ExpectTableRowCountToBeBetween(min_value=1, notes="the funnel of the day was recorded"),
+            expect.ExpectColumnValuesToBeInSet(column="balance", value_set=[0]),
+        ],
+        ["rule", "stage", "category", "in_rows", "out_rows", "dropped_rows"],
+    )
 
 
 def _brief(value) -> str:
@@ -141,18 +165,31 @@ def gx_context(docs_dir: Path):
     site: a build drops the pages whose results are not in the stores, so in-memory stores would
     erase the pages of earlier runs."""
     import great_expectations as gx
-    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                            ProgressBarsConfig)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     defaults = InMemoryStoreBackendDefaults()
     for store in (defaults.expectations_store_name, defaults.validation_results_store_name):
-        defaults.stores[store]["store_backend"] = {"class_name": "TupleFilesystemStoreBackend",
-                                                   "base_directory": str(docs_dir / "stores" / store)}
-    site = {"class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)}}
-    return gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-        store_backend_defaults=defaults, data_docs_sites={DOCS_SITE: site},
-        progress_bars=ProgressBarsConfig(globally=False)))
+        defaults.stores[store]["store_backend"] = {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir / "stores" / store),
+        }
+    site = {
+        "class_name": "SiteBuilder",
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+    }
+    return gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=defaults,
+            data_docs_sites={DOCS_SITE: site},
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+    )
 
 
 def run_suites(inputs: dict[str, SuiteInput], docs_dir: Path, run_name: str) -> dict:
@@ -164,51 +201,76 @@ def run_suites(inputs: dict[str, SuiteInput], docs_dir: Path, run_name: str) -> 
 
     context = gx_context(Path(docs_dir))
     source = context.data_sources.add_pandas("vecflow")
-    run_id = RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.timezone.utc))
+    run_id = RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC))
     results = {}
     for name, suite_input in inputs.items():
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("partition")
         suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=suite_input.expectations))
         validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=name, validation_definitions=[validation],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SHOWN_ROWS,
-                           "unexpected_index_column_names": suite_input.row_key}))
-        (results[name],) = checkpoint.run(batch_parameters={"dataframe": suite_input.frame},
-                                          run_id=run_id).run_results.items()
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[validation],
+                result_format={
+                    "result_format": "SUMMARY",
+                    "partial_unexpected_count": SHOWN_ROWS,
+                    "unexpected_index_column_names": suite_input.row_key,
+                },
+            )
+        )
+        (results[name],) = checkpoint.run(
+            batch_parameters={"dataframe": suite_input.frame}, run_id=run_id
+        ).run_results.items()
     # one build for all suites (not an UpdateDataDocsAction per Checkpoint): each build re-renders the
     # index, which reads every stored result
-    context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=[
-        *(result_id for result_id, _ in results.values()), *map(ExpectationSuiteIdentifier, inputs)])
+    context.build_data_docs(
+        site_names=[DOCS_SITE],
+        resource_identifiers=[
+            *(result_id for result_id, _ in results.values()),
+            *map(ExpectationSuiteIdentifier, inputs),
+        ],
+    )
     summary = {}
     for name, (result_id, result) in results.items():
         (page,) = context.get_docs_sites_urls(resource_identifier=result_id, site_name=DOCS_SITE)
-        summary[name] = {"success": bool(result.success),
-                         "evaluated_expectations": result.statistics["evaluated_expectations"],
-                         "failed_expectations": [describe_failure(r, inputs[name].row_key)
-                                                 for r in result.results if not r.success],
-                         "docs_page": page["site_url"].removeprefix("file://")}
+        summary[name] = {
+            "success": bool(result.success),
+            "evaluated_expectations": result.statistics["evaluated_expectations"],
+            "failed_expectations": [describe_failure(r, inputs[name].row_key) for r in result.results if not r.success],
+            "docs_page": page["site_url"].removeprefix("file://"),
+        }
     return summary
 
 
-def check_partition(settings, warehouse, run_date: dt.date, suites=SUITES, docs_dir: Path | None = None,
-                    expected_dim: int = EXPECTED_DIM) -> dict:
+def check_partition(
+    settings,
+    warehouse,
+    run_date: dt.date,
+    suites=SUITES,
+    docs_dir: Path | None = None,
+    expected_dim: int = EXPECTED_DIM,
+) -> dict:
     """Runs the named suites on the partition of `run_date` for the serving model, builds their Data Docs
-    (default settings.reports_dir / "gx") and returns run_suites' summary; raises DataQualityError
+    (default settings.paths.reports_dir / "gx") and returns run_suites' summary; raises DataQualityError
     naming every failed expectation when a suite fails."""
     unknown = set(suites) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown quality suite(s) {sorted(unknown)}; known: {list(SUITES)}")
     model_version = settings.model_version
-    readers = {"vector_log": lambda: read_vector_log(warehouse, run_date, model_version, expected_dim,
-                                                     settings.quality_max_bad_vector_share),
-               "vectors_clean": lambda: read_vectors_clean(warehouse, run_date, model_version),
-               "funnel": lambda: read_funnel(warehouse, run_date)}
+    readers = {
+        "vector_log": lambda: read_vector_log(
+            warehouse, run_date, model_version, expected_dim, settings.quality.max_bad_vector_share
+        ),
+        "vectors_clean": lambda: read_vectors_clean(warehouse, run_date, model_version),
+        "funnel": lambda: read_funnel(warehouse, run_date),
+    }
     inputs = {name: readers[name]() for name in suites}
-    summary = run_suites(inputs, Path(docs_dir or settings.reports_dir / "gx"), f"{run_date}_{model_version}")
-    failed = [f"  {name} suite: {failure}" for name, result in summary.items()
-              for failure in result["failed_expectations"]]
+    summary = run_suites(inputs, Path(docs_dir or settings.paths.reports_dir / "gx"), f"{run_date}_{model_version}")
+    failed = [
+        f"  {name} suite: {failure}" for name, result in summary.items() for failure in result["failed_expectations"]
+    ]
     if failed:
-        raise DataQualityError(f"data quality of {run_date} (model {model_version}) failed:\n" + "\n".join(failed),
-                               summary)
+        raise DataQualityError(
+            f"data quality of {run_date} (model {model_version}) failed:\n" + "\n".join(failed), summary
+        )
     return summary

@@ -2,6 +2,7 @@
 funnel, its rejects by reason, the trend movers and tag shares by quarter, the published indexes
 with their recall, and a link to the Great Expectations Data Docs; reports/index.html lists the runs.
 Charts are plain HTML bars (no network or script at view time, and no plotting cost per run)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,12 +13,12 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from vecflow.config import INCLUDE_DIR
 from vecflow.report import published_indexes
+from vecflow.resources import REPORT_TEMPLATES_DIR
 
 STAGE_ORDER = ["catalog", "embed", "validate", "dedup", "tags", "index", "search"]
 STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)
-_templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(INCLUDE_DIR / "reports")), autoescape=True)
+_templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPORT_TEMPLATES_DIR)), autoescape=True)
 
 
 def _funnel(frame: pd.DataFrame) -> list[dict]:
@@ -26,29 +27,62 @@ def _funnel(frame: pd.DataFrame) -> list[dict]:
     for stage in sorted(frame["stage"].unique(), key=lambda s: (STAGE_ORDER + [s]).index(s)):
         rows = frame[frame["stage"] == stage].sort_values("category")
         scale = max(int(rows["in_rows"].max()), 1)
-        stages.append({"stage": stage, "in": int(rows["in_rows"].sum()), "out": int(rows["out_rows"].sum()),
-                       "dropped": int(rows["dropped_rows"].sum()),
-                       "categories": [{"category": r.category, "in": int(r.in_rows), "out": int(r.out_rows),
-                                       "dropped": int(r.dropped_rows),
-                                       "out_pct": 100 * r.out_rows / scale, "dropped_pct": 100 * r.dropped_rows / scale}
-                                      for r in rows.itertuples()]})
+        stages.append(
+            {
+                "stage": stage,
+                "in": int(rows["in_rows"].sum()),
+                "out": int(rows["out_rows"].sum()),
+                "dropped": int(rows["dropped_rows"].sum()),
+                "categories": [
+                    {
+                        "category": r.category,
+                        "in": int(r.in_rows),
+                        "out": int(r.out_rows),
+                        "dropped": int(r.dropped_rows),
+                        "out_pct": 100 * r.out_rows / scale,
+                        "dropped_pct": 100 * r.dropped_rows / scale,
+                    }
+                    for r in rows.itertuples()
+                ],
+            }
+        )
     return stages
 
 
 def _tag_shares(trends: pd.DataFrame) -> list[dict]:
     """Per dimension, per quarter: the tags' shares as stacked bar segments."""
-    palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-               "#9c755f", "#bab0ac", "#86bcb6", "#d37295"]
+    palette = [
+        "#4e79a7",
+        "#f28e2b",
+        "#e15759",
+        "#76b7b2",
+        "#59a14f",
+        "#edc948",
+        "#b07aa1",
+        "#ff9da7",
+        "#9c755f",
+        "#bab0ac",
+        "#86bcb6",
+        "#d37295",
+    ]
     dimensions = []
     for dimension, rows in trends.groupby("dimension"):
         tags = sorted(rows["tag"].unique())
         color = {tag: palette[i % len(palette)] for i, tag in enumerate(tags)}
-        quarters = [{"quarter": quarter,
-                     "segments": [{"tag": r.tag, "pct": 100 * float(r.share), "color": color[r.tag]}
-                                  for r in group.sort_values("tag").itertuples() if r.share > 0]}
-                    for quarter, group in rows.groupby("quarter")]
-        dimensions.append({"dimension": dimension, "quarters": quarters,
-                           "legend": [{"tag": t, "color": color[t]} for t in tags]})
+        quarters = [
+            {
+                "quarter": quarter,
+                "segments": [
+                    {"tag": r.tag, "pct": 100 * float(r.share), "color": color[r.tag]}
+                    for r in group.sort_values("tag").itertuples()
+                    if r.share > 0
+                ],
+            }
+            for quarter, group in rows.groupby("quarter")
+        ]
+        dimensions.append(
+            {"dimension": dimension, "quarters": quarters, "legend": [{"tag": t, "color": color[t]} for t in tags]}
+        )
     return dimensions
 
 
@@ -56,32 +90,46 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
     """Writes reports/<date>/index.html (replacing a rerun's) and refreshes reports/index.html."""
     published = published_indexes(warehouse.table("index_registry"), settings.model_version)
     trends = warehouse.table("tag_trends")
-    movers = warehouse.query("trend_movers", flat_threshold=settings.trend_flat_threshold) if len(trends) else trends
+    movers = warehouse.query("trend_movers", flat_threshold=settings.trends.flat_threshold) if len(trends) else trends
     balance = warehouse.query("funnel_balance", run_date=run_date)
     funnel = balance[balance["rule"] == STAGE_RULE]
-    out_dir = settings.reports_dir / run_date.isoformat()
+    out_dir = settings.paths.reports_dir / run_date.isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
-    gx_index = settings.reports_dir / "gx" / "index.html"
+    gx_index = settings.paths.reports_dir / "gx" / "index.html"
     page = _templates.get_template("run_report.html.j2").render(
-        run_date=run_date.isoformat(), run_id=run_id, model_version=settings.model_version,
+        run_date=run_date.isoformat(),
+        run_id=run_id,
+        model_version=settings.model_version,
         generated_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
-        funnel=_funnel(funnel), rejects=warehouse.query("select_partition_rejects", run_date=run_date).to_dict("records"),
-        movers=movers.head(15).to_dict("records"), tag_shares=_tag_shares(trends),
+        funnel=_funnel(funnel),
+        rejects=warehouse.query("select_partition_rejects", run_date=run_date).to_dict("records"),
+        movers=movers.head(15).to_dict("records"),
+        tag_shares=_tag_shares(trends),
         indexes=[{"category": category, **index} for category, index in published.items()],
-        quality=quality, gx_docs="../gx/index.html" if gx_index.exists() else None)
+        quality=quality,
+        gx_docs="../gx/index.html" if gx_index.exists() else None,
+    )
     path = out_dir / "index.html"
     path.write_text(page)
-    write_report_index(settings.reports_dir)
+    write_report_index(settings.paths.reports_dir)
     return path
 
 
 def write_report_index(reports_dir: Path) -> Path:
     """reports/index.html: every dated run report, newest first."""
-    runs = sorted((p.parent.name for p in reports_dir.glob("*/index.html")
-                   if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.parent.name)), reverse=True)
+    runs = sorted(
+        (p.parent.name for p in reports_dir.glob("*/index.html") if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.parent.name)),
+        reverse=True,
+    )
     items = "\n".join(f'<li><a href="{d}/index.html">{html.escape(d)}</a></li>' for d in runs)
-    gx = '<p><a href="gx/index.html">Great Expectations Data Docs</a></p>' if (reports_dir / "gx" / "index.html").exists() else ""
+    gx = (
+        '<p><a href="gx/index.html">Great Expectations Data Docs</a></p>'
+        if (reports_dir / "gx" / "index.html").exists()
+        else ""
+    )
     path = reports_dir / "index.html"
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>vecflow runs</title></head><body>"
-                    f"<h1>vecflow run reports</h1>{gx}<ul>\n{items}\n</ul></body></html>\n")
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>vecflow runs</title></head><body>"
+        f"<h1>vecflow run reports</h1>{gx}<ul>\n{items}\n</ul></body></html>\n"
+    )
     return path

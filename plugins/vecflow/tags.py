@@ -1,4 +1,5 @@
 """Tags stage: image_tags per partition, tag_trends per quarter over all partitions."""
+
 from __future__ import annotations
 
 import datetime as dt

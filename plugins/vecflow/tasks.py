@@ -3,6 +3,7 @@
 Each function reads the partition (logical date's data interval start) and run_id from the
 Airflow context, so a task is idempotent per partition and safe to retry or rerun.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -67,9 +68,8 @@ def load(shards, context) -> dict:
 
 
 def clean(context) -> None:
-    from vecflow.clean import clean_partition
-
     from vecflow.assets import VECTORS_CLEAN
+    from vecflow.clean import clean_partition
 
     s, warehouse = _env()
     run_date, run_id = _partition(context)
@@ -93,8 +93,9 @@ def search_tags(context) -> dict:
     from vecflow.taxonomy import load_taxonomy
 
     s, warehouse = _env()
-    return index_partition(search_client(s.es_conn_id), warehouse, s, load_taxonomy().dimensions,
-                           *_partition(context))
+    return index_partition(
+        search_client(s.search.conn_id), warehouse, s, load_taxonomy().dimensions, *_partition(context)
+    )
 
 
 def search_trends(context) -> dict:
@@ -103,7 +104,7 @@ def search_trends(context) -> dict:
     from vecflow.taxonomy import load_taxonomy
 
     s, warehouse = _env()
-    return index_trends(search_client(s.es_conn_id), warehouse, s, load_taxonomy().dimensions, context["run_id"])
+    return index_trends(search_client(s.search.conn_id), warehouse, s, load_taxonomy().dimensions, context["run_id"])
 
 
 def index(context) -> dict:
@@ -117,14 +118,19 @@ def index(context) -> dict:
     run_date, run_id = _partition(context)
     built = build_day_indexes(s, warehouse, run_date, run_id)
     try:
-        windows = build_and_publish(s, warehouse, run_date, run_id, model_categories(s.index_dir, s.model_version))
+        windows = build_and_publish(
+            s, warehouse, run_date, run_id, model_categories(s.paths.index_dir, s.model_version)
+        )
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index
     from vecflow.assets import INDEXES
 
-    produced = {"day": {b["category"]: b["vector_count"] for b in built},
-                "window": {w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")}
-                           for w in windows}}
+    produced = {
+        "day": {b["category"]: b["vector_count"] for b in built},
+        "window": {
+            w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")} for w in windows
+        },
+    }
     _lineage(context, INDEXES, run_date, run_id, model_version=s.model_version, **produced)
     return produced
 
@@ -153,28 +159,29 @@ def trends(context) -> list[dict]:
     from vecflow.tags import compute_trends
 
     s, warehouse = _env()
-    movers = compute_trends(warehouse, s.trend_flat_threshold)
+    movers = compute_trends(warehouse, s.trends.flat_threshold)
     log.info("trend movers in the latest quarter:\n%s", movers.to_string(index=False))
     return movers.astype({"previous_share": float, "share": float, "share_change": float}).to_dict("records")
 
 
 def summary(context) -> dict:
-    from vecflow.config import search_sink
     from vecflow.report import write_summary
 
     s, warehouse = _env()
-    if search_sink() != "elasticsearch":
+    if s.search.sink != "elasticsearch":
         return write_summary(s, warehouse)
     from vecflow.search.client import search_client
     from vecflow.taxonomy import load_taxonomy
 
-    return write_summary(s, warehouse, search_client(s.es_conn_id), load_taxonomy().dimensions)
+    return write_summary(s, warehouse, search_client(s.search.conn_id), load_taxonomy().dimensions)
 
 
 def _reindex_params(context) -> tuple[str, dt.date | None, dt.date | None]:
     params = context["params"]
-    return (params["model_version"], *(dt.date.fromisoformat(params[k]) if params.get(k) else None
-                                       for k in ("date_from", "date_to")))
+    return (
+        params["model_version"],
+        *(dt.date.fromisoformat(params[k]) if params.get(k) else None for k in ("date_from", "date_to")),
+    )
 
 
 def reindex_plan(context) -> list[dict]:
@@ -184,16 +191,22 @@ def reindex_plan(context) -> list[dict]:
 
     s, warehouse = _env()
     model_version, date_from, date_to = _reindex_params(context)
-    return plan_reindex(s, warehouse, model_version, context["run_id"], date_from, date_to,
-                        max_shards=conf.getint("core", "max_map_length"))
+    return plan_reindex(
+        s,
+        warehouse,
+        model_version,
+        context["run_id"],
+        date_from,
+        date_to,
+        max_shards=conf.getint("core", "max_map_length"),
+    )
 
 
 def reindex_load(shards, context) -> dict:
     from vecflow.index.reindex import load_and_clean
 
     s, warehouse = _env()
-    return load_and_clean(s, warehouse, _reindex_params(context)[0], context["run_id"],
-                          _shard_list(shards))
+    return load_and_clean(s, warehouse, _reindex_params(context)[0], context["run_id"], _shard_list(shards))
 
 
 def reindex_indexes(shards, context) -> dict:
@@ -210,10 +223,19 @@ def reindex_indexes(shards, context) -> dict:
         windows = build_indexes(s, warehouse, model_version, run_id, dates)
     except IndexGateError as exc:
         raise AirflowFailException(f"{model_version} not switched to: {exc}") from None
-    produced = {w["category"]: {k: w[k] for k in ("version", "vector_count", "recall_at_10", "precision_at_10")}
-                for w in windows}
-    _lineage(context, INDEXES, dates[-1], run_id, model_version=model_version, window=produced,
-             partitions=[d.isoformat() for d in dates])
+    produced = {
+        w["category"]: {k: w[k] for k in ("version", "vector_count", "recall_at_10", "precision_at_10")}
+        for w in windows
+    }
+    _lineage(
+        context,
+        INDEXES,
+        dates[-1],
+        run_id,
+        model_version=model_version,
+        window=produced,
+        partitions=[d.isoformat() for d in dates],
+    )
     return produced
 
 

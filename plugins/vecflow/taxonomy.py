@@ -1,11 +1,13 @@
 """The tag taxonomy (include/taxonomy.json): dimensions -> tags, with display names."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from vecflow.config import TAXONOMY_PATH, ConfigError, read_json
+from vecflow.config import ConfigError, read_json
+from vecflow.resources import TAXONOMY_PATH
 
 
 @dataclass(frozen=True)

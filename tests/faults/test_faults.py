@@ -3,6 +3,7 @@ lets the step fail the way it fails in production, recovers the way a retry or a
 ends with the partition's funnel balanced. docs/RELIABILITY.md lists these and the faults proven
 elsewhere (retried shards, redelivered partitions, corrupt files, bad vectors, bad config, an
 interrupted index publish)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,6 +11,7 @@ import sys
 
 import pandas as pd
 import pytest
+from warehouse_rows import D1, catalog, load, row, snapshot
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
@@ -17,8 +19,6 @@ from vecflow.funnel import record_funnel
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import tag_partition
 from vecflow.taxonomy import load_taxonomy
-
-from warehouse_rows import D1, catalog, load, row, snapshot
 
 pytestmark = pytest.mark.usefixtures("model_m1")
 IDS = [f"img-{i:02d}" for i in range(12)]
@@ -60,10 +60,12 @@ def test_elasticsearch_down_mid_partition_then_back(warehouse, tmp_path, monkeyp
     try:
         es = Elasticsearch(server.url, request_timeout=5, max_retries=1)
         index_partition(es, warehouse, s, dimensions, D1, "run-1")
-        index = SearchIndexes(s.es_index_prefix).image_tags_of(D1)
+        index = SearchIndexes(s.search.index_prefix).image_tags_of(D1)
         # the broken attempt: half its documents written, then the server goes away
         for image_id in IDS[:6]:
-            es.index(index=index, id=image_id, document={"image_id": image_id, "listed_date": str(D1), "run_id": "run-2"})
+            es.index(
+                index=index, id=image_id, document={"image_id": image_id, "listed_date": str(D1), "run_id": "run-2"}
+            )
         server.stop()
         with pytest.raises((TransportError, ApiError, ConnectionError)):
             index_partition(es, warehouse, s, dimensions, D1, "run-2")
@@ -85,12 +87,30 @@ def test_a_step_that_fails_halfway_leaves_its_partition_as_it_was(warehouse):
     of rows the table cannot take), the partition keeps its old rows; the retried step replaces them."""
     processed_partition(warehouse)
     before = snapshot(warehouse)
-    bad_rows = pd.DataFrame({"image_id": ["x"], "listed_date": ["not a date"], "stage": ["embed"],
-                             "reason": ["corrupt"], "detail": [""], "category": ["dress"], "run_id": ["run-2"]})
+    bad_rows = pd.DataFrame(
+        {
+            "image_id": ["x"],
+            "listed_date": ["not a date"],
+            "stage": ["embed"],
+            "reason": ["corrupt"],
+            "detail": [""],
+            "category": ["dress"],
+            "run_id": ["run-2"],
+        }
+    )
     with pytest.raises(Exception, match="(?i)conversion|date"):
-        warehouse.run("replace_partition", rows=bad_rows, names={
-            "table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
-            "columns": list(bad_rows.columns)}, partition_value=D1, stage="validate")
+        warehouse.run(
+            "replace_partition",
+            rows=bad_rows,
+            names={
+                "table": "rejects",
+                "partition_column": "listed_date",
+                "stage_column": "stage",
+                "columns": list(bad_rows.columns),
+            },
+            partition_value=D1,
+            stage="validate",
+        )
     assert snapshot(warehouse) == before
 
 
@@ -101,9 +121,16 @@ def test_the_warehouse_held_by_another_process_fails_the_step_cleanly_and_the_re
     warehouse, path = warehouse_file
     processed_partition(warehouse)
     before = snapshot(warehouse)
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
-                               "print('held', flush=True); time.sleep(60)", str(path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(Exception, match="(?i)lock"):

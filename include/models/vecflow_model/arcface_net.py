@@ -1,6 +1,7 @@
 """The shipped embedding network: a small CNN trained with an ArcFace (additive angular margin)
 head on Fashion-MNIST. ArcFace makes same-category images cluster on the hypersphere, which is
 what nearest-neighbour retrieval and the category vote need (seed 002, 2.3.2)."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,16 @@ class GarmentNet(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _block(1, w), nn.MaxPool2d(2),                               # 14x14
-            _block(w, 2 * w), _block(2 * w, 2 * w), nn.MaxPool2d(2),     # 7x7
-            _block(2 * w, 4 * w), _block(4 * w, 4 * w),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+            _block(1, w),
+            nn.MaxPool2d(2),  # 14x14
+            _block(w, 2 * w),
+            _block(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # 7x7
+            _block(2 * w, 4 * w),
+            _block(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
         )
         self.embed = nn.Sequential(nn.Linear(4 * w, dim, bias=False), nn.BatchNorm1d(dim))
 

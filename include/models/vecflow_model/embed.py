@@ -9,9 +9,9 @@ a reject_reason instead of a vector. The file is written under a temporary name 
 killed job never leaves a partial output. Exit status is non-zero only for fatal errors (bad
 arguments, unreadable manifest, unknown model or wrong md5); a bad image is a row.
 
-RUN_ID, MODEL_VERSION, SHARD_ID and ATTEMPT in the environment stand in for the matching
-arguments (how the Kubernetes pod passes them).
+The arguments are vecflow_model.contract.ShardJob's, and the output file its OUTPUT_SCHEMA.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
 from vecflow_model.preprocess import background_distance, network_input
@@ -37,47 +38,36 @@ from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_mo
 
 log = logging.getLogger("vecflow_model.embed")
 
-OUTPUT_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("source", pa.string()), ("listed_date", pa.date32()),
-    ("catalog_category", pa.string()), ("category", pa.string()), ("category_confidence", pa.float64()),
-    ("content_md5", pa.string()), ("dhash", pa.int64()), ("edge_signature", pa.list_(pa.float64())),
-    ("model_version", pa.string()), ("dim", pa.int32()), ("embedding", pa.list_(pa.float64())),
-    ("color", pa.string()), ("color_confidence", pa.float64()),
-    ("pattern", pa.string()), ("pattern_confidence", pa.float64()),
-    ("run_id", pa.string()), ("shard_id", pa.int32()), ("attempt", pa.int32()),
-    ("embedded_at", pa.timestamp("us", tz="UTC")),
-    ("reject_reason", pa.string()), ("reject_detail", pa.string()),
-])
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
+def parse_args(argv: list[str] | None = None) -> ShardJob:
+    """The job from its arguments (ShardJob.to_args); ATTEMPT in the environment stands in for
+    --attempt (how a Kubernetes pod learns its try number)."""
     p = argparse.ArgumentParser(prog="python -m vecflow_model.embed", description=__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True, type=Path, help="shard manifest (parquet)")
-    p.add_argument("--catalog-root", required=True, type=Path, help="base for relative image URIs")
     p.add_argument("--output", required=True, type=Path, help="output parquet file")
+    p.add_argument("--catalog-root", required=True, type=Path, help="base for relative image URIs")
     p.add_argument("--taxonomy", required=True, type=Path, help="taxonomy.json (palette and patterns)")
-    p.add_argument("--model-version", default=env("MODEL_VERSION"), help="model in the registry [MODEL_VERSION]")
-    p.add_argument("--registry", type=Path, default=Path(env("VECFLOW_MODEL_REGISTRY") or DEFAULT_REGISTRY))
-    p.add_argument("--run-id", default=env("RUN_ID"), help="[RUN_ID]")
-    p.add_argument("--shard-id", type=int, default=env("SHARD_ID"), help="[SHARD_ID]")
-    p.add_argument("--attempt", type=int, default=int(env("ATTEMPT") or 1), help="[ATTEMPT]")
+    p.add_argument("--model-version", required=True, help="model in the registry")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry folder")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--shard-id", required=True, type=int)
+    p.add_argument("--attempt", type=int, default=int(os.environ.get("ATTEMPT") or 1), help="[ATTEMPT]")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
-    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
-                   help="mixed precision on CUDA (auto = bf16); ignored on CPU")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "off", "bf16", "fp16"],
+        default="auto",
+        help="mixed precision on CUDA (auto = bf16); ignored on CPU",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    args = p.parse_args(argv)
-    for name in ("model_version", "run_id", "shard_id"):
-        if getattr(args, name) in (None, ""):
-            p.error(f"--{name.replace('_', '-')} (or {name.upper()}) is required")
-    return args
+    return ShardJob(**vars(p.parse_args(argv)))
 
 
 def _resolve(uri: str, root: Path) -> Path:
     if uri.startswith("file://"):
-        return Path(uri[len("file://"):])
+        return Path(uri[len("file://") :])
     path = Path(uri)
     return path if path.is_absolute() else root / path
 
@@ -94,8 +84,14 @@ class ShardImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray | None, dict]:
         item = self.rows[i]
-        row = {"image_id": item["image_id"], "source": item.get("source"), "listed_date": item.get("listed_date"),
-               "catalog_category": item.get("category"), "reject_reason": None, "reject_detail": None}
+        row = {
+            "image_id": item["image_id"],
+            "source": item.get("source"),
+            "listed_date": item.get("listed_date"),
+            "catalog_category": item.get("category"),
+            "reject_reason": None,
+            "reject_detail": None,
+        }
         path = _resolve(item["uri"], self.root)
         try:
             data = path.read_bytes()
@@ -115,8 +111,12 @@ class ShardImages(Dataset):
         tags = self.tagger.tag(pixels, distance)
         if tags["color"] is None:
             return None, {**row, "reject_reason": "no_garment", "reject_detail": "no foreground pixels found"}
-        row.update(color=tags["color"].value, color_confidence=tags["color"].confidence,
-                   pattern=tags["pattern"].value, pattern_confidence=tags["pattern"].confidence)
+        row.update(
+            color=tags["color"].value,
+            color_confidence=tags["color"].confidence,
+            pattern=tags["pattern"].value,
+            pattern_confidence=tags["pattern"].confidence,
+        )
         return network_input(image, distance, self.input_kind, self.input_size), row
 
 
@@ -133,7 +133,7 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
-def embed_shard(args: argparse.Namespace) -> dict:
+def embed_shard(args: ShardJob) -> dict:
     started = time.perf_counter()
     manifest = pq.read_table(args.manifest).to_pylist()
     model = load_model(args.model_version, args.registry)
@@ -144,11 +144,20 @@ def embed_shard(args: argparse.Namespace) -> dict:
     if args.compile:
         network = torch.compile(network)
     tagger = PixelTagger(json.loads(args.taxonomy.read_text()))
-    loader = DataLoader(ShardImages(manifest, args.catalog_root, tagger, model.input_kind, model.input_size),
-                        batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda")
-    base = {"model_version": args.model_version, "run_id": args.run_id, "shard_id": args.shard_id,
-            "attempt": args.attempt, "embedded_at": dt.datetime.now(dt.timezone.utc)}
+    loader = DataLoader(
+        ShardImages(manifest, args.catalog_root, tagger, model.input_kind, model.input_size),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+    base = {
+        "model_version": args.model_version,
+        "run_id": args.run_id,
+        "shard_id": args.shard_id,
+        "attempt": args.attempt,
+        "embedded_at": dt.datetime.now(dt.UTC),
+    }
     rows: list[dict] = []
     model_seconds = 0.0
     with torch.inference_mode(), _autocast(device, args.amp):
@@ -160,7 +169,7 @@ def embed_shard(args: argparse.Namespace) -> dict:
                 if device.type == "cuda":
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 vectors, probabilities = network(inputs)
-                vectors = vectors.float().cpu().numpy().astype(np.float64)
+                vectors = vectors.float().cpu().numpy()
                 if probabilities is not None:
                     confidence, label = probabilities.float().max(dim=1)
                     categories = [model.categories[i] for i in label.cpu().tolist()]
@@ -170,11 +179,24 @@ def embed_shard(args: argparse.Namespace) -> dict:
                     confidences = [None] * len(embedded)
                 model_seconds += time.perf_counter() - tick
                 for row, vector, category, conf in zip(embedded, vectors, categories, confidences):
-                    rows.append({**base, **row, "embedding": vector.tolist(), "dim": len(vector),
-                                 "category": category, "category_confidence": conf})
+                    rows.append(
+                        {
+                            **base,
+                            **row,
+                            "embedding": vector.tolist(),
+                            "dim": len(vector),
+                            "category": category,
+                            "category_confidence": conf,
+                        }
+                    )
             if len(rows) // 5000 != (len(rows) - len(embedded) - len(rejected)) // 5000:
-                log.info("shard %s: %d/%d images, %.1f images/s", args.shard_id, len(rows), len(manifest),
-                         len(rows) / (time.perf_counter() - started))
+                log.info(
+                    "shard %s: %d/%d images, %.1f images/s",
+                    args.shard_id,
+                    len(rows),
+                    len(manifest),
+                    len(rows) / (time.perf_counter() - started),
+                )
     table = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".{args.output.name}.{os.getpid()}.tmp")
@@ -182,9 +204,16 @@ def embed_shard(args: argparse.Namespace) -> dict:
     os.replace(tmp, args.output)
     elapsed = time.perf_counter() - started
     rejected_count = sum(r["reject_reason"] is not None for r in rows)
-    stats = {"shard_id": args.shard_id, "images": len(rows), "embedded": len(rows) - rejected_count,
-             "rejected": rejected_count, "seconds": round(elapsed, 3), "model_seconds": round(model_seconds, 3),
-             "images_per_s": round(len(rows) / elapsed, 1) if elapsed else None, "output": str(args.output)}
+    stats = {
+        "shard_id": args.shard_id,
+        "images": len(rows),
+        "embedded": len(rows) - rejected_count,
+        "rejected": rejected_count,
+        "seconds": round(elapsed, 3),
+        "model_seconds": round(model_seconds, 3),
+        "images_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
+        "output": str(args.output),
+    }
     log.info("shard %s done: %s", args.shard_id, stats)
     return stats
 

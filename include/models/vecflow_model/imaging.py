@@ -1,4 +1,5 @@
 """Decoding and content fingerprints."""
+
 from __future__ import annotations
 
 import functools

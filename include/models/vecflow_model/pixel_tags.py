@@ -4,6 +4,7 @@ Colour: hue and saturation of the garment (pixels that differ from the backgroun
 the taxonomy palette. Pattern: spectral peaks of the garment's log-luminance at the frequencies of
 each pattern's period; no peak above the threshold means solid.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -43,7 +44,7 @@ def _power_spectrum(signal: np.ndarray) -> np.ndarray:
     n = signal.shape[0]
     half = np.abs(np.fft.rfft2(signal)) ** 2
     rows = (-np.arange(n)) % n
-    mirrored = half[rows][:, 1:n - half.shape[1] + 1][:, ::-1]
+    mirrored = half[rows][:, 1 : n - half.shape[1] + 1][:, ::-1]
     return np.concatenate([half, mirrored], axis=1)
 
 
@@ -62,7 +63,8 @@ class PixelTagger:
             raise ValueError(f"palette has several achromatic colours {self.achromatic}; only one is detectable")
         self.patterns = {
             tag: _pattern_frequencies(tag, info["period_px"])
-            for tag, info in dims["pattern"]["tags"].items() if "period_px" in info
+            for tag, info in dims["pattern"]["tags"].items()
+            if "period_px" in info
         }
         self.plain_pattern = next(tag for tag, info in dims["pattern"]["tags"].items() if "period_px" not in info)
 
@@ -109,7 +111,9 @@ class PixelTagger:
         xs = np.arange(fx - 6, fx + 7) % n
         window = power[np.ix_(ys, xs)]
         peak = window[5:8, 5:8].max()
-        ring = np.concatenate([window[:3].ravel(), window[-3:].ravel(), window[3:-3, :3].ravel(), window[3:-3, -3:].ravel()])
+        ring = np.concatenate(
+            [window[:3].ravel(), window[-3:].ravel(), window[3:-3, :3].ravel(), window[3:-3, -3:].ravel()]
+        )
         return float(peak / max(np.median(ring), 1e-9))
 
     def tag(self, pixels: np.ndarray, distance: np.ndarray | None = None) -> dict[str, Tag | None]:

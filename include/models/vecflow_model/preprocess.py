@@ -5,6 +5,7 @@ background colour (0 = background), area-downsampled to 28x28 (which averages fi
 and scaled to [0, 1]. The model trains on Fashion-MNIST with the same scaling, plus augmentation
 that flattens shading the way a saturated tint does.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,14 @@ MODEL_INPUT_SIZE = 28
 
 def background_distance(pixels: np.ndarray) -> np.ndarray:
     """Per-pixel max-channel distance from the median border colour, float32 (H, W)."""
-    border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3),
-                             pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)])
+    border = np.concatenate(
+        [
+            pixels[:4].reshape(-1, 3),
+            pixels[-4:].reshape(-1, 3),
+            pixels[:, :4].reshape(-1, 3),
+            pixels[:, -4:].reshape(-1, 3),
+        ]
+    )
     background = np.median(border, axis=0)
     # channel by channel: a max over a length-3 last axis is a slow strided reduction
     distance = np.abs(pixels[..., 0] - background[0])
@@ -28,7 +35,8 @@ def background_distance(pixels: np.ndarray) -> np.ndarray:
 def model_input(distance: np.ndarray) -> np.ndarray:
     """(28, 28) float32 in [0, 1] from a background-distance map of any size."""
     small = Image.fromarray(distance.astype(np.float32), mode="F").resize(
-        (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.BOX)
+        (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.BOX
+    )
     array = np.asarray(small, dtype=np.float32)
     top = float(np.percentile(array, 99.5))
     return np.clip(array / top, 0.0, 1.0) if top > 0 else array

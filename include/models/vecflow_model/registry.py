@@ -13,6 +13,7 @@ Card kinds:
   ImageNet-normalised RGB to (N, D) features; they are L2-normalised. Needs nothing but torch at
   run time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,7 @@ class _FeatureEmbedder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
         return F.normalize(self.backbone(images).flatten(1), dim=1), None
 
-    def train(self, mode: bool = True) -> "_FeatureEmbedder":
+    def train(self, mode: bool = True) -> _FeatureEmbedder:
         # the backbone is put in eval mode when loaded; an exported program cannot switch modes
         self.training = mode
         return self
@@ -69,8 +70,11 @@ def read_card(model_version: str, registry: Path = DEFAULT_REGISTRY) -> tuple[di
     directory = Path(registry) / model_version
     card_path = directory / "card.json"
     if not card_path.exists():
-        known = sorted(p.name for p in Path(registry).iterdir() if (p / "card.json").exists()) \
-            if Path(registry).is_dir() else []
+        known = (
+            sorted(p.name for p in Path(registry).iterdir() if (p / "card.json").exists())
+            if Path(registry).is_dir()
+            else []
+        )
         raise ModelRegistryError(f"model_version {model_version!r} not in registry {registry} (known: {known})")
     try:
         card = json.loads(card_path.read_text())
@@ -96,8 +100,9 @@ def load_model(model_version: str, registry: Path = DEFAULT_REGISTRY) -> LoadedM
             backbone = torch.export.load(weights).module()
         except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ModelRegistryError(f"{model_version}: {weights} is not a torch.export program: {exc}") from None
-        return LoadedModel(model_version, card, _FeatureEmbedder(backbone).eval(), "rgb",
-                           int(card.get("input_size", 224)), None)
+        return LoadedModel(
+            model_version, card, _FeatureEmbedder(backbone).eval(), "rgb", int(card.get("input_size", 224)), None
+        )
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if kind == "garment-arcface":
         from vecflow_model.arcface_net import GarmentModel
@@ -119,6 +124,7 @@ def load_model(model_version: str, registry: Path = DEFAULT_REGISTRY) -> LoadedM
             backbone.classifier = nn.Identity()
         else:
             raise ModelRegistryError(f"{model_version}: no fc/classifier to drop on {card['architecture']}")
-        return LoadedModel(model_version, card, _FeatureEmbedder(backbone.eval()).eval(), "rgb",
-                           int(card.get("input_size", 224)), None)
+        return LoadedModel(
+            model_version, card, _FeatureEmbedder(backbone.eval()).eval(), "rgb", int(card.get("input_size", 224)), None
+        )
     raise ModelRegistryError(f"{model_version}: unknown model kind {kind!r}")

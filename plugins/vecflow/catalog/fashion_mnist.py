@@ -1,4 +1,5 @@
 """Reads Fashion-MNIST IDX files as installed by Debian's `dataset-fashion-mnist`."""
+
 from __future__ import annotations
 
 import gzip
@@ -17,7 +18,7 @@ def _read_idx(path: Path) -> np.ndarray:
     ndim = magic & 0xFF
     if magic >> 8 != 0x08:  # 0x08 = unsigned byte
         raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

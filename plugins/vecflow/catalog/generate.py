@@ -9,6 +9,7 @@ Layout under <catalog_dir>:
   truth/tag_shares.csv      per quarter, dimension, tag: count and share among unique, decodable images
   truth/params.json         seed, dates, sizes and the trend spec used
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -101,7 +102,7 @@ def distinct_sources(images: np.ndarray, candidates: np.ndarray, max_correlation
         kept.append(int(candidates[i]))
         if len(kept) == needed:
             break
-        blocked[i + 1:] |= pixels[i + 1:] @ pixels[i] > max_correlation
+        blocked[i + 1 :] |= pixels[i + 1 :] @ pixels[i] > max_correlation
     return kept
 
 
@@ -124,7 +125,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     rng = np.random.default_rng(params.seed)
     images, labels = fashion_mnist.load("all")
     category_by_label = taxonomy.category_by_label()
-    label_by_category = {c: l for l, c in category_by_label.items()}
+    label_by_category = {c: label for label, c in category_by_label.items()}
     colors = {tag: tuple(taxonomy.tag_info("color", tag)["rgb"]) for tag in taxonomy.tags("color")}
     modulations = {
         tag: pattern_modulation(tag, taxonomy.tag_info("pattern", tag).get("period_px"), IMAGE_SIZE)
@@ -133,8 +134,9 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
 
     # Planted counts per day (rates of images_per_day) and the rest are originals.
     n = params.images_per_day
-    planted = cumulative_counts(np.tile(
-        [n * spec.exact_duplicate_rate, n * spec.near_duplicate_rate, n * spec.corrupt_rate], (params.days, 1)))
+    planted = cumulative_counts(
+        np.tile([n * spec.exact_duplicate_rate, n * spec.near_duplicate_rate, n * spec.corrupt_rate], (params.days, 1))
+    )
     originals_per_day = n - planted.sum(axis=1)
     tag_plan = {}
     for dim in GENERATED_DIMENSIONS:
@@ -143,9 +145,12 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     # every original of a category and any corrupt image may need its own source
     category_tags, category_counts = tag_plan["category"]
     needed = dict(zip(category_tags, category_counts.sum(axis=0) + planted[:, 2].sum()))
-    pools = {label: distinct_sources(images, rng.permutation(np.flatnonzero(labels == label)),
-                                     SOURCE_MAX_CORRELATION, int(needed[category]))
-             for label, category in category_by_label.items()}
+    pools = {
+        label: distinct_sources(
+            images, rng.permutation(np.flatnonzero(labels == label)), SOURCE_MAX_CORRELATION, int(needed[category])
+        )
+        for label, category in category_by_label.items()
+    }
     pool_pos = dict.fromkeys(pools, 0)
 
     if catalog_dir.exists():
@@ -167,8 +172,15 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
             rel = f"{part.name}/images/{image_id}.jpg"
             (catalog_dir / rel).write_bytes(data)
             row = {"image_id": image_id, "listed_date": day, "source": str(rng.choice(SOURCES)), **row}
-            manifest.append({"image_id": image_id, "uri": rel, "source": row["source"],
-                             "listed_date": day, "category": row["category"]})
+            manifest.append(
+                {
+                    "image_id": image_id,
+                    "uri": rel,
+                    "source": row["source"],
+                    "listed_date": day,
+                    "category": row["category"],
+                }
+            )
             truth_rows.append(row)
             return image_id
 
@@ -190,31 +202,59 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
                 mnist_index = pools[label][pool_pos[label] % len(pools[label])]
                 pool_pos[label] += 1
                 render_seed = int(rng.integers(2**31))
-                picture = render(images[mnist_index], colors[tags["color"]], modulations[tags["pattern"]],
-                                 np.random.default_rng(render_seed))
+                picture = render(
+                    images[mnist_index],
+                    colors[tags["color"]],
+                    modulations[tags["pattern"]],
+                    np.random.default_rng(render_seed),
+                )
                 data = jpeg_bytes(picture, JPEG_QUALITY)
                 how = None
                 if kind == "corrupt":
                     data, how = _corrupt(data, rng)
-                row = {"kind": kind, **tags, "canonical_image_id": None, "mnist_index": int(mnist_index),
-                       "transform": how}
+                row = {
+                    "kind": kind,
+                    **tags,
+                    "canonical_image_id": None,
+                    "mnist_index": int(mnist_index),
+                    "transform": how,
+                }
                 image_id = emit(data, row)
                 if kind == "original":
-                    originals.append({"image_id": image_id, "data": data, "mnist_index": int(mnist_index),
-                                      "render_seed": render_seed, **tags})
+                    originals.append(
+                        {
+                            "image_id": image_id,
+                            "data": data,
+                            "mnist_index": int(mnist_index),
+                            "render_seed": render_seed,
+                            **tags,
+                        }
+                    )
             else:
                 src = originals[int(rng.integers(len(originals)))]
                 if kind == "exact_duplicate":
                     data, transform = src["data"], "same bytes"
                 else:
-                    picture = render(images[src["mnist_index"]], colors[src["color"]],
-                                     modulations[src["pattern"]], np.random.default_rng(src["render_seed"]))
+                    picture = render(
+                        images[src["mnist_index"]],
+                        colors[src["color"]],
+                        modulations[src["pattern"]],
+                        np.random.default_rng(src["render_seed"]),
+                    )
                     data, transform = near_duplicate(picture, rng)
-                emit(data, {"kind": kind, **{dim: src[dim] for dim in GENERATED_DIMENSIONS},
-                            "canonical_image_id": src["image_id"], "mnist_index": src["mnist_index"],
-                            "transform": transform})
+                emit(
+                    data,
+                    {
+                        "kind": kind,
+                        **{dim: src[dim] for dim in GENERATED_DIMENSIONS},
+                        "canonical_image_id": src["image_id"],
+                        "mnist_index": src["mnist_index"],
+                        "transform": transform,
+                    },
+                )
         pd.DataFrame(manifest).sample(frac=1.0, random_state=int(rng.integers(2**31))).to_parquet(
-            part / "manifest.parquet", index=False)
+            part / "manifest.parquet", index=False
+        )
         # originals keep their bytes only for exact duplicates: bound memory to a recent window
         for o in originals[:-2000]:
             o.pop("data", None)
@@ -227,16 +267,22 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     dups = truth[truth["kind"].isin(["exact_duplicate", "near_duplicate"])]
     dups = dups.assign(kind=dups["kind"].str.replace("_duplicate", ""))
     dups[["image_id", "canonical_image_id", "kind", "transform"]].to_csv(
-        catalog_dir / "truth" / "duplicates.csv", index=False)
+        catalog_dir / "truth" / "duplicates.csv", index=False
+    )
     truth[truth["kind"] == "corrupt"][["image_id", "listed_date", "transform"]].rename(
-        columns={"transform": "how"}).to_csv(catalog_dir / "truth" / "corrupt.csv", index=False)
+        columns={"transform": "how"}
+    ).to_csv(catalog_dir / "truth" / "corrupt.csv", index=False)
     shares = tag_shares(truth[truth["kind"] == "original"], taxonomy)
     shares.to_csv(catalog_dir / "truth" / "tag_shares.csv", index=False)
     summary = {
         "generator_version": GENERATOR_VERSION,
-        "seed": params.seed, "start_date": params.start_date.isoformat(), "days": params.days,
-        "images_per_day": params.images_per_day, "spec": spec.to_json(),
-        "images": int(len(truth)), **{f"{k}_images": int(v) for k, v in truth["kind"].value_counts().items()},
+        "seed": params.seed,
+        "start_date": params.start_date.isoformat(),
+        "days": params.days,
+        "images_per_day": params.images_per_day,
+        "spec": spec.to_json(),
+        "images": int(len(truth)),
+        **{f"{k}_images": int(v) for k, v in truth["kind"].value_counts().items()},
     }
     (catalog_dir / "truth" / "params.json").write_text(json.dumps(summary, indent=2))
     log.info("catalog: %d images over %d days in %s", len(truth), params.days, catalog_dir)
@@ -252,8 +298,15 @@ def tag_shares(unique_images: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
         share = counts.div(counts.sum(axis=1), axis=0)
         for quarter in counts.index:
             for tag in counts.columns:
-                rows.append({"quarter": quarter, "dimension": dim, "tag": tag,
-                             "count": int(counts.loc[quarter, tag]), "share": float(share.loc[quarter, tag])})
+                rows.append(
+                    {
+                        "quarter": quarter,
+                        "dimension": dim,
+                        "tag": tag,
+                        "count": int(counts.loc[quarter, tag]),
+                        "share": float(share.loc[quarter, tag]),
+                    }
+                )
     out = pd.DataFrame(rows).sort_values(["dimension", "tag", "quarter"])
     out["change"] = out.groupby(["dimension", "tag"])["share"].diff()
     return out.reset_index(drop=True)

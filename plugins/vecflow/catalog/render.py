@@ -1,4 +1,5 @@
 """Renders a 28x28 Fashion-MNIST garment as a tinted, patterned product photo."""
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,9 @@ def pattern_modulation(pattern: str, period_px: int | None, size: int) -> np.nda
     return np.where(marks, PATTERN_DARKENING, 1.0).astype(np.float32)
 
 
-def render(garment28: np.ndarray, rgb: tuple[int, int, int], modulation: np.ndarray,
-           rng: np.random.Generator) -> Image.Image:
+def render(
+    garment28: np.ndarray, rgb: tuple[int, int, int], modulation: np.ndarray, rng: np.random.Generator
+) -> Image.Image:
     size = modulation.shape[0]
     upscaled = Image.fromarray(garment28).resize((size, size), Image.LANCZOS)
     gray = np.asarray(upscaled, dtype=np.float32) / 255.0

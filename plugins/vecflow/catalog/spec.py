@@ -1,4 +1,5 @@
 """Trend spec: which tag shares move across the date range, and how much to plant."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,14 @@ def parse_trend_spec(raw: dict, taxonomy: Taxonomy, source: str = "trend spec") 
             raise ConfigError(f"{where}.dimension={dim!r} must be one of {list(GENERATED_DIMENSIONS)}")
         if tag not in taxonomy.tags(dim):
             raise ConfigError(f"{where}.tag={tag!r} is not a {dim} tag; known: {taxonomy.tags(dim)}")
-        trends.append(Trend(dim, tag, _share(item["from_share"], f"{where}.from_share"),
-                            _share(item["to_share"], f"{where}.to_share")))
+        trends.append(
+            Trend(
+                dim,
+                tag,
+                _share(item["from_share"], f"{where}.from_share"),
+                _share(item["to_share"], f"{where}.to_share"),
+            )
+        )
     for dim in GENERATED_DIMENSIONS:
         planted = [t for t in trends if t.dimension == dim]
         if len({t.tag for t in planted}) != len(planted):
@@ -77,8 +84,10 @@ def parse_trend_spec(raw: dict, taxonomy: Taxonomy, source: str = "trend spec") 
         for end in ("from_share", "to_share"):
             total = sum(getattr(t, end) for t in planted)
             if total > 1.0 + 1e-9 or (free_tags == 0 and abs(total - 1.0) > 1e-9):
-                raise ConfigError(f"{source}: planted {dim} {end} values sum to {total:.3f}; "
-                                  "they must leave a share for the other tags (or sum to 1 if all are planted)")
+                raise ConfigError(
+                    f"{source}: planted {dim} {end} values sum to {total:.3f}; "
+                    "they must leave a share for the other tags (or sum to 1 if all are planted)"
+                )
     rates = {}
     for field in RATE_FIELDS:
         value = raw.get(field, 0.0)

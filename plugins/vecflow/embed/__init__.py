@@ -1,4 +1,5 @@
 """Embed stage: plan shards from a catalog partition, run the embedding entrypoint, load the vector log."""
+
 import re
 
 

@@ -1,4 +1,5 @@
 """Loads shard outputs: vectors appended to vector_log, unusable images into rejects."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,14 +9,9 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-log = logging.getLogger(__name__)
+from vecflow_model.contract import VECTOR_COLUMNS
 
-VECTOR_COLUMNS = [
-    "image_id", "content_md5", "dhash", "edge_signature", "source", "listed_date", "catalog_category", "category",
-    "category_confidence", "model_version", "dim",
-    "embedding", "color", "color_confidence", "pattern", "pattern_confidence", "run_id", "shard_id",
-    "attempt", "embedded_at",
-]
+log = logging.getLogger(__name__)
 
 
 class ShardOutputError(ValueError):
@@ -40,21 +36,49 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], r
         attempt = attempts.pop()
         rejected = pc.is_valid(table["reject_reason"])
         vectors = table.filter(pc.invert(rejected)).select(VECTOR_COLUMNS)
-        warehouse.run("append_shard", rows=vectors, names={"columns": VECTOR_COLUMNS},
-                      run_date=run_date, run_id=run_id, shard_id=shard["shard_id"], attempt=attempt)
+        warehouse.run(
+            "append_shard",
+            rows=vectors,
+            names={"columns": VECTOR_COLUMNS},
+            run_date=run_date,
+            run_id=run_id,
+            shard_id=shard["shard_id"],
+            attempt=attempt,
+        )
         vectors_loaded += vectors.num_rows
         rejects.append(table.filter(rejected))
     reject_rows = [
-        {"image_id": r["image_id"], "listed_date": run_date, "stage": reject_stage, "reason": r["reject_reason"],
-         "detail": r["reject_detail"], "category": r["catalog_category"], "run_id": run_id}
-        for t in rejects for r in t.to_pylist()]
-    frame = pd.DataFrame(reject_rows, columns=["image_id", "listed_date", "stage", "reason", "detail",
-                                               "category", "run_id"])
-    warehouse.run("replace_partition", rows=frame,
-                  names={"table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
-                         "columns": list(frame.columns)},
-                  partition_value=run_date, stage=reject_stage)
-    stats = {"vectors": vectors_loaded, "rejects": len(frame),
-             "rejects_by_reason": frame["reason"].value_counts().to_dict()}
+        {
+            "image_id": r["image_id"],
+            "listed_date": run_date,
+            "stage": reject_stage,
+            "reason": r["reject_reason"],
+            "detail": r["reject_detail"],
+            "category": r["catalog_category"],
+            "run_id": run_id,
+        }
+        for t in rejects
+        for r in t.to_pylist()
+    ]
+    frame = pd.DataFrame(
+        reject_rows, columns=["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"]
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=frame,
+        names={
+            "table": "rejects",
+            "partition_column": "listed_date",
+            "stage_column": "stage",
+            "columns": list(frame.columns),
+        },
+        partition_value=run_date,
+        stage=reject_stage,
+    )
+    stats = {
+        "vectors": vectors_loaded,
+        "rejects": len(frame),
+        "rejects_by_reason": frame["reason"].value_counts().to_dict(),
+    }
     log.info("partition %s: loaded %s", run_date, stats)
     return stats

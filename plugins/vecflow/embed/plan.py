@@ -1,4 +1,5 @@
 """Plans the shards of one catalog partition and records the partition in the warehouse."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -42,38 +43,74 @@ def shard_size(images: int, target: int, max_shards: int) -> int:
 
 def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, max_shards: int = 1024) -> list[dict]:
     """Writes the partition's catalog rows, rejects and catalog funnel; returns one spec per shard."""
-    manifest = read_partition(settings.catalog_dir, run_date)
+    manifest = read_partition(settings.paths.catalog_dir, run_date)
     bad = manifest["image_id"].isna() | manifest["uri"].isna()
     repeated = manifest["image_id"].duplicated(keep="first") & ~bad
-    rejects = pd.concat([
-        manifest[bad].assign(reason="missing_field", detail="image_id or uri is empty"),
-        manifest[repeated].assign(reason="repeated_image_id", detail="image_id listed more than once"),
-    ])
+    rejects = pd.concat(
+        [
+            manifest[bad].assign(reason="missing_field", detail="image_id or uri is empty"),
+            manifest[repeated].assign(reason="repeated_image_id", detail="image_id listed more than once"),
+        ]
+    )
     catalog = manifest[~bad & ~repeated].sort_values("image_id").reset_index(drop=True)
     now = pd.Timestamp.now(tz="UTC")
-    warehouse.run("replace_partition", rows=catalog.assign(run_id=run_id, loaded_at=now),
-                  names={"table": "catalog", "partition_column": "listed_date",
-                         "columns": [*MANIFEST_COLUMNS, "run_id", "loaded_at"]},
-                  partition_value=run_date)
-    reject_rows = pd.DataFrame({
-        "image_id": rejects["image_id"], "listed_date": run_date, "stage": "catalog",
-        "reason": rejects["reason"], "detail": rejects["detail"], "category": rejects["category"],
-        "run_id": run_id})
-    warehouse.run("replace_partition", rows=reject_rows,
-                  names={"table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
-                         "columns": list(reject_rows.columns)},
-                  partition_value=run_date, stage="catalog")
+    warehouse.run(
+        "replace_partition",
+        rows=catalog.assign(run_id=run_id, loaded_at=now),
+        names={
+            "table": "catalog",
+            "partition_column": "listed_date",
+            "columns": [*MANIFEST_COLUMNS, "run_id", "loaded_at"],
+        },
+        partition_value=run_date,
+    )
+    reject_rows = pd.DataFrame(
+        {
+            "image_id": rejects["image_id"],
+            "listed_date": run_date,
+            "stage": "catalog",
+            "reason": rejects["reason"],
+            "detail": rejects["detail"],
+            "category": rejects["category"],
+            "run_id": run_id,
+        }
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=reject_rows,
+        names={
+            "table": "rejects",
+            "partition_column": "listed_date",
+            "stage_column": "stage",
+            "columns": list(reject_rows.columns),
+        },
+        partition_value=run_date,
+        stage="catalog",
+    )
     record_funnel(warehouse, "catalog", run_date, run_id, manifest, catalog, rejects)
 
-    shards = write_shards(settings.staging_dir, catalog, run_date, run_id,
-                          shard_size(len(catalog), settings.shard_size, max_shards), settings.model_version)
-    log.info("partition %s: %d manifest rows, %d unique, %d rejected, %d shard(s)",
-             run_date, len(manifest), len(catalog), len(rejects), len(shards))
+    shards = write_shards(
+        settings.paths.staging_dir,
+        catalog,
+        run_date,
+        run_id,
+        shard_size(len(catalog), settings.embed.shard_size, max_shards),
+        settings.model_version,
+    )
+    log.info(
+        "partition %s: %d manifest rows, %d unique, %d rejected, %d shard(s)",
+        run_date,
+        len(manifest),
+        len(catalog),
+        len(rejects),
+        len(shards),
+    )
     return shards
 
 
-def write_shards(staging_dir: Path, images: pd.DataFrame, run_date: dt.date, run_id: str, size: int,
-                 model_version: str) -> list[dict]:
+def write_shards(
+    staging_dir: Path, images: pd.DataFrame, run_date: dt.date, run_id: str, size: int, model_version: str
+) -> list[dict]:
     """Cuts a partition's images (MANIFEST_COLUMNS) into shard manifests under the run's staging
     directory; returns one spec per shard, numbered from 0, naming the model to embed with."""
     shard_dir = staging_dir / run_date.isoformat() / safe_run_id(run_id)
@@ -81,28 +118,63 @@ def write_shards(staging_dir: Path, images: pd.DataFrame, run_date: dt.date, run
     shards = []
     for shard_id, start in enumerate(range(0, len(images), size)):
         path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
-        part = images.iloc[start:start + size]
+        part = images.iloc[start : start + size]
         part.to_parquet(path, index=False)
-        shards.append({"run_date": run_date.isoformat(), "run_id": run_id, "shard_id": shard_id,
-                       "model_version": model_version, "manifest": str(path),
-                       "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"), "images": len(part)})
+        shards.append(
+            {
+                "run_date": run_date.isoformat(),
+                "run_id": run_id,
+                "shard_id": shard_id,
+                "model_version": model_version,
+                "manifest": str(path),
+                "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"),
+                "images": len(part),
+            }
+        )
     return shards
 
 
-def record_funnel(warehouse, stage: str, run_date: dt.date, run_id: str,
-                  rows_in: pd.DataFrame, rows_out: pd.DataFrame, rejects: pd.DataFrame) -> None:
+def record_funnel(
+    warehouse,
+    stage: str,
+    run_date: dt.date,
+    run_id: str,
+    rows_in: pd.DataFrame,
+    rows_out: pd.DataFrame,
+    rejects: pd.DataFrame,
+) -> None:
     """Funnel rows of a stage counted in Python (the SQL stages count theirs in funnel.sql)."""
+
     def by_category(frame: pd.DataFrame) -> pd.Series:
         return frame["category"].fillna("unknown").value_counts()
 
     metrics = [("in", by_category(rows_in)), ("out", by_category(rows_out))]
     metrics += [(f"dropped.{reason}", by_category(group)) for reason, group in rejects.groupby("reason")]
     funnel = pd.DataFrame(
-        [{"stage": stage, "partition_date": run_date, "category": category, "metric": metric,
-          "value": int(value), "run_id": run_id, "recorded_at": pd.Timestamp.now(tz="UTC")}
-         for metric, counts in metrics for category, value in counts.items()],
-        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"])
-    warehouse.run("replace_partition", rows=funnel,
-                  names={"table": "funnel_metrics", "partition_column": "partition_date", "stage_column": "stage",
-                         "columns": list(funnel.columns)},
-                  partition_value=run_date, stage=stage)
+        [
+            {
+                "stage": stage,
+                "partition_date": run_date,
+                "category": category,
+                "metric": metric,
+                "value": int(value),
+                "run_id": run_id,
+                "recorded_at": pd.Timestamp.now(tz="UTC"),
+            }
+            for metric, counts in metrics
+            for category, value in counts.items()
+        ],
+        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"],
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=funnel,
+        names={
+            "table": "funnel_metrics",
+            "partition_column": "partition_date",
+            "stage_column": "stage",
+            "columns": list(funnel.columns),
+        },
+        partition_value=run_date,
+        stage=stage,
+    )

@@ -1,17 +1,20 @@
-"""Runs the embedding entrypoint (include/models/vecflow_model) for one shard on this machine.
+"""Runs the embedding job (include/models/vecflow_model) for one shard on this machine.
 
 `subprocess` runs exactly the container command as a child process; `inprocess` calls the same
 entrypoint with the same arguments inside the task's process, which saves the interpreter and torch
 start-up per shard (what makes a daily demo over months fit in minutes on two cores).
 """
+
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
+from pathlib import Path
 
-from vecflow.config import MODELS_DIR, TAXONOMY_PATH, Settings, import_models_package
+from vecflow.config import Settings
+from vecflow.resources import TAXONOMY_PATH
+from vecflow_model.contract import ShardJob
 
 log = logging.getLogger(__name__)
 
@@ -20,32 +23,37 @@ class EmbedError(RuntimeError):
     """The entrypoint failed for the whole shard."""
 
 
-def entrypoint_args(shard: dict, settings: Settings, attempt: int, device: str = "cpu") -> list[str]:
-    """The entrypoint's arguments: the same list for a local process and a Kubernetes pod."""
-    return [
-        "--manifest", shard["manifest"], "--catalog-root", str(settings.catalog_dir),
-        "--output", shard["output"], "--taxonomy", str(TAXONOMY_PATH),
-        "--model-version", shard.get("model_version") or settings.model_version, "--registry", str(settings.model_registry),
-        "--run-id", shard["run_id"], "--shard-id", str(shard["shard_id"]), "--attempt", str(attempt),
-        "--device", device, "--batch-size", str(settings.embed_batch_size),
-        "--workers", str(settings.embed_workers),
-    ]
+def shard_job(shard: dict, settings: Settings, **where) -> ShardJob:
+    """The job of a planned shard (embed.plan.write_shards). `where` overrides what differs where it
+    runs: a pod's registry, taxonomy, device and workers (embed.pods)."""
+    fields = {
+        "manifest": Path(shard["manifest"]),
+        "output": Path(shard["output"]),
+        "catalog_root": settings.paths.catalog_dir,
+        "taxonomy": TAXONOMY_PATH,
+        "model_version": shard["model_version"],
+        "registry": settings.embed.model_registry,
+        "run_id": shard["run_id"],
+        "shard_id": int(shard["shard_id"]),
+        "batch_size": settings.embed.batch_size,
+        "workers": settings.embed.workers,
+    }
+    return ShardJob(**{**fields, **where})
 
 
 def run_shard(shard: dict, settings: Settings, attempt: int) -> None:
-    args = entrypoint_args(shard, settings, attempt)
-    if settings.embed_runner == "subprocess":
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(MODELS_DIR), os.environ.get("PYTHONPATH", "")])}
-        done = subprocess.run([sys.executable, "-m", "vecflow_model.embed", *args], env=env,
-                              capture_output=True, text=True)
+    job = shard_job(shard, settings, attempt=attempt)
+    if settings.embed.runner == "subprocess":
+        done = subprocess.run(
+            [sys.executable, "-m", "vecflow_model.embed", *job.to_args()], capture_output=True, text=True
+        )
         if done.stdout or done.stderr:
             log.info("entrypoint output:\n%s%s", done.stdout, done.stderr)
         if done.returncode != 0:
-            raise EmbedError(f"shard {shard['shard_id']}: entrypoint exited {done.returncode}")
+            raise EmbedError(f"shard {job.shard_id}: entrypoint exited {done.returncode}")
         return
-    import_models_package()
     from vecflow_model.embed import main
 
-    status = main(args)
+    status = main(job.to_args())
     if status != 0:
-        raise EmbedError(f"shard {shard['shard_id']}: entrypoint returned {status}")
+        raise EmbedError(f"shard {job.shard_id}: entrypoint returned {status}")

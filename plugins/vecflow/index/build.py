@@ -10,6 +10,7 @@ train (nlist x 39), its day indexes are exact (IDMap2,Flat). Directories are wri
 temporary name and renamed into place, so a reader sees the old one or the new one, never half of
 one. ids.parquet maps faiss int64 ids to image_ids.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,14 +59,27 @@ def load_trained(index_dir: Path, model_version: str, category: str):
     return faiss.read_index(str(directory / "index.faiss")), manifest["files"]["index.faiss"]
 
 
-def train_quantizer(index_dir: Path, warehouse, model_version: str, category: str, run_date: dt.date,
-                    factory_template: str, nlist: int, sample_size: int):
+def train_quantizer(
+    index_dir: Path,
+    warehouse,
+    model_version: str,
+    category: str,
+    run_date: dt.date,
+    factory_template: str,
+    nlist: int,
+    sample_size: int,
+):
     """Trains the category's IVF on up to sample_size vectors listed up to run_date (the caller checks
     that there are enough). Returns (trained index, md5)."""
     import faiss
 
-    sample = warehouse.query("select_training_sample", run_date=run_date, model_version=model_version,
-                             category=category, sample_size=sample_size)
+    sample = warehouse.query(
+        "select_training_sample",
+        run_date=run_date,
+        model_version=model_version,
+        category=category,
+        sample_size=sample_size,
+    )
     matrix = np.ascontiguousarray(np.stack(sample["embedding"].to_numpy()).astype(np.float32))
     factory = factory_template.format(nlist=nlist)
     index = faiss.index_factory(matrix.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -73,10 +87,17 @@ def train_quantizer(index_dir: Path, warehouse, model_version: str, category: st
 
     def write(directory: Path) -> None:
         faiss.write_index(index, str(directory / "index.faiss"))
-        manifest = {"model_version": model_version, "category": category, "kind": "trained",
-                    "index_factory": factory, "nlist": nlist, "training_vectors": len(matrix),
-                    "trained_on_partitions_to": run_date.isoformat(), "dim": int(matrix.shape[1]),
-                    "files": {"index.faiss": file_md5(directory / "index.faiss")}}
+        manifest = {
+            "model_version": model_version,
+            "category": category,
+            "kind": "trained",
+            "index_factory": factory,
+            "nlist": nlist,
+            "training_vectors": len(matrix),
+            "trained_on_partitions_to": run_date.isoformat(),
+            "dim": int(matrix.shape[1]),
+            "files": {"index.faiss": file_md5(directory / "index.faiss")},
+        }
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     write_atomically(trained_dir(index_dir, model_version, category), write)
@@ -128,8 +149,8 @@ def write_atomically(final_dir: Path, write) -> None:
 def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
     import faiss
 
-    index_dir, model_version, nlist = settings.index_dir, settings.model_version, settings.index_nlist
-    factory_template = settings.index_factory
+    index_dir, model_version, nlist = settings.paths.index_dir, settings.model_version, settings.index.nlist
+    factory_template = settings.index.factory
     vectors = warehouse.query("select_clean_vectors", run_date=run_date, model_version=model_version)
     trainable = None  # vectors per category up to run_date, read once and only if some category needs it
     built = []
@@ -141,8 +162,16 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
             counts = warehouse.query("select_category_counts", run_date=run_date, model_version=model_version)
             trainable = dict(zip(counts["category"], counts["vectors"]))
         if trained is None and trainable.get(category, 0) >= training_minimum(nlist):
-            trained, trained_md5 = train_quantizer(index_dir, warehouse, model_version, category, run_date,
-                                                   factory_template, nlist, settings.index_train_sample)
+            trained, trained_md5 = train_quantizer(
+                index_dir,
+                warehouse,
+                model_version,
+                category,
+                run_date,
+                factory_template,
+                nlist,
+                settings.index.train_sample,
+            )
         factory = "IDMap2,Flat" if trained is None else factory_template.format(nlist=nlist)
         index = build_index(matrix, ids, trained)
         final_dir = index_dir / model_version / category / f"day={run_date.isoformat()}"
@@ -150,33 +179,70 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
         def write(directory: Path) -> None:
             faiss.write_index(index, str(directory / "index.faiss"))
             pd.DataFrame({"id": ids, "image_id": group["image_id"].to_numpy()}).to_parquet(
-                directory / "ids.parquet", index=False)
+                directory / "ids.parquet", index=False
+            )
             manifest = {
-                "model_version": model_version, "category": category, "kind": "day",
-                "date_from": run_date.isoformat(), "date_to": run_date.isoformat(),
-                "vector_count": int(index.ntotal), "dim": int(matrix.shape[1]), "index_factory": factory,
-                "trained_md5": trained_md5, "metric": "inner_product", "run_id": run_id,
+                "model_version": model_version,
+                "category": category,
+                "kind": "day",
+                "date_from": run_date.isoformat(),
+                "date_to": run_date.isoformat(),
+                "vector_count": int(index.ntotal),
+                "dim": int(matrix.shape[1]),
+                "index_factory": factory,
+                "trained_md5": trained_md5,
+                "metric": "inner_product",
+                "run_id": run_id,
                 "files": {name: file_md5(directory / name) for name in ("index.faiss", "ids.parquet")},
             }
             (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
         write_atomically(final_dir, write)
         manifest = json.loads((final_dir / "manifest.json").read_text())
-        built.append({
-            "model_version": model_version, "category": category, "kind": "day", "date_from": run_date,
-            "date_to": run_date, "vector_count": manifest["vector_count"], "index_type": factory,
-            "path": str(final_dir), "file_md5": manifest["files"]["index.faiss"], "status": "candidate",
-            "run_id": run_id, "created_at": pd.Timestamp.now(tz="UTC"),
-        })
+        built.append(
+            {
+                "model_version": model_version,
+                "category": category,
+                "kind": "day",
+                "date_from": run_date,
+                "date_to": run_date,
+                "vector_count": manifest["vector_count"],
+                "index_type": factory,
+                "path": str(final_dir),
+                "file_md5": manifest["files"]["index.faiss"],
+                "status": "candidate",
+                "run_id": run_id,
+                "created_at": pd.Timestamp.now(tz="UTC"),
+            }
+        )
     # a rerun with fewer categories must not leave the old run's indexes of that day behind
     built_categories = {b["category"] for b in built}
     for stale in (index_dir / model_version).glob(f"*/day={run_date.isoformat()}"):
         if stale.parent.name not in built_categories:
             shutil.rmtree(stale)
-    registry = pd.DataFrame(built, columns=[
-        "model_version", "category", "kind", "date_from", "date_to", "vector_count", "index_type", "path",
-        "file_md5", "status", "run_id", "created_at"])
-    warehouse.run("register_day_indexes", rows=registry, names={"columns": list(registry.columns)},
-                  run_date=run_date, model_version=model_version)
+    registry = pd.DataFrame(
+        built,
+        columns=[
+            "model_version",
+            "category",
+            "kind",
+            "date_from",
+            "date_to",
+            "vector_count",
+            "index_type",
+            "path",
+            "file_md5",
+            "status",
+            "run_id",
+            "created_at",
+        ],
+    )
+    warehouse.run(
+        "register_day_indexes",
+        rows=registry,
+        names={"columns": list(registry.columns)},
+        run_date=run_date,
+        model_version=model_version,
+    )
     log.info("partition %s: %d day indexes, %d vectors", run_date, len(built), int(registry["vector_count"].sum()))
     return built

@@ -10,15 +10,16 @@ from image content, not from the model, so it re-embeds only the serving model's
 and keeps dedup_map as it is. Indexes go under index/<new model>/; index/SERVING names the serving
 model and is switched atomically last.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 
 import pandas as pd
 
-from vecflow.config import ConfigError, import_models_package, serving_pointer, write_json_atomically
+from vecflow.config import ConfigError
+from vecflow.index.pointers import serving_pointer, write_json_atomically
 
 log = logging.getLogger(__name__)
 FIRST_DATE, LAST_DATE = dt.date(1, 1, 1), dt.date(9999, 12, 31)
@@ -34,17 +35,23 @@ class ModelSwitchError(RuntimeError):
 
 def model_card(settings, model_version: str) -> dict:
     """The registry card of a model (ConfigError naming the registry when it is not there)."""
-    import_models_package()
     from vecflow_model.registry import ModelRegistryError, read_card
 
     try:
-        return read_card(model_version, settings.model_registry)[0]
+        return read_card(model_version, settings.embed.model_registry)[0]
     except ModelRegistryError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def plan_reindex(settings, warehouse, model_version: str, run_id: str, date_from: dt.date | None = None,
-                 date_to: dt.date | None = None, max_shards: int = 1024) -> list[dict]:
+def plan_reindex(
+    settings,
+    warehouse,
+    model_version: str,
+    run_id: str,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+    max_shards: int = 1024,
+) -> list[dict]:
     """Shards of every partition in the range that the serving model covers, to embed with
     `model_version`; at most `max_shards` in all (the shard size grows to fit)."""
     from vecflow.embed.plan import MANIFEST_COLUMNS, write_shards
@@ -52,25 +59,44 @@ def plan_reindex(settings, warehouse, model_version: str, run_id: str, date_from
     if model_version == settings.model_version:
         raise ReindexError(f"{model_version} is already the serving model")
     model_card(settings, model_version)
-    images = warehouse.query("select_reindex_images", serving_model_version=settings.model_version,
-                             date_from=date_from or FIRST_DATE, date_to=date_to or LAST_DATE)
+    images = warehouse.query(
+        "select_reindex_images",
+        serving_model_version=settings.model_version,
+        date_from=date_from or FIRST_DATE,
+        date_to=date_to or LAST_DATE,
+    )
     if images.empty:
-        raise ReindexError(f"no partition of {settings.model_version} between {date_from or 'the first'} and "
-                           f"{date_to or 'the last'} date: nothing to reindex")
+        raise ReindexError(
+            f"no partition of {settings.model_version} between {date_from or 'the first'} and "
+            f"{date_to or 'the last'} date: nothing to reindex"
+        )
     images["listed_date"] = pd.to_datetime(images["listed_date"]).dt.date
     partitions = images.groupby("listed_date")
     if partitions.ngroups > max_shards:
-        raise ReindexError(f"{partitions.ngroups} partitions need more than core.max_map_length={max_shards} "
-                           "shards: reindex in date ranges (date_from, date_to)")
-    size = settings.shard_size
+        raise ReindexError(
+            f"{partitions.ngroups} partitions need more than core.max_map_length={max_shards} "
+            "shards: reindex in date ranges (date_from, date_to)"
+        )
+    size = settings.embed.shard_size
     while sum(-(-len(g) // size) for _, g in partitions) > max_shards:
         size *= 2
-    shards = [shard for day, group in partitions
-              for shard in write_shards(settings.staging_dir, group[MANIFEST_COLUMNS].reset_index(drop=True),
-                                        day, run_id, size, model_version)]
-    log.info("reindex with %s: %d images in %d partitions (%s to %s), %d shards of up to %d",
-             model_version, len(images), partitions.ngroups, min(partitions.groups), max(partitions.groups),
-             len(shards), size)
+    shards = [
+        shard
+        for day, group in partitions
+        for shard in write_shards(
+            settings.paths.staging_dir, group[MANIFEST_COLUMNS].reset_index(drop=True), day, run_id, size, model_version
+        )
+    ]
+    log.info(
+        "reindex with %s: %d images in %d partitions (%s to %s), %d shards of up to %d",
+        model_version,
+        len(images),
+        partitions.ngroups,
+        min(partitions.groups),
+        max(partitions.groups),
+        len(shards),
+        size,
+    )
     return shards
 
 
@@ -94,15 +120,21 @@ def load_and_clean(settings, warehouse, model_version: str, run_id: str, shards:
     measured = counts.pivot_table(index="listed_date", columns="measure", values="n", aggfunc="sum").fillna(0)
     problems, totals = [], {"planned": 0, "embedded": 0, "reindex_embed": 0, "reindex_validate": 0, "clean": 0}
     for day, group in sorted(by_date.items()):
-        row = {m: int(measured.loc[day, m]) if day in measured.index and m in measured.columns else 0
-               for m in ("embedded", "reindex_embed", "reindex_validate", "clean")}
+        row = {
+            m: int(measured.loc[day, m]) if day in measured.index and m in measured.columns else 0
+            for m in ("embedded", "reindex_embed", "reindex_validate", "clean")
+        }
         row["planned"] = sum(s["images"] for s in group)
         for key, value in row.items():
             totals[key] += value
-        if row["planned"] != row["embedded"] + row["reindex_embed"] or \
-                row["embedded"] != row["clean"] + row["reindex_validate"]:
-            problems.append(f"{day}: planned {row['planned']}, embedded {row['embedded']}, rejected on load "
-                            f"{row['reindex_embed']}, rejected by validate {row['reindex_validate']}, kept {row['clean']}")
+        if (
+            row["planned"] != row["embedded"] + row["reindex_embed"]
+            or row["embedded"] != row["clean"] + row["reindex_validate"]
+        ):
+            problems.append(
+                f"{day}: planned {row['planned']}, embedded {row['embedded']}, rejected on load "
+                f"{row['reindex_embed']}, rejected by validate {row['reindex_validate']}, kept {row['clean']}"
+            )
     if problems:
         raise ReindexError("reindex lost or invented rows:\n  " + "\n  ".join(problems))
     log.info("reindex with %s: %s", model_version, totals)
@@ -117,10 +149,10 @@ def build_indexes(settings, warehouse, model_version: str, run_id: str, dates: l
     from vecflow.index.build import build_day_indexes
     from vecflow.index.window import build_and_publish, model_categories
 
-    new = dataclasses.replace(settings, model_version=model_version)
+    new = settings.with_model(model_version)
     for run_date in sorted(dates):
         build_day_indexes(new, warehouse, run_date, run_id)
-    return build_and_publish(new, warehouse, max(dates), run_id, model_categories(new.index_dir, model_version))
+    return build_and_publish(new, warehouse, max(dates), run_id, model_categories(new.paths.index_dir, model_version))
 
 
 def switch_problems(settings, warehouse, model_version: str) -> list[str]:
@@ -133,8 +165,10 @@ def switch_problems(settings, warehouse, model_version: str) -> list[str]:
     dates = {m: set(pd.to_datetime(g["listed_date"]).dt.date) for m, g in partitions.groupby("model_version")}
     missing = sorted(dates.get(serving, set()) - dates.get(model_version, set()))
     if missing:
-        problems.append(f"{len(missing)} partition(s) without {model_version} vectors ({missing[0]} .. {missing[-1]}): "
-                        "reindex them (date_from/date_to) first")
+        problems.append(
+            f"{len(missing)} partition(s) without {model_version} vectors ({missing[0]} .. {missing[-1]}): "
+            "reindex them (date_from/date_to) first"
+        )
     registry = warehouse.table("index_registry")
     published = registry[(registry["kind"] == "window") & (registry["status"] == "published")]
     served = published[published["model_version"] == serving].set_index("category")
@@ -144,10 +178,13 @@ def switch_problems(settings, warehouse, model_version: str) -> list[str]:
             problems.append(f"{category}: no published {model_version} window index")
             continue
         new_precision, old_precision = candidate.loc[category, "precision_at_10"], old["precision_at_10"]
-        if pd.notna(old_precision) and (pd.isna(new_precision) or
-                                        new_precision < old_precision - settings.reindex_max_precision_drop):
-            problems.append(f"{category}: precision@10 {new_precision:.4f} of {model_version} is more than "
-                            f"{settings.reindex_max_precision_drop} below {old_precision:.4f} of {serving}")
+        if pd.notna(old_precision) and (
+            pd.isna(new_precision) or new_precision < old_precision - settings.index.reindex_max_precision_drop
+        ):
+            problems.append(
+                f"{category}: precision@10 {new_precision:.4f} of {model_version} is more than "
+                f"{settings.index.reindex_max_precision_drop} below {old_precision:.4f} of {serving}"
+            )
     return problems
 
 
@@ -156,11 +193,16 @@ def switch_model(settings, warehouse, model_version: str, run_id: str) -> dict:
     `switch_problems`; raises ModelSwitchError naming every problem otherwise."""
     problems = switch_problems(settings, warehouse, model_version)
     if problems:
-        raise ModelSwitchError(f"{model_version} does not replace {settings.model_version} (it keeps serving):\n  "
-                               + "\n  ".join(problems))
-    pointer = {"model_version": model_version, "previous_model_version": settings.model_version,
-               "switched_at": pd.Timestamp.now(tz="UTC").isoformat(), "run_id": run_id}
-    path = serving_pointer(settings.home)
+        raise ModelSwitchError(
+            f"{model_version} does not replace {settings.model_version} (it keeps serving):\n  " + "\n  ".join(problems)
+        )
+    pointer = {
+        "model_version": model_version,
+        "previous_model_version": settings.model_version,
+        "switched_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "run_id": run_id,
+    }
+    path = serving_pointer(settings.paths.index_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(path, pointer)
     log.info("serving model switched from %s to %s", settings.model_version, model_version)

@@ -1,6 +1,7 @@
 """Search by image: embed a picture with the serving model, search the published window index of
 its predicted category (or of every category), and return the nearest canonical images with their
 scores, tags and the duplicates folded into them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vecflow.config import import_models_package
 from vecflow.index.window import load_published
 
 
 def embed_image(path: Path, model_version: str, registry: Path) -> tuple[np.ndarray, str | None]:
     """(unit vector, predicted category or None for a model without a category head)."""
-    import_models_package()
     import torch
+
     from vecflow_model.imaging import analysis_pixels, decode
     from vecflow_model.preprocess import background_distance, network_input
     from vecflow_model.registry import load_model
@@ -32,26 +32,31 @@ def embed_image(path: Path, model_version: str, registry: Path) -> tuple[np.ndar
 def search(settings, warehouse, image: Path, k: int = 10, category: str | None = None) -> pd.DataFrame:
     """Top-k of the published index of `category` (default: the image's predicted category; "all":
     every category with a published index)."""
-    vector, predicted = embed_image(image, settings.model_version, settings.model_registry)
+    vector, predicted = embed_image(image, settings.model_version, settings.embed.model_registry)
     wanted = category or predicted
-    base = settings.index_dir / settings.model_version
-    categories = sorted(p.name for p in base.iterdir() if (p / "CURRENT").exists()) if wanted in (None, "all") \
-        else [wanted]
+    base = settings.paths.index_dir / settings.model_version
+    categories = (
+        sorted(p.name for p in base.iterdir() if (p / "CURRENT").exists()) if wanted in (None, "all") else [wanted]
+    )
     hits = []
     for cat in categories:
-        index, ids, manifest = load_published(settings.index_dir, settings.model_version, cat)
+        index, ids, manifest = load_published(settings.paths.index_dir, settings.model_version, cat)
         if hasattr(index, "nprobe"):
-            index.nprobe = manifest.get("nprobe", settings.index_nprobe)
+            index.nprobe = manifest.get("nprobe", settings.index.nprobe)
         scores, found = index.search(vector[None], min(k, index.ntotal))
         image_of = dict(zip(ids["id"], ids["image_id"]))
-        hits += [{"image_id": image_of[i], "score": float(s), "category": cat, "index_version": manifest["version"]}
-                 for s, i in zip(scores[0], found[0]) if i != -1]
+        hits += [
+            {"image_id": image_of[i], "score": float(s), "category": cat, "index_version": manifest["version"]}
+            for s, i in zip(scores[0], found[0])
+            if i != -1
+        ]
     results = pd.DataFrame(hits, columns=["image_id", "score", "category", "index_version"])
     results = results.sort_values("score", ascending=False).head(k).reset_index(drop=True)
     if results.empty:
         return results
-    details = warehouse.query("select_search_results", image_ids=results["image_id"].tolist(),
-                              model_version=settings.model_version)
+    details = warehouse.query(
+        "select_search_results", image_ids=results["image_id"].tolist(), model_version=settings.model_version
+    )
     results = results.merge(details, on="image_id", how="left")
     results.insert(0, "rank", range(1, len(results) + 1))
     results.attrs["predicted_category"] = predicted

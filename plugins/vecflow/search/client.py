@@ -5,6 +5,7 @@ extras: api_key (instead of login), verify_certs (default true), ca_certs (a CA 
 request_timeout (seconds, 30), max_retries (3). Example:
 `AIRFLOW_CONN_ELASTICSEARCH_DEFAULT='elasticsearch://elastic:secret@es.internal:9200/https?ca_certs=/etc/ssl/es-ca.pem'`.
 """
+
 from __future__ import annotations
 
 from vecflow.config import ConfigError
@@ -47,13 +48,14 @@ def client_from_connection(conn):
 
 
 def search_client(conn_id: str):
-    from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         raise ConfigError(
             f"Airflow connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} (or add it in "
-            "the UI), or turn the sink off with VECFLOW_SEARCH_SINK=none") from None
+            "the UI), or turn the sink off with VECFLOW_SEARCH_SINK=none"
+        ) from None
     return client_from_connection(conn)

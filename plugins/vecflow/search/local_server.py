@@ -1,6 +1,7 @@
 """An Elasticsearch-compatible server (noida-db) on 127.0.0.1 for the local run and the tests.
 
 Started in its own process group and stopped by group id, so nothing it spawns outlives it."""
+
 from __future__ import annotations
 
 import logging
@@ -59,16 +60,29 @@ class LocalSearchServer:
             time.sleep(0.1)
         return True
 
-    def start(self, retry_orphan: bool = True) -> "LocalSearchServer":
+    def start(self, retry_orphan: bool = True) -> LocalSearchServer:
         import noida_db
 
         binary = Path(noida_db.__file__).parent / "noida-db"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
-            [str(binary), "start", "--only", "elasticsearch", "--host", "127.0.0.1",
-             "--elasticsearch-port", str(self.port), "--data-dir", str(self.data_dir)],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(binary),
+                "start",
+                "--only",
+                "elasticsearch",
+                "--host",
+                "127.0.0.1",
+                "--elasticsearch-port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log_file.close()
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -81,8 +95,10 @@ class LocalSearchServer:
                     if retry_orphan and self._stop_orphan():
                         return self.start(retry_orphan=False)
                     lines = (self.data_dir / "server.log").read_text(errors="replace").strip().splitlines()
-                    raise RuntimeError(f"search server did not start: {lines[-1] if lines else 'no output'} "
-                                       f"(log: {self.data_dir / 'server.log'})") from None
+                    raise RuntimeError(
+                        f"search server did not start: {lines[-1] if lines else 'no output'} "
+                        f"(log: {self.data_dir / 'server.log'})"
+                    ) from None
                 time.sleep(0.2)
         log.info("Elasticsearch-compatible server on %s (data in %s)", self.url, self.data_dir)
         return self
@@ -102,7 +118,7 @@ class LocalSearchServer:
                 continue
         self.process = None
 
-    def __enter__(self) -> "LocalSearchServer":
+    def __enter__(self) -> LocalSearchServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

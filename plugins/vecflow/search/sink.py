@@ -1,6 +1,7 @@
 """Writes image tags (one document per canonical image, an index per quarter behind one alias) and
 tag trends to Elasticsearch. Document ids are deterministic, so a rerun overwrites; documents of a
 partition left from an earlier run are deleted; documents Elasticsearch refuses become rejects."""
+
 from __future__ import annotations
 
 import copy
@@ -12,11 +13,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vecflow.config import INCLUDE_DIR
+from vecflow.resources import SEARCH_TEMPLATES_DIR
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = INCLUDE_DIR / "search"
+TEMPLATES_DIR = SEARCH_TEMPLATES_DIR
 BULK_MAX_RETRIES = 4  # per document, on 429 (Elasticsearch's "too many requests"), with backoff
 BULK_INITIAL_BACKOFF_S = 1.0
 BULK_MAX_BACKOFF_S = 30.0
@@ -70,11 +71,17 @@ def ensure_templates(es, indexes: SearchIndexes, dimensions: list[str], vector_d
     """Index templates (idempotent): every quarter's image-tags index gets the mappings and the alias."""
     image_tags = image_tags_template(dimensions, vector_dim)
     es.indices.put_index_template(
-        name=indexes.image_tags, index_patterns=[f"{indexes.image_tags}-*"], priority=100,
-        template={**image_tags, "aliases": {indexes.image_tags: {}}})
+        name=indexes.image_tags,
+        index_patterns=[f"{indexes.image_tags}-*"],
+        priority=100,
+        template={**image_tags, "aliases": {indexes.image_tags: {}}},
+    )
     es.indices.put_index_template(
-        name=indexes.tag_trends, index_patterns=[indexes.tag_trends], priority=100, template=_template(
-            "tag_trends_template.json"))
+        name=indexes.tag_trends,
+        index_patterns=[indexes.tag_trends],
+        priority=100,
+        template=_template("tag_trends_template.json"),
+    )
 
 
 def image_documents(rows: pd.DataFrame, run_id: str) -> list[dict]:
@@ -83,9 +90,18 @@ def image_documents(rows: pd.DataFrame, run_id: str) -> list[dict]:
     for image_id, group in rows.groupby("image_id", sort=True):
         first = group.iloc[0]
         listed = pd.Timestamp(first["listed_date"]).date()
-        doc = {"image_id": image_id, "listed_date": listed.isoformat(), "quarter": quarter_label(listed),
-               "source": first["source"], "model_version": first["model_version"], "run_id": run_id,
-               "tags": {}, "confidence": {}, "tag_source": {}, "_category": first["predicted_category"]}
+        doc = {
+            "image_id": image_id,
+            "listed_date": listed.isoformat(),
+            "quarter": quarter_label(listed),
+            "source": first["source"],
+            "model_version": first["model_version"],
+            "run_id": run_id,
+            "tags": {},
+            "confidence": {},
+            "tag_source": {},
+            "_category": first["predicted_category"],
+        }
         if "embedding" in group:
             doc["embedding"] = [float(x) for x in first["embedding"]]
         for r in group.dropna(subset=["dimension"]).itertuples():
@@ -101,13 +117,26 @@ def bulk_write(es, index_of, docs: list[dict], id_of, chunk_size: int) -> list[d
     """streaming_bulk with per-document retries on 429; returns the documents refused, with why."""
     from elasticsearch import helpers
 
-    actions = ({"_op_type": "index", "_index": index_of(d), "_id": id_of(d),
-                "_source": {k: v for k, v in d.items() if not k.startswith("_")}} for d in docs)
+    actions = (
+        {
+            "_op_type": "index",
+            "_index": index_of(d),
+            "_id": id_of(d),
+            "_source": {k: v for k, v in d.items() if not k.startswith("_")},
+        }
+        for d in docs
+    )
     failed = []
     written = 0
     for ok, item in helpers.streaming_bulk(
-            es, actions, chunk_size=chunk_size, max_retries=BULK_MAX_RETRIES,
-            initial_backoff=BULK_INITIAL_BACKOFF_S, max_backoff=BULK_MAX_BACKOFF_S, raise_on_error=False):
+        es,
+        actions,
+        chunk_size=chunk_size,
+        max_retries=BULK_MAX_RETRIES,
+        initial_backoff=BULK_INITIAL_BACKOFF_S,
+        max_backoff=BULK_MAX_BACKOFF_S,
+        raise_on_error=False,
+    ):
         if ok:
             written += 1
             continue
@@ -115,50 +144,93 @@ def bulk_write(es, index_of, docs: list[dict], id_of, chunk_size: int) -> list[d
         error = result.get("error") or {}
         if not isinstance(error, dict):
             error = {"type": "error", "reason": str(error)}
-        failed.append({"_id": result.get("_id"), "status": result.get("status"),
-                       "type": error.get("type", "error"), "reason": str(error.get("reason", error))[:MAX_DETAIL]})
+        failed.append(
+            {
+                "_id": result.get("_id"),
+                "status": result.get("status"),
+                "type": error.get("type", "error"),
+                "reason": str(error.get("reason", error))[:MAX_DETAIL],
+            }
+        )
     log.info("bulk: %d written, %d refused", written, len(failed))
     return failed
 
 
 def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt.date, run_id: str) -> dict:
-    indexes = SearchIndexes(settings.es_index_prefix)
-    rows = warehouse.query("select_search_docs", names={"extra_columns": ["embedding"] if settings.es_index_vectors else []},
-                           run_date=run_date, model_version=settings.model_version)
+    indexes = SearchIndexes(settings.search.index_prefix)
+    rows = warehouse.query(
+        "select_search_docs",
+        names={"extra_columns": ["embedding"] if settings.search.index_vectors else []},
+        run_date=run_date,
+        model_version=settings.model_version,
+    )
     docs = image_documents(rows, run_id)
-    vector_dim = len(docs[0]["embedding"]) if docs and settings.es_index_vectors else None
+    vector_dim = len(docs[0]["embedding"]) if docs and settings.search.index_vectors else None
     ensure_templates(es, indexes, dimensions, vector_dim)
     index = indexes.image_tags_of(run_date)  # a partition's documents live only in its quarter's index
-    failed = bulk_write(es, lambda d: index, docs, lambda d: d["image_id"], settings.es_chunk_size)
+    failed = bulk_write(es, lambda d: index, docs, lambda d: d["image_id"], settings.search.chunk_size)
     # documents of this partition from an earlier run (dropped since, or refused now) go away
     es.indices.refresh(index=index)
-    stale = es.delete_by_query(index=index, refresh=True, conflicts="proceed", query={"bool": {
-        "filter": [{"term": {"listed_date": run_date.isoformat()}}],
-        "must_not": [{"term": {"run_id": run_id}}]}})
+    stale = es.delete_by_query(
+        index=index,
+        refresh=True,
+        conflicts="proceed",
+        query={
+            "bool": {
+                "filter": [{"term": {"listed_date": run_date.isoformat()}}],
+                "must_not": [{"term": {"run_id": run_id}}],
+            }
+        },
+    )
     category = {d["image_id"]: d["_category"] for d in docs}
     _record(warehouse, run_date, run_id, docs, failed, category)
-    stats = {"documents": len(docs), "written": len(docs) - len(failed), "refused": len(failed),
-             "stale_deleted": int(stale.get("deleted", 0)), "index": index}
+    stats = {
+        "documents": len(docs),
+        "written": len(docs) - len(failed),
+        "refused": len(failed),
+        "stale_deleted": int(stale.get("deleted", 0)),
+        "index": index,
+    }
     log.info("search sink %s: %s", run_date, stats)
-    if docs and len(failed) > settings.es_max_error_rate * len(docs):
+    if docs and len(failed) > settings.search.max_error_rate * len(docs):
         reasons = Counter(f["type"] for f in failed)
         raise SearchSinkError(
             f"Elasticsearch refused {len(failed)} of {len(docs)} documents of {run_date} (allowed: "
-            f"{settings.es_max_error_rate:.1%}); by reason {dict(reasons)}; first: {failed[0]['_id']}: "
-            f"{failed[0]['reason']} (all in rejects, stage 'search')")
+            f"{settings.search.max_error_rate:.1%}); by reason {dict(reasons)}; first: {failed[0]['_id']}: "
+            f"{failed[0]['reason']} (all in rejects, stage 'search')"
+        )
     return stats
 
 
 def _record(warehouse, run_date, run_id, docs, failed, category) -> None:
     """Refused documents into rejects, and the search stage of the funnel (in / out / dropped)."""
     rejects = pd.DataFrame(
-        [{"image_id": f["_id"], "listed_date": run_date, "stage": "search", "reason": f"es_{f['type']}",
-          "detail": f"status {f['status']}: {f['reason']}", "category": category.get(f["_id"]), "run_id": run_id}
-         for f in failed],
-        columns=["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"])
-    warehouse.run("replace_partition", rows=rejects,
-                  names={"table": "rejects", "partition_column": "listed_date", "stage_column": "stage",
-                         "columns": list(rejects.columns)}, partition_value=run_date, stage="search")
+        [
+            {
+                "image_id": f["_id"],
+                "listed_date": run_date,
+                "stage": "search",
+                "reason": f"es_{f['type']}",
+                "detail": f"status {f['status']}: {f['reason']}",
+                "category": category.get(f["_id"]),
+                "run_id": run_id,
+            }
+            for f in failed
+        ],
+        columns=["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"],
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=rejects,
+        names={
+            "table": "rejects",
+            "partition_column": "listed_date",
+            "stage_column": "stage",
+            "columns": list(rejects.columns),
+        },
+        partition_value=run_date,
+        stage="search",
+    )
     counts: Counter = Counter()
     for d in docs:
         counts[(d["_category"], "in")] += 1
@@ -167,17 +239,37 @@ def _record(warehouse, run_date, run_id, docs, failed, category) -> None:
         counts[(d["_category"], refused.get(d["image_id"], "out"))] += 1
     now = pd.Timestamp.now(tz="UTC")
     funnel = pd.DataFrame(
-        [{"stage": "search", "partition_date": run_date, "category": c, "metric": m, "value": v,
-          "run_id": run_id, "recorded_at": now} for (c, m), v in sorted(counts.items())],
-        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"])
-    warehouse.run("replace_partition", rows=funnel,
-                  names={"table": "funnel_metrics", "partition_column": "partition_date", "stage_column": "stage",
-                         "columns": list(funnel.columns)}, partition_value=run_date, stage="search")
+        [
+            {
+                "stage": "search",
+                "partition_date": run_date,
+                "category": c,
+                "metric": m,
+                "value": v,
+                "run_id": run_id,
+                "recorded_at": now,
+            }
+            for (c, m), v in sorted(counts.items())
+        ],
+        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"],
+    )
+    warehouse.run(
+        "replace_partition",
+        rows=funnel,
+        names={
+            "table": "funnel_metrics",
+            "partition_column": "partition_date",
+            "stage_column": "stage",
+            "columns": list(funnel.columns),
+        },
+        partition_value=run_date,
+        stage="search",
+    )
 
 
 def index_trends(es, warehouse, settings, dimensions: list[str], run_id: str) -> dict:
     """The tag_trends table as documents (id quarter|dimension|tag); rows gone from it are deleted."""
-    indexes = SearchIndexes(settings.es_index_prefix)
+    indexes = SearchIndexes(settings.search.index_prefix)
     ensure_templates(es, indexes, dimensions, None)
     trends = warehouse.table("tag_trends")
     docs = []
@@ -187,12 +279,23 @@ def index_trends(es, warehouse, settings, dimensions: list[str], run_id: str) ->
         doc["mover_rank"] = None if doc["mover_rank"] is None else int(doc["mover_rank"])
         doc["run_id"] = run_id
         docs.append(doc)
-    failed = bulk_write(es, lambda d: indexes.tag_trends, docs,
-                        lambda d: f"{d['quarter']}|{d['dimension']}|{d['tag']}", settings.es_chunk_size)
+    failed = bulk_write(
+        es,
+        lambda d: indexes.tag_trends,
+        docs,
+        lambda d: f"{d['quarter']}|{d['dimension']}|{d['tag']}",
+        settings.search.chunk_size,
+    )
     if failed:
-        raise SearchSinkError(f"Elasticsearch refused {len(failed)} of {len(docs)} trend documents; first: "
-                              f"{failed[0]['_id']}: {failed[0]['reason']}")
+        raise SearchSinkError(
+            f"Elasticsearch refused {len(failed)} of {len(docs)} trend documents; first: "
+            f"{failed[0]['_id']}: {failed[0]['reason']}"
+        )
     es.indices.refresh(index=indexes.tag_trends)
-    stale = es.delete_by_query(index=indexes.tag_trends, refresh=True, conflicts="proceed",
-                               query={"bool": {"must_not": [{"term": {"run_id": run_id}}]}})
+    stale = es.delete_by_query(
+        index=indexes.tag_trends,
+        refresh=True,
+        conflicts="proceed",
+        query={"bool": {"must_not": [{"term": {"run_id": run_id}}]}},
+    )
     return {"documents": len(docs), "stale_deleted": int(stale.get("deleted", 0)), "index": indexes.tag_trends}

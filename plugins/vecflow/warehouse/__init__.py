@@ -1,26 +1,21 @@
 """Warehouse access: BigQuery standard SQL files from include/sql, run on DuckDB (default) or BigQuery."""
+
 from vecflow.warehouse.sql import render_sql, to_duckdb  # noqa: F401
 
 
 def get_warehouse(settings=None):
     """The configured warehouse: VECFLOW_WAREHOUSE=duckdb (default, a file under VECFLOW_HOME) or
-    bigquery (see BigQueryWarehouse.from_environment)."""
-    import os
-
-    from vecflow.config import ConfigError, env_int
+    bigquery (see BigQueryWarehouse.from_settings)."""
     from vecflow.config import settings as load_settings
 
-    kind = os.environ.get("VECFLOW_WAREHOUSE", "duckdb")
-    if kind == "bigquery":
+    s = settings or load_settings()
+    if s.warehouse.kind == "bigquery":
         from vecflow.warehouse.bigquery_backend import BigQueryWarehouse
 
-        return BigQueryWarehouse.from_environment()
-    if kind != "duckdb":
-        raise ConfigError(f"VECFLOW_WAREHOUSE={kind!r} must be 'duckdb' or 'bigquery'")
+        return BigQueryWarehouse.from_settings(s.bigquery)
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
-    return DuckDBWarehouse((settings or load_settings()).warehouse_path,
-                           lock_timeout_s=env_int("VECFLOW_DUCKDB_LOCK_TIMEOUT_SECONDS", 120, minimum=0))
+    return DuckDBWarehouse(s.paths.warehouse_path, lock_timeout_s=s.warehouse.duckdb_lock_timeout_s)
 
 
 def bootstrap(warehouse) -> None:
@@ -37,7 +32,11 @@ def bootstrap(warehouse) -> None:
     tags = pd.DataFrame(taxonomy.rows())
     warehouse.run("replace_table", rows=tags, names={"table": "taxonomy", "columns": list(tags.columns)})
     derivations = pd.DataFrame(
-        [{"dimension": "style", "tag": style, "from_dimension": "category", "from_tag": category}
-         for category, style in taxonomy.style_of_category().items()])
-    warehouse.run("replace_table", rows=derivations,
-                  names={"table": "tag_derivations", "columns": list(derivations.columns)})
+        [
+            {"dimension": "style", "tag": style, "from_dimension": "category", "from_tag": category}
+            for category, style in taxonomy.style_of_category().items()
+        ]
+    )
+    warehouse.run(
+        "replace_table", rows=derivations, names={"table": "tag_derivations", "columns": list(derivations.columns)}
+    )

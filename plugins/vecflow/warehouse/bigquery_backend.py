@@ -4,12 +4,12 @@ The SQL files are BigQuery standard SQL already; each statement runs as its own 
 the query parameters it uses (BigQuery's @name). Rows handed to a step are loaded as parquet into
 a staging table in the dataset, read by the step as {{ staging }}, and dropped afterwards.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import io
 import logging
-import os
 import uuid
 
 import pandas as pd
@@ -81,27 +81,25 @@ class BigQueryWarehouse:
         self.location = location
 
     @classmethod
-    def from_environment(cls) -> "BigQueryWarehouse":
-        """VECFLOW_BQ_ENDPOINT (an emulator, anonymous credentials) or the Airflow Connection
-        VECFLOW_BQ_CONN_ID (default google_cloud_default); dataset VECFLOW_BQ_DATASET."""
-        dataset = os.environ.get("VECFLOW_BQ_DATASET", "vecflow")
-        location = os.environ.get("VECFLOW_BQ_LOCATION")
-        endpoint = os.environ.get("VECFLOW_BQ_ENDPOINT")
+    def from_settings(cls, bq) -> BigQueryWarehouse:
+        """An endpoint (an emulator, anonymous credentials) or the Airflow Connection `bq.conn_id`
+        (default google_cloud_default); `bq` is the settings' bigquery group."""
+        dataset, location, endpoint = bq.dataset, bq.location, bq.endpoint
         if endpoint:
             from google.api_core.client_options import ClientOptions
             from google.auth.credentials import AnonymousCredentials
             from google.cloud import bigquery
 
-            client = bigquery.Client(project=os.environ.get("VECFLOW_BQ_PROJECT", "vecflow-local"),
-                                     credentials=AnonymousCredentials(),
-                                     client_options=ClientOptions(api_endpoint=endpoint))
+            client = bigquery.Client(
+                project=bq.project or "vecflow-local",
+                credentials=AnonymousCredentials(),
+                client_options=ClientOptions(api_endpoint=endpoint),
+            )
         else:
             from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 
-            hook = BigQueryHook(gcp_conn_id=os.environ.get("VECFLOW_BQ_CONN_ID", "google_cloud_default"),
-                                location=location)
-            client = hook.get_client(project_id=os.environ.get("VECFLOW_BQ_PROJECT") or hook.project_id,
-                                     location=location)
+            hook = BigQueryHook(gcp_conn_id=bq.conn_id, location=location)
+            client = hook.get_client(project_id=bq.project or hook.project_id, location=location)
         warehouse = cls(client, dataset, location)
         client.create_dataset(dataset, exists_ok=True)
         return warehouse
@@ -126,15 +124,15 @@ class BigQueryWarehouse:
         buf.seek(0)
         staging = f"{self.dataset}._staging_{uuid.uuid4().hex[:12]}"
         self.client.create_table(bigquery.Table(f"{self.client.project}.{staging}", schema=_schema(table)))
-        config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
-                                        write_disposition=bigquery.WriteDisposition.WRITE_APPEND)  # a new, uniquely named table
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+        )  # a new, uniquely named table
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True
         self.client.load_table_from_file(buf, staging, job_config=config, size=None).result()
         return staging
 
-    def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None,
-            **params) -> None:
+    def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None, **params) -> None:
         staging = self._stage(rows) if rows is not None else "unused_staging"
         try:
             for statement in self.statements(name, names, staging):

@@ -1,4 +1,5 @@
 """The embedded warehouse: one DuckDB file running the BigQuery SQL files through sqlglot."""
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,7 @@ class DuckDBWarehouse:
     def _bind(statement: str, params: dict) -> dict:
         return used_parameters(statement, "$", params)
 
-    def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None,
-            **params) -> None:
+    def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None, **params) -> None:
         """Runs every statement of include/sql/<name>.sql in one transaction; `rows` are readable
         as the staging table and `names` fill identifiers."""
         statements = self.statements(name, names)

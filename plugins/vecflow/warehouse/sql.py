@@ -1,4 +1,5 @@
 """SQL files: BigQuery standard SQL, Jinja for names only, query parameters (@name) for values."""
+
 from __future__ import annotations
 
 import logging
@@ -8,10 +9,11 @@ from functools import lru_cache
 import jinja2
 import sqlglot
 
-from vecflow.config import SQL_DIR
+from vecflow.resources import SQL_DIR
 
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SQL_DIR)), undefined=jinja2.StrictUndefined,
-                          keep_trailing_newline=True)
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(SQL_DIR)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+)
 
 
 def render_sql(name: str, dataset: str, **names) -> str:
@@ -19,7 +21,7 @@ def render_sql(name: str, dataset: str, **names) -> str:
 
     `names` fill identifiers only (tables, columns); values always go as query parameters."""
     for value in names.values():
-        for ident in (value if isinstance(value, (list, tuple)) else [value]):
+        for ident in value if isinstance(value, (list, tuple)) else [value]:
             if not isinstance(ident, str) or not ident.replace("_", "").replace(".", "").isalnum():
                 raise ValueError(f"{ident!r} is not a plain SQL identifier")
     return _env.get_template(f"{name}.sql").render(dataset=dataset, **names)
@@ -41,4 +43,6 @@ def to_duckdb(bigquery_sql: str) -> tuple[str, ...]:
     named in a comment must not count as used). Partition/cluster clauses have no DuckDB
     equivalent and are dropped (sqlglot warns about them, which is expected)."""
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
-    return tuple(s for s in sqlglot.transpile(bigquery_sql, read="bigquery", write="duckdb", comments=False) if s.strip())
+    return tuple(
+        s for s in sqlglot.transpile(bigquery_sql, read="bigquery", write="duckdb", comments=False) if s.strip()
+    )

@@ -1,0 +1,79 @@
+"""The embedding job's contract, shared by both sides of the runtime boundary: `ShardJob`, the
+arguments of one shard job (built by vecflow's local runner and its pod factory, parsed by
+`vecflow_model.embed.parse_args`), and `OUTPUT_SCHEMA`, the shard output file (written by the
+entrypoint, loaded into vector_log by vecflow.embed.load; a test compares it with vector_log).
+
+Light on purpose: the Airflow side imports it, and it needs only pyarrow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+# Embeddings are float32 on the wire (what the model computes); the warehouse keeps FLOAT64.
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("source", pa.string()),
+        ("listed_date", pa.date32()),
+        ("catalog_category", pa.string()),
+        ("category", pa.string()),
+        ("category_confidence", pa.float64()),
+        ("content_md5", pa.string()),
+        ("dhash", pa.int64()),
+        ("edge_signature", pa.list_(pa.float64())),
+        ("model_version", pa.string()),
+        ("dim", pa.int32()),
+        ("embedding", pa.list_(pa.float32())),
+        ("color", pa.string()),
+        ("color_confidence", pa.float64()),
+        ("pattern", pa.string()),
+        ("pattern_confidence", pa.float64()),
+        ("run_id", pa.string()),
+        ("shard_id", pa.int32()),
+        ("attempt", pa.int32()),
+        ("embedded_at", pa.timestamp("us", tz="UTC")),
+        ("reject_reason", pa.string()),
+        ("reject_detail", pa.string()),
+    ]
+)
+REJECT_COLUMNS = ["reject_reason", "reject_detail"]
+# what a row with a vector contributes to vector_log (the rest of a rejected row goes to rejects)
+VECTOR_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name not in REJECT_COLUMNS]
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard job. `attempt` None: the entrypoint reads ATTEMPT from its environment (a pod's
+    try number is only known when Airflow renders the pod, not when the shard is planned)."""
+
+    manifest: Path
+    output: Path
+    catalog_root: Path
+    taxonomy: Path
+    model_version: str
+    registry: Path
+    run_id: str
+    shard_id: int
+    attempt: int | None = None
+    device: str = "cpu"
+    batch_size: int = 256
+    workers: int = 0
+    amp: str = "auto"
+    compile: bool = False
+
+    def to_args(self) -> list[str]:
+        """The entrypoint's command-line arguments: `python -m vecflow_model.embed *job.to_args()`."""
+        args: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                args += [flag] if value else []
+            elif value is not None:
+                args += [flag, str(value)]
+        return args
