@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+EDITABLE := $(VENV)/.vecflow-editable
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 BQ_VENV := .venv-bq
@@ -26,13 +27,16 @@ CATALOG_ARGS = --seed $(SEED) --days $(DAYS) --images-per-day $(IMAGES_PER_DAY) 
 
 # The venv is rebuilt only when requirements.txt changes. torch goes first: it is the CPU build
 # on disk, and installing it first stops anything from pulling a multi-GB CUDA build.
-# vecflow itself (plugins/vecflow and include/models/vecflow_model, pyproject.toml) is installed
-# editable, so code changes need no reinstall.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q "$$(grep -E '^torch==' requirements.txt)"
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# vecflow itself (plugins/vecflow and include/models/vecflow_model, pyproject.toml), editable: code
+# changes need no reinstall, a changed pyproject.toml reinstalls it.
+$(EDITABLE): $(STAMP) pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -51,7 +55,7 @@ $(BQ_STAMP): requirements-bqemulator.txt
 	done
 	touch $@
 
-setup: $(STAMP) $(FASHION_MNIST)
+setup: $(STAMP) $(EDITABLE) $(FASHION_MNIST)
 
 catalog: setup
 	$(VENV)/bin/python -m vecflow.cli generate-catalog $(CATALOG_ARGS)

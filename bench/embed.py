@@ -47,9 +47,9 @@ def cpu_mode(images: int, repeats: int) -> None:
 
     home = Path(tempfile.mkdtemp(prefix="vecflow-bench-"))
     os.environ.update({"VECFLOW_HOME": str(home), "VECFLOW_SHARD_SIZE": str(images)})
-    from vecflow.catalog.generate import CatalogParams, generate
-    from vecflow.catalog.spec import load_trend_spec
     from vecflow.config import settings
+    from vecflow.demo.catalog.generate import CatalogParams, generate
+    from vecflow.demo.catalog.spec import load_trend_spec
     from vecflow.embed.plan import plan_shards
     from vecflow.embed.runner import run_shard
     from vecflow.resources import DEFAULT_TREND_SPEC

@@ -92,7 +92,7 @@ def docs_from_arrays(tags):
 def bench_search(tags, sample: int, query_runs: int) -> dict:
     from elasticsearch import Elasticsearch
 
-    from vecflow.search.local_server import LocalSearchServer
+    from vecflow.demo.search_server import LocalSearchServer
     from vecflow.search.queries import quarterly_tag_shares
     from vecflow.search.sink import SearchIndexes, bulk_write, ensure_templates
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task, task_group
+from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
 
 from vecflow.alerts import deadline_alert
 from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
@@ -28,16 +28,19 @@ from vecflow.dag_defaults import DAG_KWARGS, embed_shards
 )
 def vecflow_daily():
     from vecflow import tasks
+    from vecflow.tasks import current_run
 
     @task_group(group_id="embed")
     def embed_stage():
         @task
         def plan_shards() -> list[dict]:
-            return tasks.plan(get_current_context())
+            run = current_run()
+            return tasks.plan_shards(run.settings, run.warehouse(), run.run_date, run.run_id, tasks.max_shards())
 
         @task(outlets=[VECTOR_LOG])
         def load_vector_log(shards: list[dict]) -> dict:
-            return tasks.load(shards, get_current_context())
+            run = current_run()
+            return run.emit(VECTOR_LOG, tasks.load_vector_log(run.warehouse(), run.run_date, run.run_id, shards))
 
         shards = plan_shards()
         embedded = embed_shards(shards)
@@ -46,26 +49,32 @@ def vecflow_daily():
         return loaded
 
     @task(outlets=[VECTORS_CLEAN])
-    def clean() -> None:
-        tasks.clean(get_current_context())
+    def clean() -> dict:
+        run = current_run()
+        return run.emit(VECTORS_CLEAN, tasks.clean(run.settings, run.warehouse(), run.run_date, run.run_id))
 
     @task(outlets=[IMAGE_TAGS])
     def tag_images() -> None:
-        tasks.tag(get_current_context())
+        run = current_run()
+        tasks.tag_images(run.settings, run.warehouse(), run.run_date, run.run_id)
+        run.emit(IMAGE_TAGS)
 
     @task(outlets=[INDEXES], retry_delay=dt.timedelta(minutes=1))
     def build_indexes() -> dict:
         """Day indexes, then the window index per category, published when it passes its gate."""
-        return tasks.index(get_current_context())
+        run = current_run()
+        return run.emit(INDEXES, tasks.build_indexes(run.settings, run.warehouse(), run.run_date, run.run_id))
 
-    @task(retries=0)  # a failed suite is a data bug, not a transient failure
+    @task
     def check_quality() -> dict:
         """Funnel, Great Expectations suites and Data Docs, run report (reports/<date>/index.html)."""
-        return tasks.quality(get_current_context())
+        run = current_run()
+        return tasks.check_quality(run.settings, run.warehouse(), run.run_date, run.run_id)
 
     @task
     def search_index_tags() -> dict:
-        return tasks.search_tags(get_current_context())
+        run = current_run()
+        return tasks.search_index_tags(run.settings, run.warehouse(), run.run_date, run.run_id)
 
     indexed = build_indexes()
     tagged = tag_images()

@@ -9,7 +9,9 @@ the switch gate: rerun the reindex for them with date_from/date_to.
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+import datetime as dt
+
+from airflow.sdk import Param, dag, task
 
 from vecflow.assets import INDEXES, VECTORS_CLEAN
 from vecflow.dag_defaults import DAG_KWARGS, embed_shards
@@ -31,22 +33,34 @@ DATE_PARAM = {"type": ["null", "string"], "format": "date"}
 )
 def vecflow_reindex():
     from vecflow import tasks
+    from vecflow.tasks import current_run, reindex_params
 
     @task
     def plan_reindex() -> list[dict]:
-        return tasks.reindex_plan(get_current_context())
+        run = current_run()
+        model_version, date_from, date_to = reindex_params(run.params)
+        return tasks.plan_reindex(
+            run.settings, run.warehouse(), model_version, run.run_id, date_from, date_to, tasks.max_shards()
+        )
 
     @task(outlets=[VECTORS_CLEAN])
     def load_and_clean(shards: list[dict]) -> dict:
-        return tasks.reindex_load(shards, get_current_context())
+        run = current_run()
+        model_version = reindex_params(run.params)[0]
+        return tasks.load_and_clean(run.settings, run.warehouse(), model_version, run.run_id, shards)
 
     @task(outlets=[INDEXES])
     def build_indexes(shards: list[dict]) -> dict:
-        return tasks.reindex_indexes(shards, get_current_context())
+        run = current_run()
+        model_version = reindex_params(run.params)[0]
+        built = tasks.build_reindex_indexes(run.settings, run.warehouse(), model_version, run.run_id, shards)
+        run.emit(INDEXES, built, partition=max(dt.date.fromisoformat(d) for d in built["partitions"]))
+        return built["window"]
 
     @task(retries=0)  # a failed gate is a verdict, not a transient failure
     def switch_model() -> dict:
-        return tasks.reindex_switch(get_current_context())
+        run = current_run()
+        return tasks.switch_model(run.settings, run.warehouse(), reindex_params(run.params)[0], run.run_id)
 
     shards = plan_reindex()
     embed_shards(shards) >> load_and_clean(shards) >> build_indexes(shards) >> switch_model()

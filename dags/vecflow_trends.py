@@ -3,7 +3,7 @@ runs when image_tags change."""
 
 from __future__ import annotations
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import dag, task
 
 from vecflow.assets import IMAGE_TAGS
 from vecflow.config import settings
@@ -19,18 +19,22 @@ from vecflow.dag_defaults import DAG_KWARGS
 )
 def vecflow_trends():
     from vecflow import tasks
+    from vecflow.tasks import current_run
 
     @task
     def tag_trends() -> list[dict]:
-        return tasks.trends(get_current_context())
+        run = current_run()
+        return tasks.tag_trends(run.settings, run.warehouse())
 
     @task
     def write_summary() -> dict:
-        return tasks.summary(get_current_context())
+        run = current_run()
+        return tasks.write_summary(run.settings, run.warehouse())
 
     @task
     def search_index_trends() -> dict:
-        return tasks.search_trends(get_current_context())
+        run = current_run()
+        return tasks.search_index_trends(run.settings, run.warehouse(), run.run_id)
 
     trends = tag_trends()
     if settings().search.sink == "elasticsearch":

@@ -5,7 +5,7 @@ go to the configured webhook / Slack and the `alerts` table (see vecflow.alerts)
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, task
 
 from vecflow.dag_defaults import DAG_KWARGS
 
@@ -20,9 +20,10 @@ from vecflow.dag_defaults import DAG_KWARGS
 def vecflow_watchdog():
     @task
     def check_inflow() -> list[dict]:
-        from vecflow import alerts
+        from vecflow import tasks
 
-        return alerts.watchdog_task(get_current_context())
+        run = tasks.current_run()
+        return tasks.check_inflow(run.settings, run.warehouse(), run.run_after, run.run_id)
 
     check_inflow()
 

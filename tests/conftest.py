@@ -48,7 +48,55 @@ def model_m1(monkeypatch):
     monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
 
 
-BQEMULATOR = Path(os.environ.get("VECFLOW_BQEMULATOR", REPO / ".venv-bq" / "bin" / "bqemulator"))
+# Test tiers (pytest.ini registers the markers): each test gets exactly one, the heaviest that applies,
+# from the fixtures it uses, so a new test is tiered without a decorator. An explicit tier marker wins
+# (for the few tests that start a server or load real data inline).
+#   scheduler    starts `airflow standalone`: the airflow_server fixture, or a module in SCHEDULER_MODULES
+#   e2e          runs DAGs with dag.test(): the airflow_db fixture
+#   integration  a server on 127.0.0.1 or real data: a fixture in INTEGRATION_FIXTURES
+#   unit         none of these: in-process code, small files, subprocesses that are not servers
+TIERS = ("scheduler", "e2e", "integration", "unit")  # heaviest first
+SCHEDULER_MODULES = {"test_backfill.py"}
+SCHEDULER_FIXTURES = {"airflow_server"}
+E2E_FIXTURES = {"airflow_db"}
+INTEGRATION_FIXTURES = {
+    "bigquery_client",
+    "search_server",
+    "search",
+    "receiver",  # servers on loopback
+    "warehouse",
+    "local_warehouse",
+    "warehouse_file",  # SQL on DuckDB or the BigQuery emulator
+    "catalog",
+    "model",  # a generated catalog of images, the shipped model (test_catalog, test_embed)
+}
+
+
+def tier_of(item) -> str:
+    explicit = [tier for tier in TIERS if item.get_closest_marker(tier)]
+    if len(explicit) > 1:
+        raise pytest.UsageError(f"{item.nodeid} is marked with more than one tier: {', '.join(explicit)}")
+    if explicit:
+        return explicit[0]
+    used = set(getattr(item, "fixturenames", ()))
+    if item.path.name in SCHEDULER_MODULES or used & SCHEDULER_FIXTURES:
+        return "scheduler"
+    if used & E2E_FIXTURES:
+        return "e2e"
+    if used & INTEGRATION_FIXTURES:
+        return "integration"
+    return "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = tier_of(item)
+        if not item.get_closest_marker(tier):
+            item.add_marker(tier)
+
+
+BQEMULATOR = REPO / ".venv-bq" / "bin" / "bqemulator"
 
 
 def _free_port() -> int:
@@ -135,12 +183,12 @@ def warehouse(request, vecflow_home):
 def search_server(tmp_path_factory):
     """The Elasticsearch-compatible server (noida-db) on 127.0.0.1, started here, and the Airflow
     connection `elasticsearch_default` pointing at it (as an environment variable)."""
-    from vecflow.search.local_server import LocalSearchServer
+    from vecflow.demo.search_server import LocalSearchServer
 
-    with LocalSearchServer(tmp_path_factory.mktemp("search")) as server:
-        os.environ["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"] = server.connection_uri
+    # the connection's previous value (or its absence) comes back when the session ends
+    with LocalSearchServer(tmp_path_factory.mktemp("search")) as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", server.connection_uri)
         yield server
-        os.environ.pop("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", None)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,7 @@ from vecflow.config import ConfigError, settings
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = dt.UTC
+BACKOFF = 0.01  # seconds before the first retry, doubled for the next
 DAYS = [dt.date(2026, 3, 1) + dt.timedelta(days=i) for i in range(8)]
 GAP = dt.date(2026, 3, 5)  # shop_b sends nothing (or too little) for this partition
 VECTORS_PER_DAY = {"shop_a": 6, "shop_b": 5}
@@ -37,7 +39,7 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.received.append((self.path, json.loads(body)))
-        self.send_response(self.server.status)
+        self.send_response(self.server.answer(self.path))
         self.end_headers()
         self.wfile.write(b"ok")
 
@@ -46,12 +48,22 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 class Receiver(ThreadingHTTPServer):
-    """An HTTP server on 127.0.0.1 that answers every POST with `status` and keeps its path and JSON body."""
+    """An HTTP server on 127.0.0.1 that answers every POST with `status` (after 500 to the first
+    `failures[path]` POSTs to a path) and keeps its path and JSON body."""
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Recorder)
         self.received: list[tuple[str, dict]] = []
         self.status = 200
+        self.failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, path: str) -> int:
+        with self._lock:
+            if self.failures.get(path, 0) > 0:
+                self.failures[path] -= 1
+                return 500
+        return self.status
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
@@ -85,7 +97,7 @@ def plant_inflow(warehouse, gap_vectors: int, gap_arrives: dt.datetime | None = 
 
 def watch(warehouse, receiver, checks) -> dict[dt.datetime, list[dict]]:
     """Runs the watchdog at each check time in order; the alert rows each check recorded."""
-    notifier = Notifier(webhook_url=receiver.url("/hook"))
+    notifier = Notifier(webhook_url=receiver.url("/hook"), backoff_seconds=BACKOFF)
     return {now: run_watchdog(SETTINGS, warehouse, now, f"watchdog-{now:%Y%m%dT%H}", notifier) for now in checks}
 
 
@@ -158,11 +170,12 @@ def test_a_late_partition_resolves_its_incident_at_the_next_check(alerting_wareh
     assert [body["kind"] for body in receiver.bodies("/hook")] == ["inflow_missing", "recovered"]
 
 
-def test_a_failed_send_is_retried_logged_and_still_recorded(alerting_warehouse, receiver):
+def test_a_failed_send_is_retried_logged_and_still_recorded(alerting_warehouse, receiver, caplog):
     plant_inflow(alerting_warehouse, gap_vectors=0)
     receiver.status = 500
     [row] = watch(alerting_warehouse, receiver, [at(GAP + dt.timedelta(days=1), 4)])[at(GAP + dt.timedelta(days=1), 4)]
     assert len(receiver.bodies("/hook")) == 3  # every attempt reached the receiver
+    assert "alert inflow:shop_b not sent to webhook" in caplog.text
     assert row["channels"] == "webhook:failed" and row["sent_at"] is None
     [recorded] = alerting_warehouse.table("alerts").to_dict("records")
     assert recorded["channels"] == "webhook:failed" and recorded["status"] == "open" and pd.isna(recorded["sent_at"])
@@ -178,12 +191,17 @@ def _alert() -> Alert:
     )
 
 
-def test_webhook_connection_and_slack_provider_reach_the_receiver(receiver, monkeypatch):
+@pytest.fixture
+def connections(receiver, monkeypatch):
+    """Connections to the receiver: vecflow_alerts (HTTP, the webhook URL as host) and vecflow_slack."""
     monkeypatch.setenv("AIRFLOW_CONN_VECFLOW_ALERTS", json.dumps({"conn_type": "http", "host": receiver.url("/hook")}))
     # the Slack provider takes a full webhook URL from the connection's password
     monkeypatch.setenv(
         "AIRFLOW_CONN_VECFLOW_SLACK", json.dumps({"conn_type": "slackwebhook", "password": receiver.url("/slack")})
     )
+
+
+def test_webhook_connection_and_slack_provider_reach_the_receiver(receiver, connections, monkeypatch):
     monkeypatch.setenv("VECFLOW_ALERT_WEBHOOK_CONN_ID", "vecflow_alerts")
     monkeypatch.setenv("VECFLOW_ALERT_SLACK_CONN_ID", "vecflow_slack")
 
@@ -195,12 +213,62 @@ def test_webhook_connection_and_slack_provider_reach_the_receiver(receiver, monk
     assert receiver.bodies("/slack") == [{"text": "[critical] Vector inflow missing for source shop_b"}]
 
 
+def test_the_alert_text_is_sent_as_it_is(receiver, connections):
+    """Not rendered as a Jinja template, as a notifier's template fields would be."""
+    alert = Alert(
+        alert_key="task:d.t",
+        kind="task_failed",
+        severity="error",
+        message="Task failed: {{ ti }}",
+        raised_at=at(GAP, 4),
+    )
+    delivery = Notifier(webhook_conn_id="vecflow_alerts", slack_conn_id="vecflow_slack").send(alert)
+    assert delivery.channels == "webhook:sent,slack:sent"
+    assert receiver.bodies("/slack") == [{"text": "[error] Task failed: {{ ti }}"}]
+    assert receiver.bodies("/hook")[0]["text"] == "Task failed: {{ ti }}"
+
+
+def test_a_transient_failure_is_retried_and_delivered(receiver, connections):
+    receiver.failures = {"/hook": 1, "/slack": 1}
+    notifier = Notifier(webhook_conn_id="vecflow_alerts", slack_conn_id="vecflow_slack", backoff_seconds=BACKOFF)
+    delivery = notifier.send(_alert())
+    assert delivery.channels == "webhook:sent,slack:sent" and delivery.sent_at is not None
+    first, retry = receiver.bodies("/hook")
+    assert first == retry and first["alert_key"] == "inflow:shop_b"
+    assert len(receiver.bodies("/slack")) == 2
+
+
+def test_a_client_error_is_not_retried(receiver, caplog):
+    receiver.status = 404
+    delivery = Notifier(webhook_url=receiver.url("/hook"), backoff_seconds=BACKOFF).send(_alert())
+    assert delivery.channels == "webhook:failed" and delivery.sent_at is None
+    assert len(receiver.bodies("/hook")) == 1
+    assert "404:Not Found" in caplog.text
+
+
+@pytest.fixture
+def refusing_url():
+    """A URL on 127.0.0.1 whose port is held but not listened on: every connection to it is refused."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}/hook"
+
+
+def test_an_unreachable_channel_fails_without_stopping_the_others(receiver, connections, refusing_url, caplog):
+    notifier = Notifier(webhook_url=refusing_url, slack_conn_id="vecflow_slack", backoff_seconds=BACKOFF)
+    delivery = notifier.send(_alert())
+    assert delivery.channels == "webhook:failed,slack:sent" and delivery.sent_at is not None
+    assert caplog.text.count("Retrying") == 2 and "alert inflow:shop_b not sent to webhook" in caplog.text
+    assert receiver.bodies("/slack") == [{"text": "[critical] Vector inflow missing for source shop_b"}]
+
+
 def test_a_webhook_connection_without_a_url_fails_its_channel_with_a_clear_message(receiver, monkeypatch, caplog):
     monkeypatch.setenv("AIRFLOW_CONN_VECFLOW_ALERTS", "http://127.0.0.1:9/hook")  # a URI: the host is only 127.0.0.1
     monkeypatch.setenv("VECFLOW_ALERT_WEBHOOK_CONN_ID", "vecflow_alerts")
     delivery = Notifier.from_environment().send(_alert())
     assert delivery.channels == "webhook:failed" and delivery.sent_at is None
     assert "must hold the full webhook URL in its host" in caplog.text
+    assert "Retrying" not in caplog.text  # a misconfiguration is not retried
 
 
 @pytest.mark.parametrize(
@@ -300,7 +368,7 @@ with_deadline()
 """
 
 
-def test_deadline_alert_sets_the_dag_deadline(tmp_path, monkeypatch):
+def test_deadline_alert_sets_the_dag_deadline(airflow_db, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 

@@ -12,20 +12,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from warehouse_rows import manifest_snapshot, snapshot
 
-from vecflow.cli import generate_catalog
 from vecflow.config import settings
+from vecflow.demo.runner import generate_catalog
 from vecflow.resources import DEFAULT_TREND_SPEC, PROJECT_DIR
 from vecflow.warehouse import get_warehouse
 
 PARTITIONS = [dt.date(2026, 3, 30) + dt.timedelta(days=i) for i in range(3)]
 AIRFLOW = [sys.executable, "-m", "airflow"]
 WAIT_SECONDS = 900
+CLI_LOCKED_SECONDS = 60  # how long an `airflow` command is retried while SQLite refuses it as locked
 
 
 def free_port() -> int:
@@ -107,12 +107,23 @@ def airflow_server(tmp_path_factory, search_server):
 def airflow_cli(env: dict, *args: str) -> None:
     """An `airflow` command against the running server's metadata database. SQLite (this test's
     database) refuses a write that meets the scheduler's with "database is locked"; the command's
-    transaction is rolled back, so it is run again."""
-    for _ in range(5):
-        done = subprocess.run([*AIRFLOW, *args], env=env, capture_output=True, text=True)
-        if done.returncode == 0 or "database is locked" not in done.stderr:
-            break
-        time.sleep(3)
+    transaction is rolled back, so it is run again until it is not refused that way."""
+    from waiting import wait_until
+
+    runs: list[subprocess.CompletedProcess] = []
+
+    def not_locked_out() -> bool:
+        runs.append(subprocess.run([*AIRFLOW, *args], env=env, capture_output=True, text=True))
+        return runs[-1].returncode == 0 or "database is locked" not in runs[-1].stderr
+
+    wait_until(
+        not_locked_out,
+        timeout=CLI_LOCKED_SECONDS,
+        interval=3,
+        what=f"`airflow {' '.join(args)}` to run without 'database is locked'",
+        detail=lambda: f"{len(runs)} tries; the last one's stderr:\n{runs[-1].stderr[-3000:]}",
+    )
+    done = runs[-1]
     assert done.returncode == 0, f"airflow {' '.join(args)}:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
 
 
@@ -125,19 +136,18 @@ def query(db: Path, sql: str, *args) -> list[tuple]:
 
 
 def wait_for(done, what: str, server, home: Path):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
+    """Polls `done` (a query of the metadata database) until it is truthy; fails at once if the server exits."""
+    from waiting import wait_until
+
+    def log_tail() -> str:
+        return f"log tail:\n{(home / 'standalone.log').read_text()[-3000:]}"
+
+    def server_done():
         if server.poll() is not None:
-            raise RuntimeError(
-                f"airflow standalone exited {server.returncode}:\n{(home / 'standalone.log').read_text()[-3000:]}"
-            )
-        result = done()
-        if result:
-            return result
-        time.sleep(5)
-    raise TimeoutError(
-        f"waited {WAIT_SECONDS} s for {what}; log tail:\n{(home / 'standalone.log').read_text()[-3000:]}"
-    )
+            raise RuntimeError(f"airflow standalone exited {server.returncode}; {log_tail()}")
+        return done()
+
+    return wait_until(server_done, timeout=WAIT_SECONDS, interval=5, what=what, detail=log_tail)
 
 
 def backfill(env, db, server, home, first: dt.date, last: dt.date, *extra) -> list[tuple]:

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vecflow.catalog.generate import CatalogParams, apportion, generate
-from vecflow.catalog.spec import load_trend_spec, parse_trend_spec
 from vecflow.config import ConfigError
+from vecflow.demo.catalog.generate import CatalogParams, apportion, generate
+from vecflow.demo.catalog.spec import load_trend_spec, parse_trend_spec
 from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.taxonomy import load_taxonomy
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from warehouse_rows import snapshot
 
-from vecflow.cli import generate_catalog, run_partitions
 from vecflow.config import settings
+from vecflow.demo.runner import generate_catalog, run_partitions
 from vecflow.index.build import file_md5
 from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.warehouse import get_warehouse
@@ -24,17 +24,16 @@ DAYS = 3
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, airflow_db, search_server):
-    import os
-
     home = tmp_path_factory.mktemp("e2e")
-    os.environ["VECFLOW_HOME"] = str(home)
-    os.environ["VECFLOW_ES_INDEX_PREFIX"] = "e2e"
-    generate_catalog(
-        argparse.Namespace(seed=5, start_date=START, days=DAYS, images_per_day=30, trends=DEFAULT_TREND_SPEC)
-    )
-    dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
-    run_partitions(dates)
-    return settings(), get_warehouse(), dates
+    with pytest.MonkeyPatch.context() as env:  # set for this module's tests, restored after them
+        env.setenv("VECFLOW_HOME", str(home))
+        env.setenv("VECFLOW_ES_INDEX_PREFIX", "e2e")
+        generate_catalog(
+            argparse.Namespace(seed=5, start_date=START, days=DAYS, images_per_day=30, trends=DEFAULT_TREND_SPEC)
+        )
+        dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
+        run_partitions(dates)
+        yield settings(), get_warehouse(), dates
 
 
 def test_tables_hold_what_the_catalog_planted(pipeline):
@@ -89,12 +88,15 @@ def test_index_files_match_their_manifests_and_registry(pipeline):
 
 
 def test_summary_reports_the_run(pipeline):
-    s, _, _ = pipeline
+    from vecflow.demo.truth import planted_truth
+
+    s, warehouse, _ = pipeline
     summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
     assert summary["partitions"] == DAYS and summary["quarters"] == ["2026-Q1", "2026-Q2"]
-    assert summary["planted_duplicates"]["exact_by_md5"]["recall"] == 1.0
-    assert summary["planted_duplicates"]["exact_by_md5"]["precision"] == 1.0
-    assert summary["planted_duplicates"]["near_by_dhash"]["precision"] == 1.0
+    duplicates = planted_truth(s, warehouse)["planted_duplicates"]
+    assert duplicates["exact_by_md5"]["recall"] == 1.0
+    assert duplicates["exact_by_md5"]["precision"] == 1.0
+    assert duplicates["near_by_dhash"]["precision"] == 1.0
     # the search sink holds one document per clean image, and its aggregations match tag_trends
     assert summary["search"]["image_documents"] == summary["vectors_clean"]
     assert summary["search"]["trend_documents"] > 0

@@ -37,7 +37,7 @@ def test_recall_at_1_on_held_out_test_images(model):
     """1,000 Fashion-MNIST test images as queries against 10,000 train images as the gallery."""
     import torch
 
-    from vecflow.catalog import fashion_mnist
+    from vecflow.demo.catalog import fashion_mnist
 
     train, train_labels = fashion_mnist.load("train")
     test, test_labels = fashion_mnist.load("test")
@@ -70,8 +70,8 @@ def test_registry_refuses_wrong_md5_and_unknown_models(tmp_path):
 
 def _tiny_shard(tmp_path):
     """Six catalog images: four good ones (two of them the same bytes), one corrupt, one missing."""
-    from vecflow.catalog import fashion_mnist
-    from vecflow.catalog.render import jpeg_bytes, pattern_modulation, render
+    from vecflow.demo.catalog import fashion_mnist
+    from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
     from vecflow.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
@@ -156,6 +156,7 @@ class _OwnBackbone(torch.nn.Module):
         return self.features(images).flatten(1)
 
 
+@pytest.mark.integration  # exports and loads a real backbone
 def test_an_exported_backbone_from_the_registry_embeds_rgb(tmp_path):
     registry = tmp_path / "registry" / "own-backbone-v1"
     registry.mkdir(parents=True)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vecflow.catalog import fashion_mnist
-from vecflow.catalog.generate import SOURCE_MAX_CORRELATION, distinct_sources
-from vecflow.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
+from vecflow.demo.catalog import fashion_mnist
+from vecflow.demo.catalog.generate import SOURCE_MAX_CORRELATION, distinct_sources
+from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
 from vecflow.resources import TAXONOMY_PATH
 from vecflow.taxonomy import load_taxonomy
 from vecflow_model.imaging import DecodeError, _edge_projection, analysis_pixels, decode, dhash64, edge_signature

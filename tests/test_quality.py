@@ -14,13 +14,11 @@ from warehouse_rows import D1, D2, catalog, load, row, unit
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
-from vecflow.embed.plan import record_funnel as record_catalog_funnel
-from vecflow.funnel import record_funnel
+from vecflow.funnel import record_sql_funnel, replace_rejects, replace_stage_funnel, stage_counts
 from vecflow.index.build import build_day_indexes
 from vecflow.quality import SUITES, DataQualityError, check_partition
 from vecflow.tags import tag_partition
 
-REJECT_COLUMNS = ["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"]
 CLEAN_KEY_COLUMNS = ["image_id", "listed_date", "category", "model_version", "run_id"]
 NO_REJECTS = pd.DataFrame(columns=["reason", "category"])
 
@@ -56,35 +54,13 @@ def run_good_day(warehouse) -> None:
     """Every stage of D1: a corrupt image rejected at embed, then clean, tags, day indexes and the funnel."""
     embed_day(warehouse, good_vectors(), unembedded=("corrupt",))
     listed = warehouse.table("catalog")
-    record_catalog_funnel(warehouse, "catalog", D1, "run-1", listed, listed, NO_REJECTS)
-    warehouse.run(
-        "replace_partition",
-        rows=pd.DataFrame(
-            [
-                {
-                    "image_id": "corrupt",
-                    "listed_date": D1,
-                    "stage": "embed",
-                    "reason": "corrupt",
-                    "detail": "",
-                    "category": "dress",
-                    "run_id": "run-1",
-                }
-            ]
-        ),
-        names={
-            "table": "rejects",
-            "partition_column": "listed_date",
-            "stage_column": "stage",
-            "columns": REJECT_COLUMNS,
-        },
-        partition_value=D1,
-        stage="embed",
-    )
+    replace_stage_funnel(warehouse, "catalog", D1, "run-1", stage_counts(listed, listed, NO_REJECTS))
+    corrupt = {"image_id": "corrupt", "reason": "corrupt", "detail": "", "category": "dress"}
+    replace_rejects(warehouse, "embed", D1, "run-1", pd.DataFrame([corrupt]))
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1", "m1")
     build_day_indexes(settings(), warehouse, D1, "run-1")
-    record_funnel(warehouse, D1, "run-1", "m1")
+    record_sql_funnel(warehouse, D1, "run-1", "m1")
 
 
 def rewrite_clean_partition(warehouse, change) -> None:
@@ -224,7 +200,7 @@ def test_a_planted_bad_clean_row_fails_the_vectors_clean_suite(warehouse, change
 def test_a_stage_that_silently_loses_a_row_fails_the_funnel_suite(warehouse):
     run_good_day(warehouse)
     rewrite_clean_partition(warehouse, lambda rows: rows[rows["image_id"] != "b1"])
-    record_funnel(warehouse, D1, "run-1", "m1")
+    record_sql_funnel(warehouse, D1, "run-1", "m1")
     message, failed = failures(warehouse, "funnel")
     assert len(failed) == 1 and failed[0].startswith("expect_column_values_to_be_in_set(column='balance'"), failed
     # dedup kept 1 of 3 (1 dropped as a duplicate); the day index still holds the lost row
@@ -236,7 +212,7 @@ def test_a_stage_link_that_loses_rows_and_a_missing_funnel_fail_the_funnel_suite
     run_good_day(warehouse)
     listed = warehouse.table("catalog")
     handed_on = listed[listed["image_id"] != "b1"]  # the catalog stage balances, but embed got one row more
-    record_catalog_funnel(warehouse, "catalog", D1, "run-1", handed_on, handed_on, NO_REJECTS)
+    replace_stage_funnel(warehouse, "catalog", D1, "run-1", stage_counts(handed_on, handed_on, NO_REJECTS))
     message, failed = failures(warehouse, "funnel")
     assert "rule=out = next in, stage=catalog -> embed, category=all, in_rows=5, out_rows=4" in message
     assert len(failed) == 1, failed

@@ -12,8 +12,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from vecflow.cli import generate_catalog, run_partitions
 from vecflow.config import settings
+from vecflow.demo.runner import generate_catalog, run_partitions
 from vecflow.index.pointers import serving_pointer
 from vecflow.resources import DEFAULT_TREND_SPEC, MODELS_DIR
 from vecflow.warehouse import get_warehouse

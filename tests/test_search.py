@@ -157,16 +157,19 @@ def test_connection_settings_and_errors(monkeypatch):
         search_client("not_there")
 
 
+@pytest.mark.integration  # starts search servers itself
 def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
     import subprocess
-    import time
+    import urllib.request
     from pathlib import Path
 
     import noida_db
+    from waiting import wait_until
 
-    from vecflow.search.local_server import LocalSearchServer, free_port
+    from vecflow.demo.search_server import LocalSearchServer, free_port
 
     binary = Path(noida_db.__file__).parent / "noida-db"
+    orphan_port = free_port()
     orphan = subprocess.Popen(
         [
             str(binary),
@@ -176,7 +179,7 @@ def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
             "--host",
             "127.0.0.1",
             "--elasticsearch-port",
-            str(free_port()),
+            str(orphan_port),
             "--data-dir",
             str(tmp_path),
         ],
@@ -184,8 +187,18 @@ def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+    def orphan_serves() -> bool:
+        """The orphan holds the data directory once it answers, so the new server meets it."""
+        assert orphan.poll() is None, f"the orphan server exited {orphan.returncode} before it answered"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{orphan_port}", timeout=2).close()
+            return True
+        except OSError:
+            return False
+
     try:
-        time.sleep(1.5)
+        wait_until(orphan_serves, timeout=30, what=f"the orphan server to answer on port {orphan_port}")
         with LocalSearchServer(tmp_path) as server:
             from elasticsearch import Elasticsearch
 

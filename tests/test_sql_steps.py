@@ -11,7 +11,7 @@ from warehouse_rows import D1, D2, catalog, load, row, unit
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
-from vecflow.funnel import record_funnel
+from vecflow.funnel import record_sql_funnel, replace_rejects, replace_stage_funnel, stage_counts
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import compute_trends, tag_partition
 
@@ -228,43 +228,14 @@ def delete_rows(warehouse, table: str, image_id: str) -> None:
 
 
 def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
-    from vecflow.embed.plan import record_funnel as record_catalog_funnel
-
     ids = ["a1", "a2", "bad", "ok"]
     catalog(warehouse, D1, ids + ["corrupt"])
-    record_catalog_funnel(
-        warehouse,
-        "catalog",
-        D1,
-        "run-1",
-        warehouse.table("catalog"),
-        warehouse.table("catalog"),
-        pd.DataFrame(columns=["reason", "category"]),
+    listed = warehouse.table("catalog")
+    replace_stage_funnel(
+        warehouse, "catalog", D1, "run-1", stage_counts(listed, listed, pd.DataFrame(columns=["reason", "category"]))
     )
-    warehouse.run(
-        "replace_partition",
-        rows=pd.DataFrame(
-            [
-                {
-                    "image_id": "corrupt",
-                    "listed_date": D1,
-                    "stage": "embed",
-                    "reason": "corrupt",
-                    "detail": "",
-                    "category": "dress",
-                    "run_id": "run-1",
-                }
-            ]
-        ),
-        names={
-            "table": "rejects",
-            "partition_column": "listed_date",
-            "stage_column": "stage",
-            "columns": ["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"],
-        },
-        partition_value=D1,
-        stage="embed",
-    )
+    corrupt = {"image_id": "corrupt", "reason": "corrupt", "detail": "", "category": "dress"}
+    replace_rejects(warehouse, "embed", D1, "run-1", pd.DataFrame([corrupt]))
     load(
         warehouse,
         [row("a1", D1, md5="A"), row("a2", D1, md5="A"), row("bad", D1, embedding=[0.0] * 256), row("ok", D1)],
@@ -273,7 +244,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1", "m1")
     build_day_indexes(settings(), warehouse, D1, "run-1")
-    record_funnel(warehouse, D1, "run-1", "m1")
+    record_sql_funnel(warehouse, D1, "run-1", "m1")
     assert warehouse.query("funnel_violations", run_date=D1).empty
     funnel = warehouse.table("funnel_metrics").set_index(["stage", "metric"])["value"].to_dict()
     assert funnel[("embed", "in")] == 5 and funnel[("embed", "dropped.corrupt")] == 1
@@ -282,7 +253,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
 
     # a stage that loses a row without recording why
     delete_rows(warehouse, "vectors_clean", "ok")
-    record_funnel(warehouse, D1, "run-1", "m1")
+    record_sql_funnel(warehouse, D1, "run-1", "m1")
     violations = warehouse.query("funnel_violations", run_date=D1)
     assert [
         (v.stage, v.category, v.problem, v.in_rows, v.out_rows, v.dropped_rows) for v in violations.itertuples()
@@ -312,7 +283,7 @@ def test_hostile_ids_and_sources_are_data_not_sql(warehouse):
     clean_partition(settings(), warehouse, D1, "run-1")
     tag_partition(warehouse, D1, "run-1", "m1")
     build_day_indexes(settings(), warehouse, D1, "run-1")
-    record_funnel(warehouse, D1, "run-1", "m1")
+    record_sql_funnel(warehouse, D1, "run-1", "m1")
     assert set(warehouse.table("catalog")["image_id"]) == {hostile, "ok"}
     clean = warehouse.table("vectors_clean")
     assert by_id(clean, "source")[hostile] == source

@@ -1,7 +1,7 @@
 """Trains the shipped embedding model on Fashion-MNIST, on CPU, reproducibly, and writes it to the
 model registry with its card:
 
-    PYTHONPATH=plugins:include/models python include/models/train.py --epochs 12 --seed 0
+    python include/models/train.py --epochs 12 --seed 0
 
 Writes include/models/registry/<model_version>/{model.pt, card.json}. The card holds the data,
 the command, the metrics (recall@1 of the test split against the train gallery, category accuracy,
@@ -70,7 +70,7 @@ def rendered_catalog_accuracy(
 ) -> float:
     """Category accuracy on product photos drawn like the catalog (tint, pattern, JPEG), through
     the same decode -> preprocess path as the embedding job."""
-    from vecflow.catalog.render import jpeg_bytes, pattern_modulation, render
+    from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
     from vecflow.taxonomy import load_taxonomy
     from vecflow_model.imaging import analysis_pixels, decode
     from vecflow_model.preprocess import background_distance, model_input
@@ -100,7 +100,7 @@ def main() -> int:
     p.add_argument("--registry", type=Path, default=HERE / "registry")
     args = p.parse_args()
 
-    from vecflow.catalog import fashion_mnist
+    from vecflow.demo.catalog import fashion_mnist
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -173,8 +173,7 @@ def main() -> int:
         "color_and_pattern": "computed from pixels (vecflow_model.pixel_tags), not by this model",
         "data": "Fashion-MNIST (Debian dataset-fashion-mnist, MIT): 60k train for training and as the "
         "gallery, 10k test as queries; augmentation: flips, 2 px shifts, intensity gain 1-4x",
-        "training_command": "PYTHONPATH=plugins:include/models python include/models/train.py "
-        + " ".join(sys.argv[1:]),
+        "training_command": "python include/models/train.py " + " ".join(sys.argv[1:]),
         "training": {
             "epochs": args.epochs,
             "batch_size": args.batch_size,

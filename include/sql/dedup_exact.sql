@@ -5,9 +5,7 @@ INSERT INTO {{ dataset }}.dedup_map (image_id, canonical_image_id, listed_date, 
 WITH valid AS (
   SELECT v.image_id, v.content_md5, v.listed_date, v.category
   FROM {{ dataset }}.v_vector_log_latest AS v
-  WHERE v.listed_date = @run_date AND v.run_model_version = @model_version
-    AND v.image_id NOT IN (
-      SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate')
+  WHERE {% include "_valid_vectors.sql" %}
 ),
 candidates AS (
   SELECT image_id, content_md5, listed_date, FALSE AS is_today FROM {{ dataset }}.vectors_clean

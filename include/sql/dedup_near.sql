@@ -11,9 +11,7 @@ INSERT INTO {{ dataset }}.dedup_map (image_id, canonical_image_id, listed_date, 
 WITH today AS (
   SELECT v.image_id, v.listed_date, v.category, v.dhash
   FROM {{ dataset }}.v_vector_log_latest AS v
-  WHERE v.listed_date = @run_date AND v.run_model_version = @model_version
-    AND v.image_id NOT IN (
-      SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate')
+  WHERE {% include "_valid_vectors.sql" %}
     AND v.image_id NOT IN (
       SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date AND reason = 'md5')
 ),

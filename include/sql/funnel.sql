@@ -11,8 +11,9 @@ WITH latest AS (
          COALESCE(catalog_category, 'unknown') AS catalog_category
   FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date AND run_model_version = @model_version
 ),
-validate_rejects AS (
-  SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = 'validate'
+valid AS (
+  SELECT COALESCE(v.category, 'unknown') AS category
+  FROM {{ dataset }}.v_vector_log_latest AS v WHERE {% include "_valid_vectors.sql" %}
 ),
 clean AS (
   SELECT image_id, category FROM {{ dataset }}.vectors_clean
@@ -31,11 +32,9 @@ counts AS (
   UNION ALL
   SELECT 'validate', category, 'in', COUNT(*) FROM latest GROUP BY 2
   UNION ALL
-  SELECT 'validate', category, 'out', COUNT(*)
-  FROM latest WHERE image_id NOT IN (SELECT image_id FROM validate_rejects) GROUP BY 2
+  SELECT 'validate', category, 'out', COUNT(*) FROM valid GROUP BY 2
   UNION ALL
-  SELECT 'dedup', category, 'in', COUNT(*)
-  FROM latest WHERE image_id NOT IN (SELECT image_id FROM validate_rejects) GROUP BY 2
+  SELECT 'dedup', category, 'in', COUNT(*) FROM valid GROUP BY 2
   UNION ALL
   SELECT 'dedup', COALESCE(category, 'unknown'), CONCAT('dropped.', reason), COUNT(*)
   FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date GROUP BY 2, reason

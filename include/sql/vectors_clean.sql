@@ -8,7 +8,5 @@ SELECT
   v.image_id, v.content_md5, v.dhash, v.edge_signature, v.source, v.listed_date, v.catalog_category, v.category,
   v.category_confidence, v.model_version, v.embedding, v.color, v.color_confidence, v.pattern, v.pattern_confidence, @run_id
 FROM {{ dataset }}.v_vector_log_latest AS v
-WHERE v.listed_date = @run_date AND v.run_model_version = @model_version
-  AND v.image_id NOT IN (
-    SELECT image_id FROM {{ dataset }}.rejects WHERE listed_date = @run_date AND stage = @reject_stage)
+WHERE {% include "_valid_vectors.sql" %}
   AND v.image_id NOT IN (SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date);

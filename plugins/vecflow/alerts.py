@@ -1,15 +1,19 @@
 """Alerts: the inflow watchdog, task-failure and deadline callbacks, and the notifier they share.
 
 Every alert is sent through the Notifier and recorded in the warehouse's `alerts` table
-(include/sql/create_alert_tables.sql). Channels, from the environment:
+(include/sql/create_alert_tables.sql). Channels, from the environment, each an Airflow notifier:
   VECFLOW_ALERT_WEBHOOK_URL       a JSON webhook URL, or
-  VECFLOW_ALERT_WEBHOOK_CONN_ID   an Airflow Connection whose host is the full webhook URL;
-  VECFLOW_ALERT_SLACK_CONN_ID     a Slack Incoming Webhook connection (the Slack provider's hook).
+  VECFLOW_ALERT_WEBHOOK_CONN_ID   an Airflow HTTP Connection whose host is the full webhook URL
+                                  (WebhookNotifier, through the HTTP provider's HttpHook);
+  VECFLOW_ALERT_SLACK_CONN_ID     a Slack Incoming Webhook connection (the Slack provider's
+                                  SlackWebhookNotifier).
 The watchdog's thresholds: VECFLOW_WATCHDOG_GRACE_HOURS, VECFLOW_WATCHDOG_BASELINE_DAYS,
 VECFLOW_WATCHDOG_MIN_VECTORS, VECFLOW_WATCHDOG_MIN_RATIO (see WatchdogSettings); the daily run's
 deadline: VECFLOW_DAILY_DEADLINE_MINUTES.
 
-Only light modules are imported at the top: DAG files import this one at parse time.
+Only light modules are imported at the top: DAG files import this one at parse time (BaseNotifier
+comes with airflow.sdk, which they have loaded); the providers' hooks and notifiers are imported
+where used.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
+
+from airflow.sdk import BaseNotifier
 
 from vecflow.config import ConfigError, WatchdogSettings
 from vecflow.config import settings as load_settings
@@ -82,67 +86,132 @@ class Delivery:
         return ",".join(f"{channel}:{outcome}" for channel, outcome in self.outcomes.items())
 
 
-def _webhook_url_of_connection(conn_id: str) -> str:
-    from airflow.sdk import BaseHook
+class WebhookNotifier(BaseNotifier):
+    """POSTs one JSON body to a webhook through the HTTP provider's HttpHook: to `url`, or to the
+    Airflow HTTP Connection `conn_id` whose host is the full webhook URL. A connection error, a
+    timeout or a 5xx answer is retried by the hook (SEND_ATTEMPTS in all, the wait doubling from
+    `backoff_seconds`); what still fails raises."""
 
-    url = BaseHook.get_connection(conn_id).host or ""
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"connection {conn_id!r} (VECFLOW_ALERT_WEBHOOK_CONN_ID) must hold the full webhook URL "
-            f"in its host, e.g. AIRFLOW_CONN_{conn_id.upper()}="
-            '\'{"conn_type": "http", "host": "https://..."}\''
+    def __init__(
+        self,
+        *,
+        body: dict,
+        url: str | None = None,
+        conn_id: str | None = None,
+        backoff_seconds: float = SEND_BACKOFF_SECONDS,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if (url is None) == (conn_id is None):
+            raise ValueError("WebhookNotifier takes a url or a conn_id")
+        self.body, self.url, self.conn_id, self.backoff_seconds = body, url, conn_id, backoff_seconds
+
+    def _connection(self):
+        from airflow.sdk import BaseHook, Connection
+
+        if self.url:
+            return Connection(conn_id="vecflow_alert_webhook_url", conn_type="http", host=self.url)
+        connection = BaseHook.get_connection(self.conn_id)
+        # a URI-style connection splits the URL into host, port and schema, which HttpHook reads as the scheme
+        if not (connection.host or "").startswith(("http://", "https://")):
+            raise ConfigError(
+                f"connection {self.conn_id!r} (VECFLOW_ALERT_WEBHOOK_CONN_ID) must hold the full webhook URL "
+                f"in its host, e.g. AIRFLOW_CONN_{self.conn_id.upper()}="
+                '\'{"conn_type": "http", "host": "https://..."}\''
+            )
+        return connection
+
+    def notify(self, context) -> None:
+        import requests
+        import tenacity
+        from airflow.providers.http.hooks.http import HttpHook
+
+        connection = self._connection()  # looked up once, not at every attempt
+        hook = HttpHook(method="POST", http_conn_id=connection.conn_id)
+        # HttpHook looks its connection up by id at each request; a bare URL has none stored
+        hook.get_connection = lambda conn_id: connection
+        response = hook.run_with_advanced_retry(
+            {
+                "stop": tenacity.stop_after_attempt(SEND_ATTEMPTS),
+                "wait": tenacity.wait_exponential(multiplier=self.backoff_seconds),
+                # a 4xx answer or a bad connection would fail the same way again
+                "retry": tenacity.retry_if_exception_type((requests.ConnectionError, requests.Timeout))
+                | tenacity.retry_if_result(lambda answer: answer.status_code >= 500),
+                "before_sleep": tenacity.before_sleep_log(log, logging.WARNING),
+                # the last answer (checked below) or the last error, instead of tenacity's RetryError
+                "retry_error_callback": lambda state: state.outcome.result(),
+            },
+            data=json.dumps(self.body, default=str),  # default=str: details may hold datetimes
+            headers={"Content-Type": "application/json"},
+            extra_options={"timeout": SEND_TIMEOUT_SECONDS, "check_response": False},
         )
-    return url
-
-
-def _post_json(url: str, body: dict) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body, default=str).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    # a status of 400 or more raises HTTPError
-    with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS) as response:
-        response.read()
+        hook.check_response(response)
 
 
 class Notifier:
-    """Sends an alert to every configured channel, each with retries. A channel that still fails is
+    """Sends an alert to every configured channel through Airflow's notifiers (WebhookNotifier, the
+    Slack provider's SlackWebhookNotifier), each retrying on its own. A channel that still fails is
     logged and reported in the Delivery, never raised, so that the alert is recorded all the same."""
 
     def __init__(
-        self, webhook_url: str | None = None, webhook_conn_id: str | None = None, slack_conn_id: str | None = None
+        self,
+        webhook_url: str | None = None,
+        webhook_conn_id: str | None = None,
+        slack_conn_id: str | None = None,
+        backoff_seconds: float = SEND_BACKOFF_SECONDS,
     ):
         self.webhook_url = webhook_url
         self.webhook_conn_id = webhook_conn_id
         self.slack_conn_id = slack_conn_id
+        self.backoff_seconds = backoff_seconds
 
     @classmethod
     def from_environment(cls) -> Notifier:
         a = load_settings().alerts
         return cls(webhook_url=a.webhook_url, webhook_conn_id=a.webhook_conn_id, slack_conn_id=a.slack_conn_id)
 
-    def _post_webhook(self, alert: Alert) -> None:
-        _post_json(self.webhook_url or _webhook_url_of_connection(self.webhook_conn_id), alert.payload())
+    def _slack_notifier(self, alert: Alert):
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+        from slack_sdk.http_retry import BackoffRetryIntervalCalculator, ConnectionErrorRetryHandler
+        from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-    def _post_slack(self, alert: Alert) -> None:
-        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
-        SlackWebhookHook(slack_webhook_conn_id=self.slack_conn_id, timeout=SEND_TIMEOUT_SECONDS).send(
-            text=f"[{alert.severity}] {alert.message}"
+        interval = BackoffRetryIntervalCalculator(backoff_factor=self.backoff_seconds)
+        return SlackWebhookNotifier(
+            slack_webhook_conn_id=self.slack_conn_id,
+            text=f"[{alert.severity}] {alert.message}",
+            timeout=SEND_TIMEOUT_SECONDS,
+            retry_handlers=[
+                ConnectionErrorRetryHandler(max_retry_count=SEND_ATTEMPTS - 1, interval_calculator=interval),
+                ServerErrorRetryHandler(max_retry_count=SEND_ATTEMPTS - 1, interval_calculator=interval),
+            ],
         )
 
-    def _channels(self):
+    def _notifiers(self, alert: Alert):
         if self.webhook_url or self.webhook_conn_id:
-            yield "webhook", self._post_webhook
+            yield (
+                "webhook",
+                WebhookNotifier(
+                    body=alert.payload(),
+                    url=self.webhook_url,
+                    conn_id=self.webhook_conn_id,
+                    backoff_seconds=self.backoff_seconds,
+                ),
+            )
         if self.slack_conn_id:
-            yield "slack", self._post_slack
+            yield "slack", self._slack_notifier(alert)
 
     def send(self, alert: Alert) -> Delivery:
         outcomes, sent_at = {}, None
-        for channel, post in self._channels():
-            sent = _post_with_retries(channel, post, alert)
-            outcomes[channel] = "sent" if sent else "failed"
-            if sent and sent_at is None:
-                sent_at = _utcnow()
+        for channel, notifier in self._notifiers(alert):
+            try:
+                # notify(), not the notifier's __call__, which would render the alert's text as a Jinja template
+                notifier.notify({})
+            except Exception as exc:
+                log.error("alert %s not sent to %s: %s (%s)", alert.alert_key, channel, alert.message, exc)
+                outcomes[channel] = "failed"
+            else:
+                outcomes[channel] = "sent"
+                sent_at = sent_at or _utcnow()
         if not outcomes:
             log.warning(
                 "no alert channel configured (VECFLOW_ALERT_WEBHOOK_URL, VECFLOW_ALERT_WEBHOOK_CONN_ID, "
@@ -150,21 +219,6 @@ class Notifier:
                 alert.message,
             )
         return Delivery(outcomes, sent_at)
-
-
-def _post_with_retries(channel: str, post, alert: Alert) -> bool:
-    for attempt in range(1, SEND_ATTEMPTS + 1):
-        try:
-            post(alert)
-            return True
-        except Exception as exc:
-            log.warning(
-                "alert %s: %s attempt %d of %d failed: %s", alert.alert_key, channel, attempt, SEND_ATTEMPTS, exc
-            )
-            if attempt < SEND_ATTEMPTS:
-                time.sleep(SEND_BACKOFF_SECONDS * 2 ** (attempt - 1))
-    log.error("alert %s not sent to %s: %s", alert.alert_key, channel, alert.message)
-    return False
 
 
 def record_alerts(warehouse, rows: list[dict]) -> None:
@@ -295,17 +349,6 @@ def run_watchdog(
                 )
             )
     return deliver(alerts, notifier, warehouse)
-
-
-def watchdog_task(context) -> list[dict]:
-    """The vecflow_watchdog task: checks the inflow as of the run's scheduled time."""
-    from vecflow.warehouse import bootstrap, get_warehouse
-
-    watchdog, notifier = load_settings().watchdog, Notifier.from_environment()
-    warehouse = get_warehouse(load_settings())
-    bootstrap(warehouse)  # the watchdog may run before a daily run has set the warehouse up
-    rows = run_watchdog(watchdog, warehouse, context["dag_run"].run_after, context["run_id"], notifier)
-    return [{"alert_key": r["alert_key"], "kind": r["kind"], "channels": r["channels"]} for r in rows]
 
 
 # --- callbacks ------------------------------------------------------------------------------------

@@ -49,12 +49,15 @@ def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expecte
     model_version = settings.model_version
 
     def deduplicate() -> None:
-        warehouse.run("dedup_exact", run_date=run_date, run_id=run_id, model_version=model_version)
+        warehouse.run(
+            "dedup_exact", run_date=run_date, run_id=run_id, model_version=model_version, reject_stage="validate"
+        )
         warehouse.run(
             "dedup_near",
             run_date=run_date,
             run_id=run_id,
             model_version=model_version,
+            reject_stage="validate",
             lookback_days=settings.clean.near_dup_lookback_days,
             max_hamming=settings.clean.near_dup_max_hamming,
             band_bits=dhash_band_bits(settings.clean.near_dup_max_hamming),

@@ -30,7 +30,7 @@ DAG_KWARGS = {
 def embed_shards(shards):
     """Maps the embedding entrypoint over planned shards (inside a DAG): a local process per shard, or
     a GPU pod per shard when VECFLOW_EMBED_BACKEND=kubernetes."""
-    from airflow.sdk import get_current_context, task
+    from airflow.sdk import task
 
     if settings().embed.backend == "kubernetes":
         from vecflow.embed.pods import embed_pod_partial, pod_arguments
@@ -41,6 +41,7 @@ def embed_shards(shards):
     def embed_shard(shard: dict) -> None:
         from vecflow import tasks
 
-        tasks.embed(shard, get_current_context())
+        run = tasks.current_run()
+        tasks.embed_shard(run.settings, shard, attempt=run.try_number)
 
     return embed_shard.expand(shard=shards)

@@ -13,8 +13,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from vecflow.report import published_indexes
 from vecflow.resources import REPORT_TEMPLATES_DIR
+from vecflow.summary import published_indexes
 
 STAGE_ORDER = ["catalog", "embed", "validate", "dedup", "tags", "index", "search"]
 STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)

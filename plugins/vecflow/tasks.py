@@ -1,251 +1,270 @@
-"""What each DAG task does, one function per task; DAG files only wire these together.
+"""The DAGs' tasks as typed functions, one per task and named like it; DAG files only wire them.
 
-Each function reads the partition (logical date's data interval start) and run_id from the
-Airflow context, so a task is idempotent per partition and safe to retry or rerun.
+A DAG task body takes what it needs from the Airflow context with `current_run()` (the partition,
+i.e. the data interval's start, the run id, the try number) and calls the function with plain
+arguments, so each task is idempotent per partition, and tests call the same functions without
+Airflow. What a task produced goes on its asset event with `Run.emit`. A verdict that a retry would
+not change (a failed index gate or quality suite) is an AirflowFailException, which skips retries.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from vecflow.config import Settings, settings
 
 log = logging.getLogger(__name__)
 
 
-def _partition(context) -> tuple[dt.date, str]:
-    return context["data_interval_start"].date(), context["run_id"]
+@dataclass(frozen=True)
+class Run:
+    """The part of a task's Airflow context that vecflow uses."""
+
+    run_id: str
+    run_date: dt.date | None  # the partition: the data interval's start (None for unscheduled DAGs)
+    run_after: dt.datetime  # when the run was due (a scheduled run's check time)
+    try_number: int
+    params: Mapping
+    context: Mapping
+
+    @property
+    def settings(self) -> Settings:
+        return settings()
+
+    def warehouse(self):
+        from vecflow.warehouse import get_warehouse
+
+        return get_warehouse(self.settings)
+
+    def emit(self, asset, produced: dict | None = None, **extra) -> dict | None:
+        """Puts the partition, the run and what was produced on the task's asset event; returns `produced`."""
+        if "outlet_events" in self.context:
+            partition = extra.pop("partition", self.run_date)
+            self.context["outlet_events"][asset].extra = {
+                "partition": partition.isoformat() if partition else None,
+                "run_id": self.run_id,
+                **(produced or {}),
+                **extra,
+            }
+        return produced
 
 
-def _env():
-    from vecflow.config import settings
-    from vecflow.warehouse import get_warehouse
+def current_run() -> Run:
+    from airflow.sdk import get_current_context
 
-    s = settings()
-    return s, get_warehouse(s)
+    context = get_current_context()
+    start = context.get("data_interval_start")
+    return Run(
+        run_id=context["run_id"],
+        run_date=start.date() if start else None,
+        run_after=context["dag_run"].run_after,
+        try_number=context["ti"].try_number,
+        params=context.get("params") or {},
+        context=context,
+    )
 
 
-def _lineage(context, asset, run_date: dt.date, run_id: str, **produced) -> None:
-    """Metadata on the task's asset event (when run by Airflow): partition, run and what was produced."""
-    if "outlet_events" in context:
-        context["outlet_events"][asset].extra = {"partition": run_date.isoformat(), "run_id": run_id, **produced}
-
-
-def _shard_list(shards) -> list[dict]:
+def shard_list(shards: Sequence) -> list[dict]:
     """The planned shards as a list. Indexed, not iterated: iterating a mapped XCom sequence probes
     past its end and logs an error."""
     return [shards[i] for i in range(len(shards))]
 
 
-def plan(context) -> list[dict]:
+def max_shards() -> int:
+    """Airflow refuses to map more task instances than core.max_map_length."""
     from airflow.configuration import conf
 
-    from vecflow.embed.plan import plan_shards
+    return conf.getint("core", "max_map_length")
+
+
+# --- vecflow_daily --------------------------------------------------------------------------------
+
+
+def plan_shards(s: Settings, warehouse, run_date: dt.date, run_id: str, limit: int = 1024) -> list[dict]:
+    from vecflow.embed.plan import plan_shards as plan
     from vecflow.warehouse import bootstrap
 
-    s, warehouse = _env()
     bootstrap(warehouse)
-    run_date, run_id = _partition(context)
-    return plan_shards(s, warehouse, run_date, run_id, max_shards=conf.getint("core", "max_map_length"))
+    return plan(s, warehouse, run_date, run_id, max_shards=limit)
 
 
-def embed(shard: dict, context) -> None:
-    from vecflow.config import settings
+def embed_shard(s: Settings, shard: dict, attempt: int) -> None:
     from vecflow.embed.runner import run_shard
 
-    run_shard(shard, settings(), attempt=context["ti"].try_number)
+    run_shard(shard, s, attempt=attempt)
 
 
-def load(shards, context) -> dict:
+def load_vector_log(warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:
     from vecflow.embed.load import load_shards
 
-    _, warehouse = _env()
-    run_date, run_id = _partition(context)
-    from vecflow.assets import VECTOR_LOG
-
-    stats = load_shards(warehouse, run_date, run_id, _shard_list(shards))
-    _lineage(context, VECTOR_LOG, run_date, run_id, vectors=stats["vectors"], rejects=stats["rejects"])
-    return stats
+    return load_shards(warehouse, run_date, run_id, shard_list(shards))
 
 
-def clean(context) -> None:
-    from vecflow.assets import VECTORS_CLEAN
+def clean(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
     from vecflow.clean import clean_partition
 
-    s, warehouse = _env()
-    run_date, run_id = _partition(context)
-    counts = clean_partition(s, warehouse, run_date, run_id)
-    _lineage(context, VECTORS_CLEAN, run_date, run_id, **counts)
+    return clean_partition(s, warehouse, run_date, run_id)
 
 
-def tag(context) -> None:
-    from vecflow.assets import IMAGE_TAGS
+def tag_images(s: Settings, warehouse, run_date: dt.date, run_id: str) -> None:
     from vecflow.tags import tag_partition
 
-    s, warehouse = _env()
-    run_date, run_id = _partition(context)
     tag_partition(warehouse, run_date, run_id, s.model_version)
-    _lineage(context, IMAGE_TAGS, run_date, run_id)
 
 
-def search_tags(context) -> dict:
+def search_index_tags(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
     from vecflow.search.client import search_client
     from vecflow.search.sink import index_partition
     from vecflow.taxonomy import load_taxonomy
 
-    s, warehouse = _env()
-    return index_partition(
-        search_client(s.search.conn_id), warehouse, s, load_taxonomy().dimensions, *_partition(context)
-    )
+    es = search_client(s.search.conn_id)
+    return index_partition(es, warehouse, s, load_taxonomy().dimensions, run_date, run_id)
 
 
-def search_trends(context) -> dict:
-    from vecflow.search.client import search_client
-    from vecflow.search.sink import index_trends
-    from vecflow.taxonomy import load_taxonomy
-
-    s, warehouse = _env()
-    return index_trends(search_client(s.search.conn_id), warehouse, s, load_taxonomy().dimensions, context["run_id"])
-
-
-def index(context) -> dict:
+def build_indexes(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
     """Day indexes of the partition, then each category's window index, published if it passes its gate."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from vecflow.index.build import build_day_indexes
     from vecflow.index.window import IndexGateError, build_and_publish, model_categories
 
-    s, warehouse = _env()
-    run_date, run_id = _partition(context)
     built = build_day_indexes(s, warehouse, run_date, run_id)
     try:
-        windows = build_and_publish(
-            s, warehouse, run_date, run_id, model_categories(s.paths.index_dir, s.model_version)
-        )
+        categories = model_categories(s.paths.index_dir, s.model_version)
+        windows = build_and_publish(s, warehouse, run_date, run_id, categories)
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index
-    from vecflow.assets import INDEXES
-
-    produced = {
+    return {
+        "model_version": s.model_version,
         "day": {b["category"]: b["vector_count"] for b in built},
         "window": {
             w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")} for w in windows
         },
     }
-    _lineage(context, INDEXES, run_date, run_id, model_version=s.model_version, **produced)
-    return produced
 
 
-def quality(context) -> dict:
+def check_quality(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
     """Records the partition's funnel, runs the quality suites (vector_log, vectors_clean, funnel) with
-    their Data Docs, writes the run report, then fails the task if a suite failed."""
-    from vecflow.funnel import record_funnel
+    their Data Docs and writes the run report; a failed suite fails the task without retries (a data
+    bug), while a warehouse error on the way is retried like any other."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from vecflow.funnel import record_sql_funnel
     from vecflow.quality import DataQualityError, check_partition
     from vecflow.run_report import write_run_report
 
-    s, warehouse = _env()
-    run_date, run_id = _partition(context)
-    record_funnel(warehouse, run_date, run_id, s.model_version)
+    record_sql_funnel(warehouse, run_date, run_id, s.model_version)
     try:
         summary = check_partition(s, warehouse, run_date)
     except DataQualityError as exc:
         write_run_report(s, warehouse, run_date, run_id, exc.summary)
-        raise
-    report = write_run_report(s, warehouse, run_date, run_id, summary)
-    log.info("run report: %s", report)
+        raise AirflowFailException(str(exc)) from exc
+    log.info("run report: %s", write_run_report(s, warehouse, run_date, run_id, summary))
     return {name: result["success"] for name, result in summary.items()}
 
 
-def trends(context) -> list[dict]:
+# --- vecflow_trends -------------------------------------------------------------------------------
+
+
+def tag_trends(s: Settings, warehouse) -> list[dict]:
     from vecflow.tags import compute_trends
 
-    s, warehouse = _env()
     movers = compute_trends(warehouse, s.trends.flat_threshold)
     log.info("trend movers in the latest quarter:\n%s", movers.to_string(index=False))
     return movers.astype({"previous_share": float, "share": float, "share_change": float}).to_dict("records")
 
 
-def summary(context) -> dict:
-    from vecflow.report import write_summary
+def search_index_trends(s: Settings, warehouse, run_id: str) -> dict:
+    from vecflow.search.client import search_client
+    from vecflow.search.sink import index_trends
+    from vecflow.taxonomy import load_taxonomy
 
-    s, warehouse = _env()
+    return index_trends(search_client(s.search.conn_id), warehouse, s, load_taxonomy().dimensions, run_id)
+
+
+def write_summary(s: Settings, warehouse) -> dict:
+    from vecflow.summary import write_summary as write
+
     if s.search.sink != "elasticsearch":
-        return write_summary(s, warehouse)
+        return write(s, warehouse)
     from vecflow.search.client import search_client
     from vecflow.taxonomy import load_taxonomy
 
-    return write_summary(s, warehouse, search_client(s.search.conn_id), load_taxonomy().dimensions)
+    return write(s, warehouse, search_client(s.search.conn_id), load_taxonomy().dimensions)
 
 
-def _reindex_params(context) -> tuple[str, dt.date | None, dt.date | None]:
-    params = context["params"]
-    return (
-        params["model_version"],
-        *(dt.date.fromisoformat(params[k]) if params.get(k) else None for k in ("date_from", "date_to")),
-    )
+# --- vecflow_watchdog ------------------------------------------------------------------------------
 
 
-def reindex_plan(context) -> list[dict]:
-    from airflow.configuration import conf
+def check_inflow(s: Settings, warehouse, now: dt.datetime, run_id: str) -> list[dict]:
+    """Checks each source's inflow as of `now` (the run's scheduled time) and alerts; returns the alerts sent."""
+    from vecflow.alerts import Notifier, run_watchdog
+    from vecflow.warehouse import bootstrap
 
-    from vecflow.index.reindex import plan_reindex
-
-    s, warehouse = _env()
-    model_version, date_from, date_to = _reindex_params(context)
-    return plan_reindex(
-        s,
-        warehouse,
-        model_version,
-        context["run_id"],
-        date_from,
-        date_to,
-        max_shards=conf.getint("core", "max_map_length"),
-    )
+    bootstrap(warehouse)  # the watchdog may run before a daily run has set the warehouse up
+    rows = run_watchdog(s.watchdog, warehouse, now, run_id, Notifier.from_environment())
+    return [{"alert_key": r["alert_key"], "kind": r["kind"], "channels": r["channels"]} for r in rows]
 
 
-def reindex_load(shards, context) -> dict:
-    from vecflow.index.reindex import load_and_clean
-
-    s, warehouse = _env()
-    return load_and_clean(s, warehouse, _reindex_params(context)[0], context["run_id"], _shard_list(shards))
+# --- vecflow_reindex ------------------------------------------------------------------------------
 
 
-def reindex_indexes(shards, context) -> dict:
+def reindex_params(params: Mapping) -> tuple[str, dt.date | None, dt.date | None]:
+    """(model_version, date_from, date_to) of a vecflow_reindex run's params."""
+    dates = (dt.date.fromisoformat(params[k]) if params.get(k) else None for k in ("date_from", "date_to"))
+    return (params["model_version"], *dates)
+
+
+def plan_reindex(
+    s: Settings,
+    warehouse,
+    model_version: str,
+    run_id: str,
+    date_from: dt.date | None,
+    date_to: dt.date | None,
+    limit: int = 1024,
+) -> list[dict]:
+    from vecflow.index.reindex import plan_reindex as plan
+
+    return plan(s, warehouse, model_version, run_id, date_from, date_to, max_shards=limit)
+
+
+def load_and_clean(s: Settings, warehouse, model_version: str, run_id: str, shards: Sequence) -> dict:
+    from vecflow.index.reindex import load_and_clean as load
+
+    return load(s, warehouse, model_version, run_id, shard_list(shards))
+
+
+def build_reindex_indexes(s: Settings, warehouse, model_version: str, run_id: str, shards: Sequence) -> dict:
+    """The new model's indexes over the reindexed partitions; returns what was built, by category,
+    with the partitions (for the asset event)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from vecflow.assets import INDEXES
     from vecflow.index.reindex import build_indexes
     from vecflow.index.window import IndexGateError
 
-    s, warehouse = _env()
-    model_version, run_id = _reindex_params(context)[0], context["run_id"]
-    dates = sorted({dt.date.fromisoformat(shard["run_date"]) for shard in _shard_list(shards)})
+    dates = sorted({dt.date.fromisoformat(shard["run_date"]) for shard in shard_list(shards)})
     try:
         windows = build_indexes(s, warehouse, model_version, run_id, dates)
     except IndexGateError as exc:
         raise AirflowFailException(f"{model_version} not switched to: {exc}") from None
-    produced = {
+    window = {
         w["category"]: {k: w[k] for k in ("version", "vector_count", "recall_at_10", "precision_at_10")}
         for w in windows
     }
-    _lineage(
-        context,
-        INDEXES,
-        dates[-1],
-        run_id,
-        model_version=model_version,
-        window=produced,
-        partitions=[d.isoformat() for d in dates],
-    )
-    return produced
+    return {"model_version": model_version, "window": window, "partitions": [d.isoformat() for d in dates]}
 
 
-def reindex_switch(context) -> dict:
+def switch_model(s: Settings, warehouse, model_version: str, run_id: str) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from vecflow.index.reindex import ModelSwitchError, switch_model
+    from vecflow.index.reindex import ModelSwitchError
+    from vecflow.index.reindex import switch_model as switch
 
-    s, warehouse = _env()
     try:
-        return switch_model(s, warehouse, _reindex_params(context)[0], context["run_id"])
+        return switch(s, warehouse, model_version, run_id)
     except ModelSwitchError as exc:
         raise AirflowFailException(str(exc)) from None

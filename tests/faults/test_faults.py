@@ -15,7 +15,7 @@ from warehouse_rows import D1, catalog, load, row, snapshot
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
-from vecflow.funnel import record_funnel
+from vecflow.funnel import record_sql_funnel
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import tag_partition
 from vecflow.taxonomy import load_taxonomy
@@ -50,7 +50,7 @@ def test_elasticsearch_down_mid_partition_then_back(warehouse, tmp_path, monkeyp
     the broken attempt left, and the search stage of the funnel balances."""
     from elasticsearch import ApiError, Elasticsearch, TransportError
 
-    from vecflow.search.local_server import LocalSearchServer
+    from vecflow.demo.search_server import LocalSearchServer
     from vecflow.search.sink import SearchIndexes, index_partition
 
     monkeypatch.setenv("VECFLOW_ES_INDEX_PREFIX", "faults")
@@ -77,7 +77,7 @@ def test_elasticsearch_down_mid_partition_then_back(warehouse, tmp_path, monkeyp
         assert set(docs["run_id"]) == {"run-3"}  # nothing of the broken attempt is left
     finally:
         server.stop()
-    record_funnel(warehouse, D1, "run-3", "m1")
+    record_sql_funnel(warehouse, D1, "run-3", "m1")
     assert warehouse.query("funnel_violations", run_date=D1).empty
 
 
@@ -141,7 +141,7 @@ def test_the_warehouse_held_by_another_process_fails_the_step_cleanly_and_the_re
     assert snapshot(warehouse) == before
     rerun_steps(warehouse, "run-2")
     assert snapshot(warehouse) == before  # the same data; only run ids and times differ
-    record_funnel(warehouse, D1, "run-2", "m1")
+    record_sql_funnel(warehouse, D1, "run-2", "m1")
     assert warehouse.query("funnel_violations", run_date=D1).empty
 
 

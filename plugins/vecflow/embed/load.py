@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vecflow.funnel import replace_rejects
 from vecflow_model.contract import VECTOR_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -47,34 +48,16 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], r
         )
         vectors_loaded += vectors.num_rows
         rejects.append(table.filter(rejected))
-    reject_rows = [
-        {
-            "image_id": r["image_id"],
-            "listed_date": run_date,
-            "stage": reject_stage,
-            "reason": r["reject_reason"],
-            "detail": r["reject_detail"],
-            "category": r["catalog_category"],
-            "run_id": run_id,
-        }
-        for t in rejects
-        for r in t.to_pylist()
-    ]
+    rows = [r for t in rejects for r in t.to_pylist()]
     frame = pd.DataFrame(
-        reject_rows, columns=["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"]
+        {
+            "image_id": [r["image_id"] for r in rows],
+            "reason": [r["reject_reason"] for r in rows],
+            "detail": [r["reject_detail"] for r in rows],
+            "category": [r["catalog_category"] for r in rows],
+        }
     )
-    warehouse.run(
-        "replace_partition",
-        rows=frame,
-        names={
-            "table": "rejects",
-            "partition_column": "listed_date",
-            "stage_column": "stage",
-            "columns": list(frame.columns),
-        },
-        partition_value=run_date,
-        stage=reject_stage,
-    )
+    replace_rejects(warehouse, reject_stage, run_date, run_id, frame)
     stats = {
         "vectors": vectors_loaded,
         "rejects": len(frame),

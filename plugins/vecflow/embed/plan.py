@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from vecflow.catalog.generate import partition_dir
 from vecflow.config import Settings
 from vecflow.embed import safe_run_id
+from vecflow.funnel import replace_rejects, replace_stage_funnel, stage_counts
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]
@@ -18,6 +18,11 @@ MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]
 
 class CatalogError(ValueError):
     """The catalog partition is missing or malformed."""
+
+
+def partition_dir(catalog_dir: Path, day: dt.date) -> Path:
+    """A catalog partition's folder: its manifest.parquet lists the day's images."""
+    return catalog_dir / f"listed_date={day.isoformat()}"
 
 
 def read_partition(catalog_dir: Path, run_date: dt.date) -> pd.DataFrame:
@@ -64,30 +69,8 @@ def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, m
         },
         partition_value=run_date,
     )
-    reject_rows = pd.DataFrame(
-        {
-            "image_id": rejects["image_id"],
-            "listed_date": run_date,
-            "stage": "catalog",
-            "reason": rejects["reason"],
-            "detail": rejects["detail"],
-            "category": rejects["category"],
-            "run_id": run_id,
-        }
-    )
-    warehouse.run(
-        "replace_partition",
-        rows=reject_rows,
-        names={
-            "table": "rejects",
-            "partition_column": "listed_date",
-            "stage_column": "stage",
-            "columns": list(reject_rows.columns),
-        },
-        partition_value=run_date,
-        stage="catalog",
-    )
-    record_funnel(warehouse, "catalog", run_date, run_id, manifest, catalog, rejects)
+    replace_rejects(warehouse, "catalog", run_date, run_id, rejects)
+    replace_stage_funnel(warehouse, "catalog", run_date, run_id, stage_counts(manifest, catalog, rejects))
 
     shards = write_shards(
         settings.paths.staging_dir,
@@ -132,49 +115,3 @@ def write_shards(
             }
         )
     return shards
-
-
-def record_funnel(
-    warehouse,
-    stage: str,
-    run_date: dt.date,
-    run_id: str,
-    rows_in: pd.DataFrame,
-    rows_out: pd.DataFrame,
-    rejects: pd.DataFrame,
-) -> None:
-    """Funnel rows of a stage counted in Python (the SQL stages count theirs in funnel.sql)."""
-
-    def by_category(frame: pd.DataFrame) -> pd.Series:
-        return frame["category"].fillna("unknown").value_counts()
-
-    metrics = [("in", by_category(rows_in)), ("out", by_category(rows_out))]
-    metrics += [(f"dropped.{reason}", by_category(group)) for reason, group in rejects.groupby("reason")]
-    funnel = pd.DataFrame(
-        [
-            {
-                "stage": stage,
-                "partition_date": run_date,
-                "category": category,
-                "metric": metric,
-                "value": int(value),
-                "run_id": run_id,
-                "recorded_at": pd.Timestamp.now(tz="UTC"),
-            }
-            for metric, counts in metrics
-            for category, value in counts.items()
-        ],
-        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"],
-    )
-    warehouse.run(
-        "replace_partition",
-        rows=funnel,
-        names={
-            "table": "funnel_metrics",
-            "partition_column": "partition_date",
-            "stage_column": "stage",
-            "columns": list(funnel.columns),
-        },
-        partition_value=run_date,
-        stage=stage,
-    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from vecflow.funnel import replace_rejects, replace_stage_funnel
 from vecflow.resources import SEARCH_TEMPLATES_DIR
 
 log = logging.getLogger(__name__)
@@ -205,66 +206,20 @@ def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt
 def _record(warehouse, run_date, run_id, docs, failed, category) -> None:
     """Refused documents into rejects, and the search stage of the funnel (in / out / dropped)."""
     rejects = pd.DataFrame(
-        [
-            {
-                "image_id": f["_id"],
-                "listed_date": run_date,
-                "stage": "search",
-                "reason": f"es_{f['type']}",
-                "detail": f"status {f['status']}: {f['reason']}",
-                "category": category.get(f["_id"]),
-                "run_id": run_id,
-            }
-            for f in failed
-        ],
-        columns=["image_id", "listed_date", "stage", "reason", "detail", "category", "run_id"],
+        {
+            "image_id": [f["_id"] for f in failed],
+            "reason": [f"es_{f['type']}" for f in failed],
+            "detail": [f"status {f['status']}: {f['reason']}" for f in failed],
+            "category": [category.get(f["_id"]) for f in failed],
+        }
     )
-    warehouse.run(
-        "replace_partition",
-        rows=rejects,
-        names={
-            "table": "rejects",
-            "partition_column": "listed_date",
-            "stage_column": "stage",
-            "columns": list(rejects.columns),
-        },
-        partition_value=run_date,
-        stage="search",
-    )
+    replace_rejects(warehouse, "search", run_date, run_id, rejects)
     counts: Counter = Counter()
-    for d in docs:
-        counts[(d["_category"], "in")] += 1
     refused = {f["_id"]: f"dropped.es_{f['type']}" for f in failed}
     for d in docs:
+        counts[(d["_category"], "in")] += 1
         counts[(d["_category"], refused.get(d["image_id"], "out"))] += 1
-    now = pd.Timestamp.now(tz="UTC")
-    funnel = pd.DataFrame(
-        [
-            {
-                "stage": "search",
-                "partition_date": run_date,
-                "category": c,
-                "metric": m,
-                "value": v,
-                "run_id": run_id,
-                "recorded_at": now,
-            }
-            for (c, m), v in sorted(counts.items())
-        ],
-        columns=["stage", "partition_date", "category", "metric", "value", "run_id", "recorded_at"],
-    )
-    warehouse.run(
-        "replace_partition",
-        rows=funnel,
-        names={
-            "table": "funnel_metrics",
-            "partition_column": "partition_date",
-            "stage_column": "stage",
-            "columns": list(funnel.columns),
-        },
-        partition_value=run_date,
-        stage="search",
-    )
+    replace_stage_funnel(warehouse, "search", run_date, run_id, counts)
 
 
 def index_trends(es, warehouse, settings, dimensions: list[str], run_id: str) -> dict:

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from vecflow.catalog import fashion_mnist
-from vecflow.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
-from vecflow.catalog.spec import GENERATED_DIMENSIONS, TrendSpec, daily_shares
+from vecflow.demo.catalog import fashion_mnist
+from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
+from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, TrendSpec, daily_shares
+from vecflow.embed.plan import partition_dir
 from vecflow.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,16 @@ def quarter_label(day: dt.date) -> str:
     return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
 
 
-def partition_dir(catalog_dir: Path, day: dt.date) -> Path:
-    return catalog_dir / f"listed_date={day.isoformat()}"
+def catalog_identity(params: CatalogParams, spec: TrendSpec) -> dict:
+    """What makes a generated catalog: the same identity, the same catalog (truth/params.json holds it)."""
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": params.seed,
+        "start_date": params.start_date.isoformat(),
+        "days": params.days,
+        "images_per_day": params.images_per_day,
+        "spec": spec.to_json(),
+    }
 
 
 def cumulative_counts(expected_per_day: np.ndarray) -> np.ndarray:
@@ -275,12 +284,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     shares = tag_shares(truth[truth["kind"] == "original"], taxonomy)
     shares.to_csv(catalog_dir / "truth" / "tag_shares.csv", index=False)
     summary = {
-        "generator_version": GENERATOR_VERSION,
-        "seed": params.seed,
-        "start_date": params.start_date.isoformat(),
-        "days": params.days,
-        "images_per_day": params.images_per_day,
-        "spec": spec.to_json(),
+        **catalog_identity(params, spec),
         "images": int(len(truth)),
         **{f"{k}_images": int(v) for k, v in truth["kind"].value_counts().items()},
     }

@@ -1,0 +1,184 @@
+"""The demo's runner: generates the catalog (unless the same one is already there), then drives the
+date range through Airflow itself: one `vecflow_daily` DAG run per partition (dag.test, in this
+process, on the SQLite metadata database under VECFLOW_HOME/airflow), then `vecflow_trends`, and
+prints the summary with the planted-truth checks. With the Elasticsearch sink on and no connection
+defined, it starts the loopback stand-in server for the run (data under VECFLOW_HOME/elasticsearch).
+`python -m vecflow.cli run|generate-catalog|search-server` reach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vecflow.config import settings
+from vecflow.resources import DAGS_DIR, DEFAULT_TREND_SPEC, PROJECT_DIR
+
+log = logging.getLogger("vecflow.demo")
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def add_catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start-date", type=_date, default=dt.date(2026, 1, 1))
+    p.add_argument("--days", type=int, default=181, help="partitions (days) to generate")
+    p.add_argument("--images-per-day", type=int, default=40)
+    p.add_argument("--trends", type=Path, default=DEFAULT_TREND_SPEC, help="trend spec JSON")
+
+
+def generate_catalog(args: argparse.Namespace, force: bool = True) -> bool:
+    """Generates the catalog; returns False when the same catalog already exists and force is off."""
+    from vecflow.demo.catalog.generate import CatalogParams, catalog_identity, generate
+    from vecflow.demo.catalog.spec import load_trend_spec
+    from vecflow.taxonomy import load_taxonomy
+
+    s = settings()
+    taxonomy = load_taxonomy()
+    spec = load_trend_spec(args.trends, taxonomy)
+    params = CatalogParams(args.seed, args.start_date, args.days, args.images_per_day)
+    existing = s.paths.catalog_dir / "truth" / "params.json"
+    wanted = catalog_identity(params, spec)
+    if not force and existing.exists():
+        have = json.loads(existing.read_text())
+        if {k: have.get(k) for k in wanted} == wanted:
+            log.info("catalog with these parameters already in %s", s.paths.catalog_dir)
+            return False
+    generate(s.paths.catalog_dir, params, spec, taxonomy)
+    return True
+
+
+def airflow_env(home: Path) -> dict:
+    return {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # dag.test() cannot finish a DAG with a DeadlineAlert in Airflow 3.3.2 (see alerts.deadline_alert)
+        "VECFLOW_DAILY_DEADLINE_MINUTES": "0",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+    }
+
+
+# what the demo sets unless the caller did: a short retry delay, so a failing task fails fast
+DEMO_DEFAULTS = {"VECFLOW_RETRY_DELAY_SECONDS": "2"}
+
+
+def prepare_airflow(home: Path) -> None:
+    """Sets the environment before airflow is imported and migrates the metadata database once."""
+    os.environ.update({**DEMO_DEFAULTS, **os.environ, **airflow_env(home)})
+    db = home / "airflow" / "airflow.db"
+    if not db.exists():
+        (home / "airflow").mkdir(parents=True, exist_ok=True)
+        log.info("initialising the Airflow metadata database in %s", db)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], check=True, env=os.environ, stdout=subprocess.DEVNULL
+        )
+
+
+def run_partitions(dates: list[dt.date]) -> None:
+    """One vecflow_daily run per partition; the data interval [D, D+1) is the run whose logical
+    date is D + 1 day (interval timetables run at the end of their interval)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_DIR))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    daily, trends = bag.get_dag("vecflow_daily"), bag.get_dag("vecflow_trends")
+    started = time.perf_counter()
+    for i, day in enumerate(dates, 1):
+        run_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        dag_run = daily.test(logical_date=run_end)
+        if dag_run.state != "success":
+            raise RuntimeError(f"vecflow_daily for partition {day} ended {dag_run.state}")
+        elapsed = time.perf_counter() - started
+        # print, not log: Airflow reconfigures logging once a DAG runs
+        print(f"vecflow_daily {day}: success ({i}/{len(dates)}, {elapsed / i:.1f} s/run)", flush=True)
+    dag_run = trends.test()
+    if dag_run.state != "success":
+        raise RuntimeError(f"vecflow_trends ended {dag_run.state}")
+
+
+@contextlib.contextmanager
+def search_server_if_needed(s):
+    """The loopback search server for this run, unless the sink is off or its connection is defined."""
+    from vecflow.demo.search_server import LocalSearchServer
+
+    variable = f"AIRFLOW_CONN_{s.search.conn_id.upper()}"
+    if s.search.sink != "elasticsearch" or os.environ.get(variable):
+        yield
+        return
+    with LocalSearchServer(s.paths.search_data_dir) as server:
+        os.environ[variable] = server.connection_uri
+        print(f"search sink: Elasticsearch-compatible server on {server.url} for this run", flush=True)
+        try:
+            yield
+        finally:
+            os.environ.pop(variable, None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    s = settings()
+    if generate_catalog(args, force=False):
+        # a new catalog invalidates everything derived from the old one
+        for derived in (
+            s.paths.warehouse_path,
+            s.paths.index_dir,
+            s.paths.staging_dir,
+            s.paths.reports_dir,
+            s.paths.search_data_dir,
+        ):
+            if derived.is_dir():
+                shutil.rmtree(derived)
+            elif derived.exists():
+                derived.unlink()
+    prepare_airflow(s.paths.home)
+    dates = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
+    from vecflow.demo.truth import format_summary, planted_truth
+    from vecflow.warehouse import get_warehouse
+
+    with search_server_if_needed(s):
+        run_partitions(dates)
+        search = None
+        if s.search.sink == "elasticsearch":
+            from vecflow.search.client import search_client
+
+            search = search_client(s.search.conn_id)
+        truth = planted_truth(s, get_warehouse(s), search)
+    summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
+    print(format_summary({**summary, **truth}))
+    failed = [c for c in truth.get("planted_trends", []) if not c["ok"]]
+    return 1 if failed else 0
+
+
+def cmd_search_server(args: argparse.Namespace) -> int:
+    """The loopback search server in the foreground until SIGINT/SIGTERM (for `make airflow`)."""
+    import signal
+
+    from vecflow.demo.search_server import LocalSearchServer
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    with LocalSearchServer(settings().paths.search_data_dir, port=args.port) as server:
+        print(f"Elasticsearch-compatible server on {server.url}; connection {server.connection_uri}", flush=True)
+        try:
+            while not stop and server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0

@@ -1,0 +1,152 @@
+"""The package's structure holds: the pipeline runs without the demo, every setting is in the one
+settings object and the README's table, and the embedding job's output schema is vector_log's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from vecflow.config import settings, settings_table, variables
+from vecflow.resources import DAGS_DIR, PROJECT_DIR
+
+CODE = [
+    *(PROJECT_DIR / "plugins").rglob("*.py"),
+    *(PROJECT_DIR / "include").rglob("*.py"),
+    *DAGS_DIR.glob("*.py"),
+    *(PROJECT_DIR / "bench").glob("*.py"),
+    PROJECT_DIR / "Makefile",
+    PROJECT_DIR / "docker-compose.yaml",
+    *(PROJECT_DIR / "docker").rglob("Dockerfile"),
+    PROJECT_DIR / "include" / "models" / "Dockerfile",
+]
+
+# Imports every pipeline module and parses every DAG with vecflow.demo unimportable.
+HIDE_DEMO = """
+import importlib, pkgutil, sys
+from importlib.abc import MetaPathFinder
+
+class HideDemo(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "vecflow.demo" or name.startswith("vecflow.demo."):
+            raise ImportError(f"{name} is the demo: the pipeline must not import it")
+
+sys.meta_path.insert(0, HideDemo())
+import vecflow
+names = [m.name for m in pkgutil.walk_packages(vecflow.__path__, "vecflow.") if not m.name.startswith("vecflow.demo")]
+for name in names:
+    importlib.import_module(name)
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+print(len(names), "modules,", len(bag.dags), "dags")
+"""
+
+
+def test_the_pipeline_imports_without_the_demo():
+    done = subprocess.run([sys.executable, "-c", HIDE_DEMO, str(DAGS_DIR)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    modules, dags = re.search(r"(\d+) modules, (\d+) dags", done.stdout).groups()
+    assert int(modules) > 20 and int(dags) == 4
+
+
+def test_every_variable_the_code_reads_is_a_setting_and_in_the_readme():
+    declared = {v for v, *_ in variables()}
+    used = set()
+    for path in CODE:
+        used |= set(re.findall(r"\bVECFLOW_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    assert used - declared == set(), "read by the code but not in vecflow.config"
+    readme = (PROJECT_DIR / "README.md").read_text()
+    assert settings_table() in readme, "README's settings table differs from `python -m vecflow.config`"
+
+
+def test_only_the_settings_module_reads_vecflow_variables():
+    # a read, not a write: environ.get("VECFLOW_..."), getenv(...), environ["VECFLOW_..."] not assigned to
+    reads = re.compile(r"""(environ\.get\(|getenv\()\s*["']VECFLOW_|environ\[\s*["']VECFLOW_\w+["']\](?!\s*=[^=])""")
+    readers = [p for p in CODE if p.suffix == ".py" and reads.search(p.read_text())]
+    assert readers == [], "read a VECFLOW_* variable themselves instead of through vecflow.config.settings()"
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("VECFLOW_SHARD_SIZE", "lots", "VECFLOW_SHARD_SIZE='lots' is not an integer"),
+        ("VECFLOW_INDEX_MIN_RECALL", "1.5", "VECFLOW_INDEX_MIN_RECALL='1.5' must be between 0.0 and 1.0"),
+        ("VECFLOW_EMBED_BACKEND", "gpu", "VECFLOW_EMBED_BACKEND='gpu' must be 'local' or 'kubernetes'"),
+        ("VECFLOW_ES_INDEX_VECTORS", "maybe", "VECFLOW_ES_INDEX_VECTORS='maybe' must be true or false"),
+        ("VECFLOW_K8S_TOLERATIONS", "{}", "VECFLOW_K8S_TOLERATIONS='{}' must be a JSON list"),
+        ("VECFLOW_BQ_ENDPOINT", "localhost:9050", "must be an http:// or https:// URL"),
+    ],
+)
+def test_a_malformed_setting_names_its_variable(monkeypatch, variable, value, message):
+    from vecflow.config import ConfigError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        settings().check()
+    assert message in str(raised.value)
+
+
+def test_a_malformed_setting_fails_only_its_group(monkeypatch):
+    monkeypatch.setenv("VECFLOW_WATCHDOG_MIN_RATIO", "half")
+    s = settings()
+    assert s.dags.retry_delay_seconds >= 0 and s.search.sink == "elasticsearch"
+
+
+def test_settings_are_parsed_from_the_environment_only(monkeypatch, tmp_path):
+    """The serving model is read when asked for, not when the settings are parsed (DAG parse time)."""
+    monkeypatch.setenv("VECFLOW_HOME", str(tmp_path))
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "SERVING").write_text("not json")
+    s = settings().check()
+    from vecflow.config import ConfigError
+
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        _ = s.model_version
+
+
+def test_the_output_schema_is_the_vector_logs(warehouse):
+    from vecflow_model.contract import VECTOR_COLUMNS
+
+    # the loader selects by name: the same names, in any order
+    assert sorted(warehouse.table("vector_log").columns) == sorted(VECTOR_COLUMNS)
+
+
+def test_a_shard_job_round_trips_through_the_entrypoint(tmp_path):
+    from vecflow_model.contract import ShardJob
+    from vecflow_model.embed import parse_args
+
+    job = ShardJob(
+        manifest=tmp_path / "m.parquet",
+        output=tmp_path / "o.parquet",
+        catalog_root=tmp_path,
+        taxonomy=tmp_path / "t.json",
+        model_version="m1",
+        registry=tmp_path / "registry",
+        run_id="manual__2026-01-01",
+        shard_id=7,
+        attempt=3,
+        device="cuda:1",
+        batch_size=64,
+        workers=2,
+        amp="fp16",
+        compile=True,
+    )
+    assert parse_args(job.to_args()) == job
+
+
+def test_images_install_what_the_tests_ran():
+    """The model image takes torch and the entrypoint's libraries at requirements.txt's pins; the
+    Airflow image installs requirements.txt, without the test and demo tools."""
+    model_image = (PROJECT_DIR / "include" / "models" / "Dockerfile").read_text()
+    assert "grep -E '^(torch|numpy|pillow|pyarrow)==' /tmp/requirements.txt" in model_image
+    runtime = (PROJECT_DIR / "requirements.txt").read_text()
+    assert {"torch", "numpy", "pillow", "pyarrow"} <= set(re.findall(r"^([\w-]+)==", runtime, re.M))
+    assert not {"pytest", "noida-db", "ruff"} & set(re.findall(r"^([\w-]+)==", runtime, re.M))
+    airflow_image = (PROJECT_DIR / "docker" / "airflow" / "Dockerfile").read_text()
+    assert (
+        "requirements-dev" not in airflow_image
+        and "pip install --no-cache-dir --no-deps -e /opt/airflow" in airflow_image
+    )
