@@ -24,7 +24,8 @@ BACKOFF = 0.01  # seconds before the first retry, doubled for the next
 DAYS = [dt.date(2026, 3, 1) + dt.timedelta(days=i) for i in range(8)]
 GAP = dt.date(2026, 3, 5)  # shop_b sends nothing (or too little) for this partition
 VECTORS_PER_DAY = {"shop_a": 6, "shop_b": 5}
-SETTINGS = WatchdogSettings(grace_hours=3, baseline_days=3, min_vectors=2, min_ratio=0.5)
+# reminders every 12 h: the two checks of a day, 6 h apart, send one page
+SETTINGS = WatchdogSettings(grace_hours=3, baseline_days=3, min_vectors=2, min_ratio=0.5, repeat_hours=12)
 
 
 def at(day: dt.date, hour: int) -> dt.datetime:
@@ -405,3 +406,165 @@ def test_a_missed_deadline_sends_one_alert(local_warehouse, receiver, monkeypatc
     assert body["run_id"] == dag_run["dag_run_id"] and "120 minutes" in body["message"]
     [recorded] = local_warehouse.table("alerts").to_dict("records")
     assert recorded["kind"] == "deadline_missed" and recorded["channels"] == "webhook:sent"
+
+
+# --- on-call: delivery until delivered, reminders, long outages (times passed in, no sleeping) ------
+
+ONCALL_SOURCES = ("shop_a", "shop_b", "shop_c")
+LAST_PARTITION = dt.date(2026, 11, 30)  # the last partition that arrived; the outage starts with 12-01
+FIRST_CHECK = at(dt.date(2026, 12, 2), 0)
+ONCALL = WatchdogSettings(grace_hours=3, baseline_days=7, min_vectors=1, min_ratio=0.5, repeat_hours=4)
+
+
+def plant_history(warehouse, sources=ONCALL_SOURCES, last=LAST_PARTITION, days=30, per_day=5) -> None:
+    """`per_day` vectors a day from each source for `days` partitions up to `last`, each landed at 01:00
+    the next day."""
+    for i in range(days):
+        day = last - dt.timedelta(days=days - 1 - i)
+        arrived = at(day + dt.timedelta(days=1), 1).isoformat()
+        rows = [
+            {**row(f"{source}-{day}-{n}", day, at=arrived), "source": source}
+            for source in sources
+            for n in range(per_day)
+        ]
+        load(warehouse, rows, day, run_id=f"run-{day}")
+
+
+def hourly(start: dt.datetime, hours: int) -> list[dt.datetime]:
+    return [start + dt.timedelta(hours=h) for h in range(hours)]
+
+
+def check(warehouse, receiver, now, settings=ONCALL) -> list[dict]:
+    notifier = Notifier(webhook_url=receiver.url("/hook"), backoff_seconds=BACKOFF)
+    return run_watchdog(settings, warehouse, now, f"watchdog-{now:%Y%m%dT%H}", notifier)
+
+
+@pytest.fixture
+def oncall_warehouse(local_warehouse):
+    plant_history(local_warehouse)
+    return local_warehouse
+
+
+def test_a_page_that_failed_is_delivered_once_the_webhook_is_back(oncall_warehouse, receiver):
+    """Day 1 of an outage of every source with the webhook down: three alerts, recorded as failed;
+    the next hourly check, webhook up, delivers those three (nothing new is raised)."""
+    opened = at(dt.date(2026, 12, 2), 3)  # 12-01 is due three hours after it ended
+    receiver.status = 503
+    raised = check(oncall_warehouse, receiver, opened)
+    assert sorted((r["source"], r["kind"], r["channels"]) for r in raised) == [
+        (source, "inflow_missing", "webhook:failed") for source in ONCALL_SOURCES
+    ]
+    receiver.status, receiver.received[:] = 200, []
+
+    assert check(oncall_warehouse, receiver, opened + dt.timedelta(hours=1)) == []  # no new events
+    delivered = receiver.bodies("/hook")
+    assert sorted((b["source"], b["kind"], b["raised_at"]) for b in delivered) == [
+        (source, "inflow_missing", opened.isoformat()) for source in ONCALL_SOURCES
+    ]
+    assert all(b["observed"] == 0 and b["expected"] == 5.0 and b["details"]["baseline_days"] == 7 for b in delivered)
+    table = oncall_warehouse.table("alerts")
+    assert table["sent_at"].notna().all() and set(table["attempts"]) == {2}
+    assert set(table["channels"]) == {"webhook:sent"} and set(table["status"]) == {"open"}
+
+    receiver.received[:] = []
+    check(oncall_warehouse, receiver, opened + dt.timedelta(hours=2))
+    assert receiver.bodies("/hook") == []  # delivered once, not again
+
+
+def test_an_open_incident_is_reminded_every_repeat_interval_until_it_resolves(oncall_warehouse, receiver):
+    """An outage of every source for 9 days, checked every hour: the first page, a reminder every
+    4 hours saying how long it has lasted, then one recovery each when the partitions arrive."""
+    checks = hourly(FIRST_CHECK, 24 * 9)
+    pages = {now: check(oncall_warehouse, receiver, now) for now in checks}
+    opened = at(dt.date(2026, 12, 2), 3)
+    expected_times = [t for t in (opened + dt.timedelta(hours=4 * n) for n in range(60)) if t <= checks[-1]]
+    sent_at = {now: sorted(r["source"] for r in rows) for now, rows in pages.items() if rows}
+    assert list(sent_at) == expected_times and all(v == list(ONCALL_SOURCES) for v in sent_at.values())
+    bodies = receiver.bodies("/hook")
+    assert [b["status"] for b in bodies[:3]] == ["open"] * 3 and {b["status"] for b in bodies[3:]} == {"reminder"}
+    last = [b for b in bodies if b["raised_at"] == expected_times[-1].isoformat()]
+    lasted = expected_times[-1] - opened
+    assert all(f"Still missing for {lasted.days} d {lasted.seconds // 3600} h" in b["message"] for b in last)
+    assert {b["incident_id"] for b in bodies} == {f"inflow:{s}:2026-12-01" for s in ONCALL_SOURCES}
+
+    # the partitions of the outage land: one recovery per incident, then quiet
+    for day in [dt.date(2026, 12, 1) + dt.timedelta(days=i) for i in range(10)]:
+        arrived = at(dt.date(2026, 12, 11), 1).isoformat()
+        rows = [{**row(f"{s}-{day}-{n}", day, at=arrived), "source": s} for s in ONCALL_SOURCES for n in range(5)]
+        load(oncall_warehouse, rows, day)
+    receiver.received[:] = []
+    after = hourly(at(dt.date(2026, 12, 11), 4), 12)
+    recovered = {now: rows for now in after if (rows := check(oncall_warehouse, receiver, now))}
+    assert list(recovered) == [after[0]] and [r["kind"] for r in recovered[after[0]]] == ["recovered"] * 3
+    assert [b["kind"] for b in receiver.bodies("/hook")] == ["recovered"] * 3
+
+
+def test_a_watchdog_deployed_during_a_long_outage_still_alerts(oncall_warehouse, receiver):
+    """Day 9 of an outage of every source, a fresh alerts table (the watchdog was down, redeployed
+    or reset): every source is missing, measured against its last active week."""
+    day9 = at(dt.date(2026, 12, 10), 5)
+    raised = check(oncall_warehouse, receiver, day9)
+    assert sorted((r["source"], r["kind"]) for r in raised) == [(s, "inflow_missing") for s in ONCALL_SOURCES]
+    assert {r["expected"] for r in raised} == {5.0}  # the baseline of the 7 partitions up to 11-30
+    assert all("up to 2026-11-30, its last with vectors" in r["message"] for r in raised)
+
+
+def test_a_single_source_gone_for_ten_days_is_missing_alone(local_warehouse, receiver):
+    plant_history(local_warehouse, sources=("shop_a", "shop_c"), last=dt.date(2026, 12, 10), days=40)
+    plant_history(local_warehouse, sources=("shop_b",), last=LAST_PARTITION, days=30)
+    checks = [at(dt.date(2026, 12, 2) + dt.timedelta(days=d), 4) for d in range(10)]
+    raised = {now: check(local_warehouse, receiver, now, ONCALL) for now in checks}
+    assert all(
+        sorted((r["source"], r["kind"]) for r in rows) == [("shop_b", "inflow_missing")] for rows in raised.values()
+    )
+    assert [r["status"] for rows in raised.values() for r in rows] == ["open"] + ["reminder"] * 9
+
+
+def test_acknowledging_stops_the_reminders_but_not_the_recovery(oncall_warehouse, receiver):
+    from vecflow.alerts import NoOpenIncident, acknowledge
+
+    opened = at(dt.date(2026, 12, 2), 3)
+    check(oncall_warehouse, receiver, opened)
+    reminded = check(oncall_warehouse, receiver, opened + dt.timedelta(hours=4))
+    assert [r["status"] for r in reminded] == ["reminder"] * 3
+    ack = acknowledge(oncall_warehouse, "inflow:shop_b", opened + dt.timedelta(hours=5), by="on-call")
+    assert ack["kind"] == "acknowledged" and ack["incident_id"] == "inflow:shop_b:2026-12-01"
+    with pytest.raises(NoOpenIncident, match="inflow:shop_z"):
+        acknowledge(oncall_warehouse, "inflow:shop_z", opened, by="on-call")
+
+    later = check(oncall_warehouse, receiver, opened + dt.timedelta(hours=8))
+    assert sorted(r["source"] for r in later) == ["shop_a", "shop_c"]  # shop_b acknowledged: no reminder
+    day = dt.date(2026, 12, 1)
+    arrived = at(dt.date(2026, 12, 2), 12).isoformat()
+    late = [{**row(f"{s}-{day}-late{n}", day, at=arrived), "source": s} for s in ONCALL_SOURCES for n in range(5)]
+    load(oncall_warehouse, late, day)
+    receiver.received[:] = []
+    recovered = check(oncall_warehouse, receiver, opened + dt.timedelta(hours=10))
+    assert sorted((r["source"], r["kind"]) for r in recovered) == [(s, "recovered") for s in ONCALL_SOURCES]
+    assert check(oncall_warehouse, receiver, opened + dt.timedelta(hours=14)) == []  # recovered once
+    assert [b["kind"] for b in receiver.bodies("/hook")] == ["recovered"] * 3
+
+
+def test_the_ack_command_records_the_acknowledgement(oncall_warehouse, receiver, capsys):
+    from vecflow.cli import main
+
+    check(oncall_warehouse, receiver, at(dt.date(2026, 12, 2), 3))
+    assert main(["alerts", "ack", "inflow:shop_a", "--by", "alice"]) == 0
+    assert "acknowledged by alice" in capsys.readouterr().out
+    acks = oncall_warehouse.table("alerts").query("kind == 'acknowledged'")
+    assert list(acks["incident_id"]) == ["inflow:shop_a:2026-12-01"] and acks["sent_at"].isna().all()
+    assert main(["alerts", "ack", "inflow:nobody"]) == 1
+
+
+def test_expected_sources_alert_on_an_empty_warehouse_and_retired_ones_never(local_warehouse, receiver):
+    settings = WatchdogSettings(
+        grace_hours=3, baseline_days=7, min_vectors=1, min_ratio=0.5, expected_sources=("shop_new",)
+    )
+    [raised] = check(local_warehouse, receiver, FIRST_CHECK, settings)
+    assert (raised["source"], raised["kind"], raised["expected"]) == ("shop_new", "inflow_missing", 0.0)
+
+    plant_history(local_warehouse)
+    retiring = WatchdogSettings(
+        grace_hours=3, baseline_days=7, min_vectors=1, min_ratio=0.5, retired_sources=("shop_a", "shop_b")
+    )
+    assert [r["source"] for r in check(local_warehouse, receiver, at(dt.date(2026, 12, 2), 3), retiring)] == ["shop_c"]

@@ -7,9 +7,12 @@ Every alert is sent through the Notifier and recorded in the warehouse's `alerts
                                   (WebhookNotifier, through the HTTP provider's HttpHook);
   VECFLOW_ALERT_SLACK_CONN_ID     a Slack Incoming Webhook connection (the Slack provider's
                                   SlackWebhookNotifier).
-The watchdog's thresholds: VECFLOW_WATCHDOG_GRACE_HOURS, VECFLOW_WATCHDOG_BASELINE_DAYS,
-VECFLOW_WATCHDOG_MIN_VECTORS, VECFLOW_WATCHDOG_MIN_RATIO (see WatchdogSettings); the daily run's
-deadline: VECFLOW_DAILY_DEADLINE_MINUTES.
+The watchdog's settings are the `watchdog` group of vecflow.config (thresholds, expected and
+retired sources, VECFLOW_ALERT_REPEAT_HOURS); the daily run's deadline: VECFLOW_DAILY_DEADLINE_MINUTES.
+
+What on-call receives: an inflow incident's first page when a source goes missing or low, a reminder
+every repeat interval while it stays open (until it is acknowledged with `alerts ack KEY`), and one
+recovery message. An event that no channel took is sent again by every later check until one does.
 
 Only light modules are imported at the top: DAG files import this one at parse time (BaseNotifier
 comes with airflow.sdk, which they have loaded); the providers' hooks and notifiers are imported
@@ -22,6 +25,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field
 
 from airflow.sdk import BaseNotifier
@@ -39,6 +43,30 @@ SEND_TIMEOUT_SECONDS = 10
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _is_null(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or str(value) in ("NaT", "<NA>")
+
+
+def _plain(value):
+    """None for a warehouse NULL, a Python value for a numpy scalar, else the value."""
+    import numpy as np
+
+    if _is_null(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _as_utc(moment) -> dt.datetime:
+    """A datetime in UTC from a warehouse timestamp (pandas or datetime, naive meaning UTC)."""
+    moment = moment.to_pydatetime() if hasattr(moment, "to_pydatetime") else moment
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _duration(delta: dt.timedelta) -> str:
+    hours = int(delta.total_seconds() // 3600)
+    return f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h"
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,7 @@ class Alert:
     expected: float | None = None
     incident_id: str | None = None
     status: str | None = None
+    alert_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def payload(self) -> dict:
         """The webhook's JSON body: every field, timestamps in ISO 8601, and the message also as
@@ -73,7 +102,20 @@ class Alert:
             "details": json.dumps(self.details, sort_keys=True, default=str),
             "sent_at": delivery.sent_at,
             "channels": delivery.channels,
+            "attempts": 1 if delivery.outcomes else 0,
         }
+
+    @classmethod
+    def from_row(cls, row: dict) -> Alert:
+        """The event of an alerts table row (to send it again)."""
+        names = {f for f in cls.__dataclass_fields__}
+        # numpy scalars (as the warehouse returns them) become Python values, for the JSON payload
+        values = {k: _plain(v) for k, v in row.items() if k in names}
+        values["details"] = json.loads(values.get("details") or "{}")
+        for moment in ("raised_at", "window_start", "window_end"):
+            if values.get(moment) is not None:
+                values[moment] = _as_utc(values[moment])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -165,6 +207,10 @@ class Notifier:
         self.slack_conn_id = slack_conn_id
         self.backoff_seconds = backoff_seconds
 
+    @property
+    def has_channels(self) -> bool:
+        return bool(self.webhook_url or self.webhook_conn_id or self.slack_conn_id)
+
     @classmethod
     def from_environment(cls) -> Notifier:
         a = load_settings().alerts
@@ -228,6 +274,7 @@ def record_alerts(warehouse, rows: list[dict]) -> None:
     text, moment = pa.string(), pa.timestamp("us", tz="UTC")
     schema = pa.schema(
         [
+            ("alert_id", text),
             ("alert_key", text),
             ("kind", text),
             ("severity", text),
@@ -243,6 +290,7 @@ def record_alerts(warehouse, rows: list[dict]) -> None:
             ("raised_at", moment),
             ("sent_at", moment),
             ("channels", text),
+            ("attempts", pa.int64()),
             ("run_id", text),
         ]
     )
@@ -258,11 +306,86 @@ def deliver(alerts: list[Alert], notifier: Notifier, warehouse) -> list[dict]:
     return rows
 
 
+def redeliver(warehouse, notifier: Notifier) -> list[dict]:
+    """Sends again every recorded event that no channel took yet (include/sql/select_undelivered_alerts.sql),
+    oldest first, and records each attempt (when it was finally sent, and how many checks it took).
+    Returns what was tried: alert_key, kind, channels, sent_at, attempts."""
+    if not notifier.has_channels:
+        return []
+    tried = []
+    for row in warehouse.query("select_undelivered_alerts").to_dict("records"):
+        alert = Alert.from_row(row)
+        delivery = notifier.send(alert)
+        attempts = int(row["attempts"]) + 1 if not _is_null(row.get("attempts")) else 2
+        warehouse.run(
+            "record_alert_delivery", alert_id=alert.alert_id, sent_at=delivery.sent_at, channels=delivery.channels
+        )
+        log.info(
+            "alert %s (%s, raised %s): attempt %d, %s",
+            alert.alert_key,
+            alert.kind,
+            alert.raised_at,
+            attempts,
+            delivery.channels,
+        )
+        tried.append(
+            {
+                "alert_key": alert.alert_key,
+                "kind": alert.kind,
+                "channels": delivery.channels,
+                "sent_at": delivery.sent_at,
+                "attempts": attempts,
+            }
+        )
+    return tried
+
+
+def open_incidents(warehouse, key_prefix: str = "") -> dict[str, dict]:
+    """alert_key -> the open incident (incident_id, opened_at, last_raised_at, reminders, acknowledged)."""
+    frame = warehouse.query("select_open_alerts", key_prefix=key_prefix)
+    incidents = {}
+    for r in frame.to_dict("records"):
+        incidents[r["alert_key"]] = {
+            **r,
+            "opened_at": _as_utc(r["opened_at"]),
+            "last_raised_at": _as_utc(r["last_raised_at"]),
+            "reminders": int(r["reminders"]),
+            "acknowledged": bool(r["acknowledged"]),
+        }
+    return incidents
+
+
+class NoOpenIncident(LookupError):
+    """`alerts ack` named a key without an open incident."""
+
+
+def acknowledge(warehouse, alert_key: str, now: dt.datetime, by: str) -> dict:
+    """Records that someone took the open incident of `alert_key`: its reminders stop (its recovery is
+    still sent). Returns the acknowledgement row."""
+    incident = open_incidents(warehouse).get(alert_key)
+    if incident is None:
+        raise NoOpenIncident(f"no open incident for {alert_key!r} (keys are like 'inflow:<source>')")
+    ack = Alert(
+        alert_key=alert_key,
+        kind="acknowledged",
+        severity="info",
+        raised_at=now,
+        source=alert_key.removeprefix(INFLOW_KEY_PREFIX) if alert_key.startswith(INFLOW_KEY_PREFIX) else None,
+        message=f"{alert_key}: incident {incident['incident_id']} acknowledged by {by}",
+        incident_id=incident["incident_id"],
+        status="acknowledged",
+        details={"by": by},
+    )
+    row = ack.row(Delivery({}, None))
+    record_alerts(warehouse, [row])
+    return row
+
+
 # --- inflow watchdog ------------------------------------------------------------------------------
 
 
 def _inflow_alert(
-    check, settings: WatchdogSettings, partition: dt.date, now: dt.datetime, run_id: str, **event
+    *, check, settings: WatchdogSettings, partition: dt.date, now: dt.datetime, run_id: str, **event
 ) -> Alert:
     """An alert about one source's inflow into `partition`; `event` says what it is (kind, severity,
     message, incident_id, status)."""
@@ -282,19 +405,29 @@ def _inflow_alert(
 
 
 def _inflow_figures(check, settings: WatchdogSettings, partition: dt.date) -> str:
+    last_active = None if _is_null(check.last_active) else dt.date.fromisoformat(str(check.last_active)[:10])
+    if last_active is None:
+        window = "no vectors from it before"
+    elif (partition - last_active).days > settings.baseline_days:
+        window = f"over the {settings.baseline_days} partitions up to {last_active}, its last with vectors"
+    else:
+        window = f"over the {settings.baseline_days} before it"
     return (
-        f"{check.observed} vectors in partition {partition} (baseline {check.baseline:.1f} per partition over "
-        f"the {settings.baseline_days} before it; floor {settings.min_vectors}, min ratio {settings.min_ratio})"
+        f"{check.observed} vectors in partition {partition} (baseline {check.baseline:.1f} per partition "
+        f"{window}; floor {settings.min_vectors}, min ratio {settings.min_ratio})"
     )
 
 
 def run_watchdog(
     settings: WatchdogSettings, warehouse, now: dt.datetime, run_id: str, notifier: Notifier
 ) -> list[dict]:
-    """Checks each source's inflow into the partition due by `now` (include/sql/inflow_watchdog.sql)
-    and alerts once per incident: a missing or low source opens an incident unless one is open for
-    it, and the first check that finds it ok again resolves it with a recovery message; checks in
-    between send nothing. Returns the alert rows recorded."""
+    """One check, as of `now`. First every recorded event that no channel took yet is sent again
+    (redeliver). Then each expected source's inflow into the partition due by `now`
+    (include/sql/inflow_watchdog.sql): a missing or low source opens an incident unless one is open for
+    it; an open incident is reminded every `repeat_hours` with how long it has lasted, unless it was
+    acknowledged; the first check that finds the source ok again resolves it with one recovery
+    message. Returns the alert rows recorded by this check (redeliveries update earlier rows)."""
+    redeliver(warehouse, notifier)
     partition = settings.due_partition(now)
     inflow = warehouse.query(
         "inflow_watchdog",
@@ -303,52 +436,67 @@ def run_watchdog(
         baseline_days=settings.baseline_days,
         min_vectors=settings.min_vectors,
         min_ratio=settings.min_ratio,
+        expected_sources=",".join(settings.expected_sources),
+        retired_sources=",".join(settings.retired_sources),
     )
-    open_incidents = dict(warehouse.query("select_open_alerts", key_prefix=INFLOW_KEY_PREFIX).itertuples(index=False))
+    incidents = open_incidents(warehouse, INFLOW_KEY_PREFIX)
+    repeat = dt.timedelta(hours=settings.repeat_hours)
     alerts = []
     for check in inflow.itertuples(index=False):
         key = INFLOW_KEY_PREFIX + check.source
-        incident_id = open_incidents.get(key)
+        incident = incidents.get(key)
         figures = _inflow_figures(check, settings, partition)
         log.info(
             "inflow %s: %s, %s%s",
             check.source,
             check.status,
             figures,
-            f"; incident {incident_id} open" if incident_id else "",
+            f"; incident {incident['incident_id']} open" if incident else "",
         )
-        if check.status != "ok" and incident_id is None:
+        event = {"check": check, "settings": settings, "partition": partition, "now": now, "run_id": run_id}
+        if check.status != "ok" and incident is None:
             alerts.append(
                 _inflow_alert(
-                    check,
-                    settings,
-                    partition,
-                    now,
-                    run_id,
+                    **event,
                     kind=f"inflow_{check.status}",
-                    severity="critical" if check.status == "missing" else "warning",
+                    severity=_severity(check.status),
                     message=f"Vector inflow {check.status} for source {check.source}: {figures}",
                     incident_id=f"{key}:{partition.isoformat()}",
                     status="open",
                 )
             )
-        elif check.status == "ok" and incident_id is not None:
+        elif check.status != "ok" and not incident["acknowledged"] and now - incident["last_raised_at"] >= repeat:
+            lasted = _duration(now - incident["opened_at"])
             alerts.append(
                 _inflow_alert(
-                    check,
-                    settings,
-                    partition,
-                    now,
-                    run_id,
+                    **event,
+                    kind=f"inflow_{check.status}",
+                    severity=_severity(check.status),
+                    message=f"Still {check.status} for {lasted} (since {incident['opened_at']:%Y-%m-%d %H:%M} UTC, "
+                    f"reminder {incident['reminders'] + 1}): vector inflow for source {check.source}: {figures}; "
+                    f"incident {incident['incident_id']}, `alerts ack {key}` stops the reminders",
+                    incident_id=incident["incident_id"],
+                    status="reminder",
+                )
+            )
+        elif check.status == "ok" and incident is not None:
+            lasted = _duration(now - incident["opened_at"])
+            alerts.append(
+                _inflow_alert(
+                    **event,
                     kind="recovered",
                     severity="info",
-                    message=f"Vector inflow recovered for source {check.source}: {figures}; "
-                    f"resolves incident {incident_id}",
-                    incident_id=incident_id,
+                    message=f"Vector inflow recovered for source {check.source} after {lasted}: {figures}; "
+                    f"resolves incident {incident['incident_id']}",
+                    incident_id=incident["incident_id"],
                     status="resolved",
                 )
             )
     return deliver(alerts, notifier, warehouse)
+
+
+def _severity(status: str) -> str:
+    return "critical" if status == "missing" else "warning"
 
 
 # --- callbacks ------------------------------------------------------------------------------------

@@ -45,6 +45,20 @@ def cmd_switch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import getpass
+
+    from vecflow.alerts import acknowledge
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    warehouse = get_warehouse(settings())
+    bootstrap(warehouse)
+    row = acknowledge(warehouse, args.key, dt.datetime.now(dt.UTC), args.by or getpass.getuser())
+    print(row["message"] + "; reminders stop, the recovery will still be sent")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU build it tries
@@ -66,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("--category", required=True)
     switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")
     switch.add_argument("--model-version", required=True)
+    alerts = sub.add_parser("alerts", help="on-call: act on open alert incidents")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    ack = alerts_sub.add_parser("ack", help="acknowledge an open incident: stops its reminders")
+    ack.add_argument("key", help="the incident's alert key, e.g. inflow:shop_b")
+    ack.add_argument("--by", help="who takes it (default: the user running the command)")
     args = parser.parse_args(argv)
+    from vecflow.alerts import NoOpenIncident
     from vecflow.config import ConfigError
     from vecflow.index.reindex import ModelSwitchError
 
@@ -81,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
             "index-rollback": cmd_index_rollback,
             "run": demo.cmd_run,
             "switch-model": cmd_switch_model,
+            "alerts": cmd_alerts_ack,
         }
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except ModelSwitchError as exc:
+    except (ModelSwitchError, NoOpenIncident) as exc:
         log.error("%s", exc)
         return 1
 

@@ -97,6 +97,14 @@ def _path(raw: str) -> Path:
     return Path(raw).resolve()
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of names."""
+    names = tuple(name.strip() for name in raw.split(","))
+    if not all(names):
+        raise ValueError("must be names separated by commas, none empty")
+    return names
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -387,6 +395,27 @@ class WatchdogSettings:
     )
     min_ratio: float = setting(
         "VECFLOW_WATCHDOG_MIN_RATIO", 0.5, "below this share of the baseline is `low`", _float(0.0, 1.0)
+    )
+    expected_sources: tuple[str, ...] = setting(
+        "VECFLOW_WATCHDOG_EXPECTED_SOURCES",
+        (),
+        "sources expected even before their first vector (comma-separated); every source seen in vector_log "
+        "is expected from its first partition on anyway",
+        _names,
+        shown_default="(none)",
+    )
+    retired_sources: tuple[str, ...] = setting(
+        "VECFLOW_WATCHDOG_RETIRED_SOURCES",
+        (),
+        "sources no longer expected (comma-separated): their absence is not an outage",
+        _names,
+        shown_default="(none)",
+    )
+    repeat_hours: float = setting(
+        "VECFLOW_ALERT_REPEAT_HOURS",
+        4.0,
+        "an open, unacknowledged inflow incident is sent again this often, until it resolves",
+        _float(0.1),
     )
 
     def due_partition(self, now: dt.datetime) -> dt.date:
