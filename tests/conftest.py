@@ -59,17 +59,10 @@ TIERS = ("scheduler", "e2e", "integration", "unit")  # heaviest first
 SCHEDULER_MODULES = {"test_backfill.py"}
 SCHEDULER_FIXTURES = {"airflow_server"}
 E2E_FIXTURES = {"airflow_db"}
-INTEGRATION_FIXTURES = {
-    "bigquery_client",
-    "search_server",
-    "search",
-    "receiver",  # servers on loopback
-    "warehouse",
-    "local_warehouse",
-    "warehouse_file",  # SQL on DuckDB or the BigQuery emulator
-    "catalog",
-    "model",  # a generated catalog of images, the shipped model (test_catalog, test_embed)
-}
+SERVER_FIXTURES = {"bigquery_client", "search_server", "search", "receiver", "gcs_server"}  # on loopback
+WAREHOUSE_FIXTURES = {"warehouse", "local_warehouse", "warehouse_file"}  # SQL on DuckDB or the emulator
+DATA_FIXTURES = {"catalog", "model"}  # a generated catalog of images, the shipped model (test_catalog, test_embed)
+INTEGRATION_FIXTURES = SERVER_FIXTURES | WAREHOUSE_FIXTURES | DATA_FIXTURES
 
 
 def tier_of(item) -> str:

@@ -150,3 +150,14 @@ def test_images_install_what_the_tests_ran():
         "requirements-dev" not in airflow_image
         and "pip install --no-cache-dir --no-deps -e /opt/airflow" in airflow_image
     )
+
+
+def test_the_cli_imports_airflow_only_when_a_command_needs_it():
+    """`run` sets AIRFLOW_HOME and friends before Airflow is imported; importing it earlier (from a
+    module the CLI loads to parse its arguments) would put the metadata database elsewhere."""
+    probe = (
+        "import sys; import vecflow.cli, vecflow.demo.runner, vecflow.catalog, vecflow.index.reindex, vecflow.config; "
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))[:3])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,26 @@ def test_each_run_writes_its_report_and_the_data_docs(pipeline):
     assert "<td>embed</td><td>corrupt</td>" in page
     gx_index = (s.paths.reports_dir / "gx" / "index.html").read_text()
     assert all(suite in gx_index for suite in ("vector_log", "vectors_clean", "funnel"))
+
+
+def test_a_catalog_from_2019_backfills_and_a_date_before_the_start_is_an_error(airflow_db, tmp_path, monkeypatch):
+    """Any history: partitions years back run like today's; a run that could not process its
+    partition (it lies before the DAGs' start date: Airflow ends such a run `success` without running
+    a task) is an error, not a success."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("VECFLOW_HOME", str(tmp_path / "old"))
+    monkeypatch.setenv("VECFLOW_SEARCH_SINK", "none")
+    old = dt.date(2019, 3, 1)
+    generate_catalog(argparse.Namespace(seed=3, start_date=old, days=1, images_per_day=12, trends=DEFAULT_TREND_SPEC))
+    run_partitions([old])
+    assert set(get_warehouse().table("vector_log")["listed_date"].astype(str)) == {"2019-03-01"}
+
+    # the DAGs' start date is read when they are parsed: a new process, as the scheduler's would be
+    env = {**os.environ, "VECFLOW_HOME": str(tmp_path / "late"), "VECFLOW_START_DATE": "2020-01-01"}
+    args = ["run", "--seed", "3", "--days", "1", "--images-per-day", "8", "--start-date", "2019-03-01"]
+    done = subprocess.run([sys.executable, "-m", "vecflow.cli", *args], env=env, capture_output=True, text=True)
+    output = done.stdout + done.stderr  # Airflow's logging may take over either stream
+    assert done.returncode == 1, output[-2000:]
+    assert "vecflow_daily for partition 2019-03-01 ended success but these tasks did not run: " in output

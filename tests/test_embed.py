@@ -84,10 +84,11 @@ def _tiny_shard(tmp_path):
         rows.append(
             {"image_id": f"img{i}", "uri": f"img{i}.jpg", "category": taxonomy.category_by_label()[int(labels[i])]}
         )
-    (tmp_path / "dup.jpg").write_bytes((tmp_path / "img0.jpg").read_bytes())
+    (tmp_path / "dup copy.jpg").write_bytes((tmp_path / "img0.jpg").read_bytes())
     (tmp_path / "bad.jpg").write_bytes((tmp_path / "img1.jpg").read_bytes()[:500])
     rows += [
-        {"image_id": "zdup", "uri": "dup.jpg", "category": rows[0]["category"]},
+        # a file:// URI, percent-encoded as Path.as_uri() writes it
+        {"image_id": "zdup", "uri": (tmp_path / "dup copy.jpg").as_uri(), "category": rows[0]["category"]},
         {"image_id": "bad", "uri": "bad.jpg", "category": "trouser"},
         {"image_id": "gone", "uri": "gone.jpg", "category": "trouser"},
     ]
@@ -124,9 +125,17 @@ def _run(tmp_path, manifest, output, attempt=1, extra=()):
 
 def test_entrypoint_writes_vectors_and_reject_rows(tmp_path):
     manifest = _tiny_shard(tmp_path)
+    remote = {"image_id": "remote", "uri": "https://cdn.invalid/x.jpg", "category": "coat", "source": "shop_a"}
+    shard = pd.concat([pd.read_parquet(manifest), pd.DataFrame([{**remote, "listed_date": dt.date(2026, 1, 1)}])])
+    shard.to_parquet(manifest, index=False)
     assert _run(tmp_path, manifest, tmp_path / "out.parquet") == 0
     out = pq.read_table(tmp_path / "out.parquet").to_pandas().set_index("image_id")
     assert out.loc["bad", "reject_reason"] == "corrupt" and out.loc["gone", "reject_reason"] == "missing"
+    # the job reads no network: a remote URI is a reject naming it
+    assert (
+        out.loc["remote", "reject_reason"] == "unsupported_uri"
+        and "https://cdn.invalid" in out.loc["remote", "reject_detail"]
+    )
     good = out[out["reject_reason"].isna()]
     assert sorted(good.index) == ["img0", "img1", "img2", "img3", "zdup"]
     vectors = np.stack(good["embedding"].to_numpy())

@@ -6,6 +6,7 @@ which live in vecflow.demo.runner.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from pathlib import Path
@@ -45,16 +46,39 @@ def cmd_switch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog_import(args: argparse.Namespace) -> int:
+    from vecflow.catalog import import_folder
+
+    done = import_folder(settings(), args.folder, args.date, args.category_from_folder, args.source)
+    print(f"catalog partition {done['partition']}: {done['images']} images listed in {done['manifest']}")
+    if done["skipped"]:
+        shown = ", ".join(done["skipped"][:5]) + (", ..." if len(done["skipped"]) > 5 else "")
+        print(f"  {len(done['skipped'])} other files not listed (not images): {shown}")
+    return 0
+
+
+def parse_date(value: str) -> dt.date:
+    """An argparse type: a YYYY-MM-DD date."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
-    import datetime as dt
     import getpass
 
-    from vecflow.alerts import acknowledge
+    # vecflow.alerts imports Airflow: only here, so that `run` can set Airflow's environment first
+    from vecflow.alerts import NoOpenIncident, acknowledge
     from vecflow.warehouse import bootstrap, get_warehouse
 
     warehouse = get_warehouse(settings())
     bootstrap(warehouse)
-    row = acknowledge(warehouse, args.key, dt.datetime.now(dt.UTC), args.by or getpass.getuser())
+    try:
+        row = acknowledge(warehouse, args.key, dt.datetime.now(dt.UTC), args.by or getpass.getuser())
+    except NoOpenIncident as exc:
+        log.error("%s", exc)
+        return 1
     print(row["message"] + "; reminders stop, the recovery will still be sent")
     return 0
 
@@ -80,13 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("--category", required=True)
     switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")
     switch.add_argument("--model-version", required=True)
+    catalog = sub.add_parser("catalog", help="bring your own catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    importer = catalog_sub.add_parser("import", help="write a catalog partition listing a folder's images")
+    importer.add_argument("folder", type=Path, help="a directory tree of images (JPEG, PNG, WebP, ...)")
+    importer.add_argument("--date", type=parse_date, required=True, help="the partition (listed_date), YYYY-MM-DD")
+    importer.add_argument("--category-from-folder", action="store_true", help="each image's folder is its category")
+    importer.add_argument("--source", default="import", help="the images' source (default: import)")
     alerts = sub.add_parser("alerts", help="on-call: act on open alert incidents")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
     ack = alerts_sub.add_parser("ack", help="acknowledge an open incident: stops its reminders")
     ack.add_argument("key", help="the incident's alert key, e.g. inflow:shop_b")
     ack.add_argument("--by", help="who takes it (default: the user running the command)")
     args = parser.parse_args(argv)
-    from vecflow.alerts import NoOpenIncident
+    from vecflow.catalog import CatalogError
     from vecflow.config import ConfigError
     from vecflow.index.reindex import ModelSwitchError
 
@@ -102,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             "run": demo.cmd_run,
             "switch-model": cmd_switch_model,
             "alerts": cmd_alerts_ack,
+            "catalog": cmd_catalog_import,
         }
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except (ModelSwitchError, NoOpenIncident) as exc:
+    except (ModelSwitchError, CatalogError, demo.RunError) as exc:
         log.error("%s", exc)
         return 1
 

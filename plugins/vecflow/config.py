@@ -97,6 +97,13 @@ def _path(raw: str) -> Path:
     return Path(raw).resolve()
 
 
+def _date(raw: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError("is not a date (YYYY-MM-DD)") from None
+
+
 def _names(raw: str) -> tuple[str, ...]:
     """A comma-separated list of names."""
     names = tuple(name.strip() for name in raw.split(","))
@@ -156,6 +163,54 @@ class PathSettings:
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """Where each day's catalog partition comes from (vecflow.catalog)."""
+
+    source: str = setting(
+        "VECFLOW_CATALOG_SOURCE",
+        "files",
+        "`files` (partitioned parquet, CSV or JSON-lines files under VECFLOW_CATALOG_URL; the demo's "
+        "generator writes these) or `warehouse` (VECFLOW_CATALOG_TABLE, read by partition)",
+        _choice("files", "warehouse"),
+    )
+    url: str | None = setting(
+        "VECFLOW_CATALOG_URL",
+        None,
+        "the catalog's root: a local path or an fsspec URL (`gs://bucket/catalog`, `s3://...`, `file://...`). "
+        "The embedding job reads images from local paths and `file://` URIs (relative ones against a local "
+        "root); fetching images from buckets and URLs is not built yet",
+        shown_default="`VECFLOW_HOME/catalog`",
+    )
+    path_template: str = setting(
+        "VECFLOW_CATALOG_PATH_TEMPLATE",
+        "listed_date={date}/",
+        "a partition under the root: a file, or a folder (ending in `/`) whose data files are read; `{date}` "
+        "is the partition date (YYYY-MM-DD)",
+    )
+    table: str | None = setting(
+        "VECFLOW_CATALOG_TABLE",
+        None,
+        "the catalog table or view for the `warehouse` source (`dataset.table`), read `WHERE listed_date = "
+        "@partition` (the column the mapping names listed_date)",
+    )
+    columns: dict = setting(
+        "VECFLOW_CATALOG_COLUMNS",
+        {},
+        'renames of the catalog\'s columns to vecflow\'s (JSON, e.g. `{"url": "uri", "item_id": "image_id"}`)',
+        _json(dict),
+        shown_default="`{}`",
+    )
+    storage_options: dict = setting(
+        "VECFLOW_CATALOG_STORAGE_OPTIONS",
+        {},
+        'fsspec options of the catalog\'s filesystem (JSON, e.g. `{"token": "anon"}`); credentials '
+        "otherwise come from the environment",
+        _json(dict),
+        shown_default="`{}`",
+    )
 
 
 @dataclass(frozen=True)
@@ -431,6 +486,13 @@ class DagSettings:
     retry_delay_seconds: int = setting(
         "VECFLOW_RETRY_DELAY_SECONDS", 300, "first retry delay of a task (doubled each retry)", _int(minimum=0)
     )
+    start_date: dt.date = setting(
+        "VECFLOW_START_DATE",
+        dt.date(2015, 1, 1),
+        "the DAGs' start date: the first partition a run or backfill may process (no catchup: nothing "
+        "runs by itself before the newest interval)",
+        _date,
+    )
     daily_deadline_minutes: int = setting(
         "VECFLOW_DAILY_DEADLINE_MINUTES",
         120,
@@ -457,6 +519,7 @@ class Settings:
     the watchdog task, which alerts, not the import of every DAG."""
 
     paths: PathSettings = _Group()
+    catalog: CatalogSettings = _Group()
     embed: EmbedSettings = _Group()
     kubernetes: KubernetesSettings = _Group()
     warehouse: WarehouseSettings = _Group()
@@ -523,6 +586,7 @@ def _environ() -> tuple[tuple[str, str], ...]:
 
 _GROUP_TYPES = {
     "paths": PathSettings,
+    "catalog": CatalogSettings,
     "embed": EmbedSettings,
     "kubernetes": KubernetesSettings,
     "warehouse": WarehouseSettings,

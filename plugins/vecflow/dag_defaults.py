@@ -5,7 +5,6 @@ import datetime as dt
 from vecflow.alerts import task_failure_callback
 from vecflow.config import settings
 
-START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEFAULT_ARGS = {
     "owner": "data-eng",
     "retries": 2,
@@ -20,7 +19,7 @@ DEFAULT_ARGS = {
 
 # Keyword arguments of every vecflow @dag: one run at a time, no implicit catchup (backfills are explicit).
 DAG_KWARGS = {
-    "start_date": START_DATE,
+    "start_date": dt.datetime.combine(settings().dags.start_date, dt.time(), dt.UTC),
     "catchup": False,
     "max_active_runs": 1,
     "default_args": DEFAULT_ARGS,

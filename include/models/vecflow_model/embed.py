@@ -22,6 +22,8 @@ import logging
 import os
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +67,14 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
     return ShardJob(**vars(p.parse_args(argv)))
 
 
-def _resolve(uri: str, root: Path) -> Path:
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
+def _resolve(uri: str, root: Path) -> Path | None:
+    """The local file of a URI: a path (relative ones under `root`) or a file:// URI (percent-decoded);
+    None for any other scheme (the job reads no network: remote images are fetched before it)."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if len(parsed.scheme) > 1:  # a scheme, not a Windows drive letter
+        return None
     path = Path(uri)
     return path if path.is_absolute() else root / path
 
@@ -93,6 +100,12 @@ class ShardImages(Dataset):
             "reject_detail": None,
         }
         path = _resolve(item["uri"], self.root)
+        if path is None:
+            return None, {
+                **row,
+                "reject_reason": "unsupported_uri",
+                "reject_detail": f"{item['uri']}: only local paths and file:// URIs are read",
+            }
         try:
             data = path.read_bytes()
         except FileNotFoundError:

@@ -20,22 +20,16 @@ import sys
 import time
 from pathlib import Path
 
+from vecflow.cli import parse_date
 from vecflow.config import settings
 from vecflow.resources import DAGS_DIR, DEFAULT_TREND_SPEC, PROJECT_DIR
 
 log = logging.getLogger("vecflow.demo")
 
 
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
 def add_catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--start-date", type=_date, default=dt.date(2026, 1, 1))
+    p.add_argument("--start-date", type=parse_date, default=dt.date(2026, 1, 1))
     p.add_argument("--days", type=int, default=181, help="partitions (days) to generate")
     p.add_argument("--images-per-day", type=int, default=40)
     p.add_argument("--trends", type=Path, default=DEFAULT_TREND_SPEC, help="trend spec JSON")
@@ -91,27 +85,42 @@ def prepare_airflow(home: Path) -> None:
         )
 
 
+class RunError(RuntimeError):
+    """A DAG run failed, or did not do what it was run for."""
+
+
 def run_partitions(dates: list[dt.date]) -> None:
     """One vecflow_daily run per partition; the data interval [D, D+1) is the run whose logical
-    date is D + 1 day (interval timetables run at the end of their interval)."""
+    date is D + 1 day (interval timetables run at the end of their interval). A run that did not
+    process its partition, or in which a task did not run, is an error, whatever state it ended in."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_DIR))
     if bag.import_errors:
-        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        raise RunError(f"DAG import errors: {bag.import_errors}")
     daily, trends = bag.get_dag("vecflow_daily"), bag.get_dag("vecflow_trends")
     started = time.perf_counter()
     for i, day in enumerate(dates, 1):
         run_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         dag_run = daily.test(logical_date=run_end)
-        if dag_run.state != "success":
-            raise RuntimeError(f"vecflow_daily for partition {day} ended {dag_run.state}")
+        check_run(daily, dag_run, f"vecflow_daily for partition {day}")
+        if dag_run.data_interval_start.date() != day:
+            raise RunError(f"vecflow_daily for partition {day} processed {dag_run.data_interval_start.date()}")
         elapsed = time.perf_counter() - started
         # print, not log: Airflow reconfigures logging once a DAG runs
         print(f"vecflow_daily {day}: success ({i}/{len(dates)}, {elapsed / i:.1f} s/run)", flush=True)
-    dag_run = trends.test()
+    check_run(trends, trends.test(), "vecflow_trends")
+
+
+def check_run(dag, dag_run, what: str) -> None:
+    """Raises unless the run succeeded and every task of the DAG ran in it (a mapped task over no
+    shards counts as run when it was skipped)."""
     if dag_run.state != "success":
-        raise RuntimeError(f"vecflow_trends ended {dag_run.state}")
+        raise RunError(f"{what} ended {dag_run.state}")
+    ran = {ti.task_id for ti in dag_run.get_task_instances() if ti.state in ("success", "skipped")}
+    missing = sorted(set(dag.task_ids) - ran)
+    if missing:
+        raise RunError(f"{what} ended {dag_run.state} but these tasks did not run: {', '.join(missing)}")
 
 
 @contextlib.contextmanager
@@ -147,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 shutil.rmtree(derived)
             elif derived.exists():
                 derived.unlink()
+    # the DAGs start no later than the catalog (unless the caller set the start date: then a date before it fails)
+    os.environ.setdefault("VECFLOW_START_DATE", min(args.start_date, s.dags.start_date).isoformat())
     prepare_airflow(s.paths.home)
     dates = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
     from vecflow.demo.truth import format_summary, planted_truth

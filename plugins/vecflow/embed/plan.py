@@ -8,36 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from vecflow.catalog import MANIFEST_COLUMNS, read_partition
 from vecflow.config import Settings
 from vecflow.embed import safe_run_id
 from vecflow.funnel import replace_rejects, replace_stage_funnel, stage_counts
 
 log = logging.getLogger(__name__)
-MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]
-
-
-class CatalogError(ValueError):
-    """The catalog partition is missing or malformed."""
-
-
-def partition_dir(catalog_dir: Path, day: dt.date) -> Path:
-    """A catalog partition's folder: its manifest.parquet lists the day's images."""
-    return catalog_dir / f"listed_date={day.isoformat()}"
-
-
-def read_partition(catalog_dir: Path, run_date: dt.date) -> pd.DataFrame:
-    path = partition_dir(catalog_dir, run_date) / "manifest.parquet"
-    if not path.exists():
-        raise CatalogError(f"no catalog partition for {run_date}: {path} does not exist")
-    manifest = pd.read_parquet(path)
-    missing = [c for c in ("image_id", "uri") if c not in manifest.columns]
-    if missing:
-        raise CatalogError(f"{path}: required column(s) {missing} missing")
-    for column in MANIFEST_COLUMNS:
-        if column not in manifest.columns:
-            manifest[column] = None
-    manifest["listed_date"] = run_date
-    return manifest[MANIFEST_COLUMNS]
 
 
 def shard_size(images: int, target: int, max_shards: int) -> int:
@@ -48,7 +24,7 @@ def shard_size(images: int, target: int, max_shards: int) -> int:
 
 def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, max_shards: int = 1024) -> list[dict]:
     """Writes the partition's catalog rows, rejects and catalog funnel; returns one spec per shard."""
-    manifest = read_partition(settings.paths.catalog_dir, run_date)
+    manifest = read_partition(settings, warehouse, run_date)
     bad = manifest["image_id"].isna() | manifest["uri"].isna()
     repeated = manifest["image_id"].duplicated(keep="first") & ~bad
     rejects = pd.concat(

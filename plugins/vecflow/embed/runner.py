@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vecflow.catalog import catalog_root
 from vecflow.config import Settings
 from vecflow.resources import TAXONOMY_PATH
 from vecflow_model.contract import ShardJob
@@ -29,7 +30,7 @@ def shard_job(shard: dict, settings: Settings, **where) -> ShardJob:
     fields = {
         "manifest": Path(shard["manifest"]),
         "output": Path(shard["output"]),
-        "catalog_root": settings.paths.catalog_dir,
+        "catalog_root": Path(catalog_root(settings)),
         "taxonomy": TAXONOMY_PATH,
         "model_version": shard["model_version"],
         "registry": settings.embed.model_registry,

@@ -54,7 +54,8 @@ def plan_reindex(
 ) -> list[dict]:
     """Shards of every partition in the range that the serving model covers, to embed with
     `model_version`; at most `max_shards` in all (the shard size grows to fit)."""
-    from vecflow.embed.plan import MANIFEST_COLUMNS, write_shards
+    from vecflow.catalog import MANIFEST_COLUMNS
+    from vecflow.embed.plan import write_shards
 
     if model_version == settings.model_version:
         raise ReindexError(f"{model_version} is already the serving model")

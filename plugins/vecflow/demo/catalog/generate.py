@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from vecflow.catalog import partition_dir
 from vecflow.demo.catalog import fashion_mnist
 from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
 from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, TrendSpec, daily_shares
-from vecflow.embed.plan import partition_dir
 from vecflow.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,143 @@
+"""Catalog sources: where one day's catalog partition comes from (settings group `catalog`).
+
+- `files`: a partition is a file or a folder of data files (parquet, CSV, JSON lines) under the
+  catalog's root, a local path or any fsspec URL (`gs://`, `s3://`, `file://`), at
+  VECFLOW_CATALOG_PATH_TEMPLATE (default `listed_date={date}/`, the layout the demo's generator writes).
+- `warehouse`: a table or view read by partition through the warehouse backend (a query parameter,
+  never formatted into the SQL).
+
+Columns are renamed to vecflow's by VECFLOW_CATALOG_COLUMNS; image_id and uri are required, source
+and category optional. A partition that is not there is a CatalogError naming the source and the
+date; one that is there with no rows is a partition of zero images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from pathlib import Path
+
+import pandas as pd
+
+from vecflow.config import Settings
+
+MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]
+REQUIRED_COLUMNS = ["image_id", "uri"]
+READERS = {
+    ".parquet": pd.read_parquet,
+    ".csv": lambda f: pd.read_csv(f, dtype=str),  # ids stay text: "007" is not 7
+    ".jsonl": lambda f: pd.read_json(f, lines=True, dtype=False),
+    ".ndjson": lambda f: pd.read_json(f, lines=True, dtype=False),
+    ".json": lambda f: pd.read_json(f, lines=True, dtype=False),
+}
+
+
+class CatalogError(ValueError):
+    """The catalog partition is missing or malformed."""
+
+
+def catalog_root(settings: Settings) -> str:
+    return settings.catalog.url or str(settings.paths.catalog_dir)
+
+
+def partition_dir(catalog_dir: Path, day: dt.date) -> Path:
+    """A partition's folder in the default layout (`listed_date={date}/`), as the generator writes it."""
+    return catalog_dir / f"listed_date={day.isoformat()}"
+
+
+def read_partition(settings: Settings, warehouse, run_date: dt.date) -> pd.DataFrame:
+    """The partition's rows with MANIFEST_COLUMNS (listed_date set to the partition)."""
+    c = settings.catalog
+    if c.source == "warehouse":
+        frame, where = _read_table(c, warehouse, run_date), f"table {c.table}"
+    else:
+        frame, where = _read_files(catalog_root(settings), c.path_template, c.storage_options, run_date)
+    frame = frame.rename(columns=c.columns)
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise CatalogError(
+            f"catalog partition {run_date} ({where}): required column(s) {missing} missing; it has "
+            f"{sorted(frame.columns)} (VECFLOW_CATALOG_COLUMNS renames columns)"
+        )
+    for column in MANIFEST_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame["listed_date"] = run_date
+    return frame[MANIFEST_COLUMNS].astype({"image_id": object, "uri": object})
+
+
+def _read_table(c, warehouse, run_date: dt.date) -> pd.DataFrame:
+    if not c.table:
+        raise CatalogError("VECFLOW_CATALOG_SOURCE=warehouse needs VECFLOW_CATALOG_TABLE (dataset.table)")
+    date_column = next((source for source, ours in c.columns.items() if ours == "listed_date"), "listed_date")
+    return warehouse.query(
+        "select_catalog_partition", names={"table": c.table, "date_column": date_column}, partition=run_date
+    )
+
+
+def _read_files(root: str, template: str, storage_options: dict, run_date: dt.date) -> tuple[pd.DataFrame, str]:
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(root, **storage_options)
+    relative = template.format(date=run_date.isoformat())
+    path = posixpath.join(base, relative)
+    where = f"{root.rstrip('/')}/{relative}"
+    if relative.endswith("/"):
+        files = sorted(p for p in fs.ls(path, detail=False) if _reader(p)) if fs.isdir(path) else []
+    else:
+        files = [path] if fs.isfile(path) else []
+    if not files:
+        raise CatalogError(f"no catalog partition for {run_date}: nothing to read at {where}")
+    frames = []
+    for file in files:
+        with fs.open(file, "rb") as fh:
+            frames.append(_reader(file)(fh))
+    return pd.concat(frames, ignore_index=True), where
+
+
+def _reader(path: str):
+    return READERS.get(posixpath.splitext(path)[1].lower())
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def import_folder(
+    settings: Settings, folder: Path, run_date: dt.date, category_from_folder: bool = False, source: str = "import"
+) -> dict:
+    """Writes a catalog partition (the default layout, under the catalog root) listing the images of a
+    directory tree: image_id is the path under `folder`, uri the file's absolute `file://` URI, category
+    the image's folder name when `category_from_folder`. Other files are counted and named, not listed.
+    Returns what was written."""
+    import fsspec
+
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise CatalogError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [str(p.relative_to(folder)) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if not images:
+        raise CatalogError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    manifest = pd.DataFrame(
+        {
+            "image_id": [p.relative_to(folder).as_posix() for p in images],
+            "uri": [p.as_uri() for p in images],
+            "source": source,
+            "listed_date": run_date,
+            "category": [p.parent.name if category_from_folder and p.parent != folder else None for p in images],
+        },
+        columns=MANIFEST_COLUMNS,
+    )
+    c = settings.catalog
+    if c.source != "files" or c.path_template != "listed_date={date}/":
+        raise CatalogError(
+            "catalog import writes the default layout: VECFLOW_CATALOG_SOURCE=files and "
+            "VECFLOW_CATALOG_PATH_TEMPLATE=listed_date={date}/"
+        )
+    fs, base = fsspec.core.url_to_fs(catalog_root(settings), **c.storage_options)
+    target = posixpath.join(base, f"listed_date={run_date.isoformat()}", "manifest.parquet")
+    fs.makedirs(posixpath.dirname(target), exist_ok=True)
+    with fs.open(target, "wb") as fh:
+        manifest.to_parquet(fh, index=False)
+    return {"partition": run_date.isoformat(), "manifest": target, "images": len(images), "skipped": skipped}

