@@ -79,7 +79,7 @@ def duckdb_read(rows: int) -> float:
     """Seconds of read_vector_log on a DuckDB partition of bench/warehouse.py's synthetic rows."""
     from warehouse import DAY, synthetic_rows
 
-    from vecflow.embed.load import VECTOR_COLUMNS
+    from vecflow.embed.load import append_vectors
     from vecflow.quality import read_vector_log
     from vecflow.warehouse import bootstrap
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
@@ -88,15 +88,7 @@ def duckdb_read(rows: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
         bootstrap(warehouse)
-        warehouse.run(
-            "append_shard",
-            rows=table.select(VECTOR_COLUMNS),
-            names={"columns": VECTOR_COLUMNS},
-            run_date=DAY,
-            run_id="bench",
-            shard_id=0,
-            attempt=1,
-        )
+        append_vectors(warehouse, table, DAY, "bench", shard_id=0, attempt=1)
         del table
         started = time.perf_counter()
         read_vector_log(warehouse, DAY, "bench-v1", DIM)

@@ -83,22 +83,14 @@ def synthetic_rows(n: int, seed: int = 0):
 
 def warehouse_clean(table, settings) -> tuple[float, dict]:
     from vecflow.clean import clean_partition
-    from vecflow.embed.load import VECTOR_COLUMNS
+    from vecflow.embed.load import append_vectors
     from vecflow.warehouse import bootstrap
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
         bootstrap(warehouse)
-        warehouse.run(
-            "append_shard",
-            rows=table.select(VECTOR_COLUMNS),
-            names={"columns": VECTOR_COLUMNS},
-            run_date=DAY,
-            run_id="bench",
-            shard_id=0,
-            attempt=1,
-        )
+        append_vectors(warehouse, table, DAY, "bench", shard_id=0, attempt=1)
         started = time.perf_counter()
         clean_partition(settings, warehouse, DAY, "bench")
         seconds = time.perf_counter() - started

@@ -161,28 +161,14 @@ def test_connection_settings_and_errors(monkeypatch):
 def test_a_server_orphaned_by_a_killed_run_is_replaced(tmp_path):
     import subprocess
     import urllib.request
-    from pathlib import Path
 
-    import noida_db
     from waiting import wait_until
 
-    from vecflow.demo.search_server import LocalSearchServer, free_port
+    from vecflow.demo.search_server import LocalSearchServer, free_port, server_command
 
-    binary = Path(noida_db.__file__).parent / "noida-db"
     orphan_port = free_port()
     orphan = subprocess.Popen(
-        [
-            str(binary),
-            "start",
-            "--only",
-            "elasticsearch",
-            "--host",
-            "127.0.0.1",
-            "--elasticsearch-port",
-            str(orphan_port),
-            "--data-dir",
-            str(tmp_path),
-        ],
+        server_command(orphan_port, tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

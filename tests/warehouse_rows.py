@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vecflow.embed.load import VECTOR_COLUMNS
+from vecflow.embed.load import VECTOR_COLUMNS, append_vectors
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
 # what names the run, its attempt or the time (a rerun through the scheduler clears the run: attempt 2)
@@ -106,15 +106,7 @@ def row(
 
 def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
     table = pa.Table.from_pandas(pd.DataFrame(rows)[VECTOR_COLUMNS], preserve_index=False)
-    warehouse.run(
-        "append_shard",
-        rows=table,
-        names={"columns": VECTOR_COLUMNS},
-        run_date=day,
-        run_id=run_id,
-        shard_id=shard_id,
-        attempt=attempt,
-    )
+    append_vectors(warehouse, table, day, run_id, shard_id, attempt)
 
 
 def catalog(warehouse, day, ids, category="dress"):

@@ -35,18 +35,7 @@ def replace_rejects(warehouse, stage: str, run_date: dt.date, run_id: str, rejec
         },
         columns=REJECT_COLUMNS,
     )
-    warehouse.run(
-        "replace_partition",
-        rows=rows,
-        names={
-            "table": "rejects",
-            "partition_column": "listed_date",
-            "stage_column": "stage",
-            "columns": REJECT_COLUMNS,
-        },
-        partition_value=run_date,
-        stage=stage,
-    )
+    _replace_stage_rows(warehouse, "rejects", "listed_date", REJECT_COLUMNS, rows, run_date, stage)
     return len(rows)
 
 
@@ -81,15 +70,9 @@ def replace_stage_funnel(
         ],
         columns=FUNNEL_COLUMNS,
     )
-    warehouse.run(
-        "replace_partition",
-        rows=funnel,
-        names={
-            "table": "funnel_metrics",
-            "partition_column": "partition_date",
-            "stage_column": "stage",
-            "columns": FUNNEL_COLUMNS,
-        },
-        partition_value=run_date,
-        stage=stage,
-    )
+    _replace_stage_rows(warehouse, "funnel_metrics", "partition_date", FUNNEL_COLUMNS, funnel, run_date, stage)
+
+
+def _replace_stage_rows(warehouse, table, partition_column, columns, rows, run_date: dt.date, stage: str) -> None:
+    names = {"table": table, "partition_column": partition_column, "stage_column": "stage", "columns": columns}
+    warehouse.run("replace_partition", rows=rows, names=names, partition_value=run_date, stage=stage)

@@ -23,6 +23,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_command(port: int, data_dir: Path) -> list[str]:
+    """The noida-db binary's command line: Elasticsearch's API on 127.0.0.1:port, data in data_dir.
+    The binary, not its Python wrapper, so that stopping the process stops the server."""
+    import noida_db
+
+    binary = Path(noida_db.__file__).parent / "noida-db"
+    return [
+        str(binary),
+        "start",
+        "--only",
+        "elasticsearch",
+        "--host",
+        "127.0.0.1",
+        "--elasticsearch-port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
 class LocalSearchServer:
     def __init__(self, data_dir: Path, port: int | None = None, start_timeout_s: float = 60):
         self.data_dir = Path(data_dir)
@@ -61,24 +81,10 @@ class LocalSearchServer:
         return True
 
     def start(self, retry_orphan: bool = True) -> LocalSearchServer:
-        import noida_db
-
-        binary = Path(noida_db.__file__).parent / "noida-db"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
-            [
-                str(binary),
-                "start",
-                "--only",
-                "elasticsearch",
-                "--host",
-                "127.0.0.1",
-                "--elasticsearch-port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
+            server_command(self.port, self.data_dir),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -19,6 +19,20 @@ class ShardOutputError(ValueError):
     """A shard output is missing or belongs to another partition or run."""
 
 
+def append_vectors(warehouse, vectors, run_date: dt.date, run_id: str, shard_id: int, attempt: int) -> None:
+    """The one writer of vector_log: appends one attempt of a shard's vectors (an Arrow table with at
+    least VECTOR_COLUMNS)."""
+    warehouse.run(
+        "append_shard",
+        rows=vectors.select(VECTOR_COLUMNS),
+        names={"columns": VECTOR_COLUMNS},
+        run_date=run_date,
+        run_id=run_id,
+        shard_id=shard_id,
+        attempt=attempt,
+    )
+
+
 def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], reject_stage: str = "embed") -> dict:
     """Appends the shards' vectors to vector_log and replaces the partition's `reject_stage` rejects
     (a reindex keeps its own, 'reindex_embed', beside the daily run's)."""
@@ -36,16 +50,8 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], r
             raise ShardOutputError(f"shard {shard['shard_id']}: output mixes attempts {sorted(attempts)}")
         attempt = attempts.pop()
         rejected = pc.is_valid(table["reject_reason"])
-        vectors = table.filter(pc.invert(rejected)).select(VECTOR_COLUMNS)
-        warehouse.run(
-            "append_shard",
-            rows=vectors,
-            names={"columns": VECTOR_COLUMNS},
-            run_date=run_date,
-            run_id=run_id,
-            shard_id=shard["shard_id"],
-            attempt=attempt,
-        )
+        vectors = table.filter(pc.invert(rejected))
+        append_vectors(warehouse, vectors, run_date, run_id, shard["shard_id"], attempt)
         vectors_loaded += vectors.num_rows
         rejects.append(table.filter(rejected))
     rows = [r for t in rejects for r in t.to_pylist()]
