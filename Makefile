@@ -37,7 +37,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 # vecflow itself (plugins/vecflow and include/models/vecflow_model, pyproject.toml), editable: code
 # changes need no reinstall, a changed pyproject.toml reinstalls it.
 $(EDITABLE): $(STAMP) pyproject.toml
-	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 $(FASHION_MNIST):
