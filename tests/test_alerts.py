@@ -502,11 +502,20 @@ def test_an_open_incident_is_reminded_every_repeat_interval_until_it_resolves(on
 def test_a_watchdog_deployed_during_a_long_outage_still_alerts(oncall_warehouse, receiver):
     """Day 9 of an outage of every source, a fresh alerts table (the watchdog was down, redeployed
     or reset): every source is missing, measured against its last active week."""
-    day9 = at(dt.date(2026, 12, 10), 5)
-    raised = check(oncall_warehouse, receiver, day9)
-    assert sorted((r["source"], r["kind"]) for r in raised) == [(s, "inflow_missing") for s in ONCALL_SOURCES]
+    day9 = hourly(at(dt.date(2026, 12, 10), 5), 12)  # checked every hour from 05:00
+    pages = {now: check(oncall_warehouse, receiver, now) for now in day9}
+    raised = pages[day9[0]]
+    assert sorted((r["source"], r["kind"], r["status"]) for r in raised) == [
+        (s, "inflow_missing", "open") for s in ONCALL_SOURCES
+    ]
     assert {r["expected"] for r in raised} == {5.0}  # the baseline of the 7 partitions up to 11-30
     assert all("up to 2026-11-30, its last with vectors" in r["message"] for r in raised)
+    # then a reminder every 4 hours, nothing in between
+    assert {now: [r["status"] for r in rows] for now, rows in pages.items() if rows} == {
+        day9[0]: ["open"] * 3,
+        day9[4]: ["reminder"] * 3,
+        day9[8]: ["reminder"] * 3,
+    }
 
 
 def test_a_single_source_gone_for_ten_days_is_missing_alone(local_warehouse, receiver):
