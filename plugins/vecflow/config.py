@@ -214,6 +214,35 @@ class CatalogSettings:
 
 
 @dataclass(frozen=True)
+class FetchSettings:
+    """Downloading remote images (gs://, s3://, http(s)://) before the embedding job (vecflow.fetch)."""
+
+    allowed_hosts: tuple[str, ...] = setting(
+        "VECFLOW_FETCH_ALLOWED_HOSTS",
+        (),
+        "the only hosts and buckets images are fetched from (comma-separated: `cdn.shop.example`, "
+        "`*.shop.example`, `gs://bucket`, `s3://bucket`); any other URI, redirects included, is a reject "
+        "`host_not_allowed` decided before a connection is opened",
+        _names,
+        shown_default="(none: nothing remote)",
+    )
+    connect_timeout_s: float = setting(
+        "VECFLOW_FETCH_CONNECT_TIMEOUT_SECONDS", 5.0, "connect timeout of one image request", _float(0.1)
+    )
+    read_timeout_s: float = setting(
+        "VECFLOW_FETCH_READ_TIMEOUT_SECONDS", 30.0, "read timeout of one image request", _float(0.1)
+    )
+    attempts: int = setting(
+        "VECFLOW_FETCH_ATTEMPTS", 4, "tries of an image on 429, 5xx and timeouts (exponential backoff, jitter)", _int()
+    )
+    max_bytes: int = setting(
+        "VECFLOW_FETCH_MAX_BYTES", 20_000_000, "larger images are rejects `too_large` (not read past the limit)", _int()
+    )
+    concurrency: int = setting("VECFLOW_FETCH_CONCURRENCY", 32, "images fetched at once by one shard", _int())
+    per_host: int = setting("VECFLOW_FETCH_PER_HOST", 8, "of those, at most this many from one host", _int())
+
+
+@dataclass(frozen=True)
 class EmbedSettings:
     backend: str = setting(
         "VECFLOW_EMBED_BACKEND",
@@ -520,6 +549,7 @@ class Settings:
 
     paths: PathSettings = _Group()
     catalog: CatalogSettings = _Group()
+    fetch: FetchSettings = _Group()
     embed: EmbedSettings = _Group()
     kubernetes: KubernetesSettings = _Group()
     warehouse: WarehouseSettings = _Group()
@@ -587,6 +617,7 @@ def _environ() -> tuple[tuple[str, str], ...]:
 _GROUP_TYPES = {
     "paths": PathSettings,
     "catalog": CatalogSettings,
+    "fetch": FetchSettings,
     "embed": EmbedSettings,
     "kubernetes": KubernetesSettings,
     "warehouse": WarehouseSettings,
