@@ -180,8 +180,8 @@ class CatalogSettings:
         "VECFLOW_CATALOG_URL",
         None,
         "the catalog's root: a local path or an fsspec URL (`gs://bucket/catalog`, `s3://...`, `file://...`). "
-        "The embedding job reads images from local paths and `file://` URIs (relative ones against a local "
-        "root); fetching images from buckets and URLs is not built yet",
+        "Relative image URIs are local files under it; http(s)://, gs:// and s3:// images are fetched by the "
+        "fetch stage from VECFLOW_FETCH_ALLOWED_HOSTS",
         shown_default="`VECFLOW_HOME/catalog`",
     )
     path_template: str = setting(

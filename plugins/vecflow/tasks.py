@@ -92,9 +92,11 @@ def plan_shards(s: Settings, warehouse, run_date: dt.date, run_id: str, limit: i
 
 
 def embed_shard(s: Settings, shard: dict, attempt: int) -> None:
+    """The shard's remote images fetched (prefetch), then the embedding job on local files."""
+    from vecflow.embed.prefetch import prefetch_shard
     from vecflow.embed.runner import run_shard
 
-    run_shard(shard, s, attempt=attempt)
+    run_shard(prefetch_shard(shard, s), s, attempt=attempt)
 
 
 def load_vector_log(warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:

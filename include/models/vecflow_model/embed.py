@@ -99,6 +99,8 @@ class ShardImages(Dataset):
             "reject_reason": None,
             "reject_detail": None,
         }
+        if item.get("reject_reason"):  # decided before the job (the fetch stage): passed on as it is
+            return None, {**row, "reject_reason": item["reject_reason"], "reject_detail": item.get("reject_detail")}
         path = _resolve(item["uri"], self.root)
         if path is None:
             return None, {

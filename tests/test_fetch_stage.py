@@ -1,0 +1,99 @@
+"""The fetch stage before the embedding job: a catalog partition of images over HTTP (a server on
+127.0.0.1), a refused host, a dead link, a page that is not an image and a local file goes through
+plan, fetch + embed, load and clean; every image is a vector or a reject with its reason, and the
+funnel balances."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vecflow import tasks
+from vecflow.catalog import partition_dir
+from vecflow.config import settings
+from vecflow.funnel import record_sql_funnel
+
+DAY = dt.date(2026, 3, 30)
+pytestmark = pytest.mark.integration  # an HTTP server on loopback, the shipped model
+
+
+def product_photos(n: int) -> list[bytes]:
+    """Catalog-like JPEGs (a tinted, striped garment), as the generator draws them."""
+    from vecflow.demo.catalog import fashion_mnist
+    from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
+
+    images, _ = fashion_mnist.load("test")
+    rng = np.random.default_rng(1)
+    return [
+        jpeg_bytes(render(images[i], (40, 60, 200), pattern_modulation("striped", 8, 256), rng), 90) for i in range(n)
+    ]
+
+
+@pytest.fixture
+def image_server():
+    photos = product_photos(3)
+    routes = {f"/img/{i}.jpg": photos[i] for i in range(3)}
+    routes["/page.jpg"] = b"<html><body>Sold out</body></html>"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = routes.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"not found")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", photos
+    server.shutdown()
+    server.server_close()
+
+
+def test_remote_images_are_fetched_before_the_embedding_job(vecflow_home, monkeypatch, image_server):
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    url, photos = image_server
+    monkeypatch.setenv("VECFLOW_FETCH_ALLOWED_HOSTS", url.removeprefix("http://"))
+    monkeypatch.setenv("VECFLOW_FETCH_ATTEMPTS", "1")
+    folder = partition_dir(vecflow_home / "catalog", DAY)
+    folder.mkdir(parents=True)
+    (folder / "local.jpg").write_bytes(photos[0])  # the same bytes as img/0: an exact duplicate
+    rows = [(f"h{i}", f"{url}/img/{i}.jpg") for i in range(3)] + [
+        ("dead", f"{url}/img/gone.jpg"),
+        ("page", f"{url}/page.jpg"),
+        ("refused", "http://seller.invalid/x.jpg"),
+        ("local", f"listed_date={DAY}/local.jpg"),
+    ]
+    pd.DataFrame(rows, columns=["image_id", "uri"]).assign(source="shop_a").to_parquet(folder / "manifest.parquet")
+
+    s = settings()
+    warehouse = get_warehouse(s)
+    bootstrap(warehouse)
+    shards = tasks.plan_shards(s, warehouse, DAY, "fetch-1")
+    for shard in shards:
+        tasks.embed_shard(s, shard, attempt=1)
+    loaded = tasks.load_vector_log(warehouse, DAY, "fetch-1", shards)
+    assert loaded["vectors"] == 4 and loaded["rejects_by_reason"] == {
+        "dead_link": 1,
+        "not_an_image": 1,
+        "host_not_allowed": 1,
+    }
+    rejects = warehouse.table("rejects").set_index("image_id")
+    assert "404" in rejects.loc["dead", "detail"] and "seller.invalid" in rejects.loc["refused", "detail"]
+
+    tasks.clean(s, warehouse, DAY, "fetch-1")
+    log = warehouse.table("vector_log").set_index("image_id")
+    assert log.loc["h0", "content_md5"] == log.loc["local", "content_md5"]  # fetched bytes are the served bytes
+    assert sorted(warehouse.table("dedup_map")["image_id"]) == ["local"]  # and found as the duplicate it is
+    tasks.tag_images(s, warehouse, DAY, "fetch-1")
+    tasks.build_indexes(s, warehouse, DAY, "fetch-1")
+    record_sql_funnel(warehouse, DAY, "fetch-1", s.model_version)
+    assert warehouse.query("funnel_violations", run_date=DAY).empty
