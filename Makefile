@@ -85,6 +85,7 @@ bench: setup
 	$(VENV)/bin/python bench/trends.py
 	$(VENV)/bin/python bench/index.py
 	$(VENV)/bin/python bench/quality.py
+	$(VENV)/bin/python bench/fetch.py
 
 # Airflow UI on http://127.0.0.1:8080 with these DAGs (login printed by standalone), and the loopback
 # search server on $(SEARCH_PORT). Each runs in its own process group so Ctrl-C stops every child.
