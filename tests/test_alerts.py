@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from loopback import serving
 from warehouse_rows import load, row
 
 from vecflow.alerts import Alert, Notifier, WatchdogSettings, deadline_alert, deadline_missed_callback, run_watchdog
@@ -75,12 +76,8 @@ class Receiver(ThreadingHTTPServer):
 
 @pytest.fixture
 def receiver():
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Receiver()) as server:
+        yield server
 
 
 def plant_inflow(warehouse, gap_vectors: int, gap_arrives: dt.datetime | None = None) -> None:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import serving
 from PIL import Image
 
 from vecflow.config import ConfigError, FetchSettings
@@ -129,13 +130,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def image_server():
-    server = ImageServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(ImageServer()) as server:
+        yield server
 
 
 @pytest.fixture

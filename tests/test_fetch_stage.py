@@ -6,12 +6,12 @@ funnel balances."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
 import pytest
+from loopback import serving
 
 from vecflow import tasks
 from vecflow.catalog import partition_dir
@@ -50,11 +50,8 @@ def image_server():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", photos
-    server.shutdown()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}", photos
 
 
 def test_remote_images_are_fetched_before_the_embedding_job(vecflow_home, monkeypatch, image_server):
