@@ -109,8 +109,12 @@ def main() -> int:
             "manifest": str(manifest),
             "output": str(Path(tmp) / "shard-0000.vectors.parquet"),
         }
+        from vecflow.warehouse import bootstrap, get_warehouse
+
+        warehouse = get_warehouse(s)
+        bootstrap(warehouse)
         started = time.perf_counter()
-        fetched = prefetch_shard(shard, s)
+        fetched = prefetch_shard(shard, s, warehouse, attempt=1)
         fetch_s = time.perf_counter() - started
         run_shard(fetched, s, attempt=1)
         embed_s = time.perf_counter() - started - fetch_s

@@ -76,7 +76,7 @@ def test_remote_images_are_fetched_before_the_embedding_job(vecflow_home, monkey
     bootstrap(warehouse)
     shards = tasks.plan_shards(s, warehouse, DAY, "fetch-1")
     for shard in shards:
-        tasks.embed_shard(s, shard, attempt=1)
+        tasks.embed_shard(s, warehouse, shard, attempt=1)
     loaded = tasks.load_vector_log(warehouse, DAY, "fetch-1", shards)
     assert loaded["vectors"] == 4 and loaded["rejects_by_reason"] == {
         "dead_link": 1,
@@ -94,3 +94,49 @@ def test_remote_images_are_fetched_before_the_embedding_job(vecflow_home, monkey
     tasks.build_indexes(s, warehouse, DAY, "fetch-1")
     record_sql_funnel(warehouse, DAY, "fetch-1", s.model_version)
     assert warehouse.query("funnel_violations", run_date=DAY).empty
+
+
+def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, image_server):
+    """Pay once: the second run of a partition copies every vector (reused) and sends no image to the
+    embedding job; the tables it leaves are the first run's."""
+    import pyarrow.parquet as pq
+    from warehouse_rows import snapshot
+
+    from vecflow.embed.prefetch import reused_path
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    url, photos = image_server
+    monkeypatch.setenv("VECFLOW_FETCH_ALLOWED_HOSTS", url.removeprefix("http://"))
+    folder = partition_dir(vecflow_home / "catalog", DAY)
+    folder.mkdir(parents=True)
+    (folder / "local.jpg").write_bytes(photos[1])
+    rows = [("h0", f"{url}/img/0.jpg"), ("h2", f"{url}/img/2.jpg"), ("local", f"listed_date={DAY}/local.jpg")]
+    pd.DataFrame(rows, columns=["image_id", "uri"]).assign(source="shop_a").to_parquet(folder / "manifest.parquet")
+    s = settings()
+    warehouse = get_warehouse(s)
+    bootstrap(warehouse)
+
+    def run(run_id: str) -> list[dict]:
+        shards = tasks.plan_shards(s, warehouse, DAY, run_id)
+        for shard in shards:
+            tasks.embed_shard(s, warehouse, shard, attempt=1)
+        tasks.load_vector_log(warehouse, DAY, run_id, shards)
+        tasks.clean(s, warehouse, DAY, run_id)
+        return shards
+
+    first = run("run-1")
+    assert not reused_path(first[0]).exists()
+    before = snapshot(warehouse)
+    second = run("run-2")
+    embedded = pq.read_table(second[0]["output"]).to_pandas()
+    assert embedded.empty  # the job got no image
+    assert pq.read_table(reused_path(second[0])).num_rows == 3
+    latest = warehouse.table("v_vector_log_latest")
+    assert set(latest["run_id"]) == {"run-2"} and latest["reused"].all()
+    record_sql_funnel(warehouse, DAY, "run-2", s.model_version)
+    funnel = warehouse.table("funnel_metrics").query("stage == 'embed'").groupby("metric")["value"].sum()
+    assert funnel["reused"] == 3 and funnel["out"] == 3
+    after = snapshot(warehouse)
+    assert {t: after[t] for t in ("vectors_clean", "dedup_map", "rejects")} == {
+        t: before[t] for t in ("vectors_clean", "dedup_map", "rejects")
+    }

@@ -36,7 +36,7 @@ def summary(tmp_path_factory, search_server):
             run_id = f"test__{day:%Y%m%d}"
             shards = tasks.plan_shards(s, warehouse, day, run_id)
             for shard in shards:
-                tasks.embed_shard(s, shard, attempt=1)
+                tasks.embed_shard(s, warehouse, shard, attempt=1)
             tasks.load_vector_log(warehouse, day, run_id, shards)
             tasks.clean(s, warehouse, day, run_id)
             tasks.tag_images(s, warehouse, day, run_id)

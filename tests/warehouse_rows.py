@@ -13,7 +13,7 @@ from vecflow.embed.load import VECTOR_COLUMNS, append_vectors
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
 # what names the run, its attempt or the time (a rerun through the scheduler clears the run: attempt 2)
-VOLATILE = {"run_id", "attempt", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at"}
+VOLATILE = {"run_id", "attempt", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at", "reused"}
 DERIVED_TABLES = [
     "catalog",
     "vectors_clean",
@@ -33,6 +33,8 @@ def snapshot(warehouse) -> dict[str, str]:
     out = {}
     for table in DERIVED_TABLES:
         frame = warehouse.table(table)
+        if table == "funnel_metrics":  # how a run got its vectors (embedded or reused), not what they are
+            frame = frame[frame["metric"] != "reused"]
         frame = frame[[c for c in frame.columns if c not in VOLATILE]].astype(str)
         frame = frame.sort_values(list(frame.columns)).reset_index(drop=True)
         out[table] = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
@@ -101,6 +103,7 @@ def row(
         "shard_id": shard_id,
         "attempt": attempt,
         "embedded_at": pd.Timestamp(at),
+        "reused": False,
     }
 
 

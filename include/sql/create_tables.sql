@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.vector_log (
   run_id STRING NOT NULL,
   shard_id INT64 NOT NULL,
   attempt INT64 NOT NULL,
-  embedded_at TIMESTAMP NOT NULL
+  embedded_at TIMESTAMP NOT NULL,
+  reused BOOL
 ) PARTITION BY listed_date CLUSTER BY category;
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.rejects (

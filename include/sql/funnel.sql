@@ -8,7 +8,7 @@ WHERE partition_date = @run_date AND stage NOT IN ('catalog', 'search');
 INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metric, value, run_id, recorded_at)
 WITH latest AS (
   SELECT image_id, COALESCE(category, 'unknown') AS category,
-         COALESCE(catalog_category, 'unknown') AS catalog_category
+         COALESCE(catalog_category, 'unknown') AS catalog_category, COALESCE(reused, FALSE) AS reused
   FROM {{ dataset }}.v_vector_log_latest WHERE listed_date = @run_date AND run_model_version = @model_version
 ),
 valid AS (
@@ -24,6 +24,9 @@ counts AS (
   FROM {{ dataset }}.catalog WHERE listed_date = @run_date GROUP BY 2
   UNION ALL
   SELECT 'embed', catalog_category, 'out', COUNT(*) FROM latest GROUP BY 2
+  UNION ALL
+  -- of the embed stage's out, the vectors copied from the same content embedded before (not in the balance)
+  SELECT 'embed', catalog_category, 'reused', COUNT(*) FROM latest WHERE reused GROUP BY 2
   UNION ALL
   SELECT stage, COALESCE(category, 'unknown'), CONCAT('dropped.', reason), COUNT(*)
   FROM {{ dataset }}.rejects

@@ -7,3 +7,4 @@ ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS precision_at_1
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS published_at TIMESTAMP;
 ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS alert_id STRING;
 ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS attempts INT64;
+ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS reused BOOL;

@@ -41,6 +41,6 @@ def embed_shards(shards):
         from vecflow import tasks
 
         run = tasks.current_run()
-        tasks.embed_shard(run.settings, shard, attempt=run.try_number)
+        tasks.embed_shard(run.settings, run.warehouse(), shard, attempt=run.try_number)
 
     return embed_shard.expand(shard=shards)

@@ -91,12 +91,13 @@ def plan_shards(s: Settings, warehouse, run_date: dt.date, run_id: str, limit: i
     return plan(s, warehouse, run_date, run_id, max_shards=limit)
 
 
-def embed_shard(s: Settings, shard: dict, attempt: int) -> None:
-    """The shard's remote images fetched (prefetch), then the embedding job on local files."""
+def embed_shard(s: Settings, warehouse, shard: dict, attempt: int) -> None:
+    """The fetch stage (remote images downloaded, vectors of content embedded before reused), then the
+    embedding job on the rest."""
     from vecflow.embed.prefetch import prefetch_shard
     from vecflow.embed.runner import run_shard
 
-    run_shard(prefetch_shard(shard, s), s, attempt=attempt)
+    run_shard(prefetch_shard(shard, s, warehouse, attempt), s, attempt=attempt)
 
 
 def load_vector_log(warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:

@@ -9,6 +9,8 @@ Light on purpose: the Airflow side imports it, and it needs only pyarrow.
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("shard_id", pa.int32()),
         ("attempt", pa.int32()),
         ("embedded_at", pa.timestamp("us", tz="UTC")),
+        # a vector this model computed before for the same content, copied by the fetch stage
+        ("reused", pa.bool_()),
         ("reject_reason", pa.string()),
         ("reject_detail", pa.string()),
     ]
@@ -44,6 +48,19 @@ OUTPUT_SCHEMA = pa.schema(
 REJECT_COLUMNS = ["reject_reason", "reject_detail"]
 # what a row with a vector contributes to vector_log (the rest of a rejected row goes to rejects)
 VECTOR_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name not in REJECT_COLUMNS]
+
+
+def resolve_uri(uri: str, root: Path) -> Path | None:
+    """The local file of a manifest URI: a path (relative ones under `root`) or a file:// URI
+    (percent-decoded); None for any other scheme (the job reads no network: the fetch stage downloads
+    remote images before it)."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if len(parsed.scheme) > 1:  # a scheme, not a Windows drive letter
+        return None
+    path = Path(uri)
+    return path if path.is_absolute() else root / path
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,6 @@ import logging
 import os
 import sys
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob
+from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, resolve_uri
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
 from vecflow_model.preprocess import background_distance, network_input
@@ -67,18 +65,6 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
     return ShardJob(**vars(p.parse_args(argv)))
 
 
-def _resolve(uri: str, root: Path) -> Path | None:
-    """The local file of a URI: a path (relative ones under `root`) or a file:// URI (percent-decoded);
-    None for any other scheme (the job reads no network: remote images are fetched before it)."""
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    if len(parsed.scheme) > 1:  # a scheme, not a Windows drive letter
-        return None
-    path = Path(uri)
-    return path if path.is_absolute() else root / path
-
-
 class ShardImages(Dataset):
     """One manifest row -> (model input or None, output row). Runs in DataLoader workers."""
 
@@ -101,7 +87,7 @@ class ShardImages(Dataset):
         }
         if item.get("reject_reason"):  # decided before the job (the fetch stage): passed on as it is
             return None, {**row, "reject_reason": item["reject_reason"], "reject_detail": item.get("reject_detail")}
-        path = _resolve(item["uri"], self.root)
+        path = resolve_uri(item["uri"], self.root)
         if path is None:
             return None, {
                 **row,
@@ -170,6 +156,7 @@ def embed_shard(args: ShardJob) -> dict:
         "model_version": args.model_version,
         "run_id": args.run_id,
         "shard_id": args.shard_id,
+        "reused": False,
         "attempt": args.attempt,
         "embedded_at": dt.datetime.now(dt.UTC),
     }

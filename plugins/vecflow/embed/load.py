@@ -6,9 +6,11 @@ import datetime as dt
 import logging
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vecflow.embed.prefetch import reused_path
 from vecflow.funnel import replace_rejects
 from vecflow_model.contract import VECTOR_COLUMNS
 
@@ -42,6 +44,8 @@ def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], r
             table = pq.read_table(shard["output"])
         except FileNotFoundError:
             raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} missing") from None
+        if reused_path(shard).exists():  # vectors the fetch stage copied instead of embedding them again
+            table = pa.concat_tables([table, pq.read_table(reused_path(shard)).cast(table.schema)])
         if table.num_rows and set(pc.unique(table["run_id"]).to_pylist()) != {run_id}:
             raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} is not from run {run_id}")
         # the attempt that wrote the file (retries overwrite it); local and pod runs alike
