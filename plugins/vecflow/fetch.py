@@ -50,7 +50,6 @@ the Google default credentials (or what `storage_options` says, e.g. `{"token": 
 from __future__ import annotations
 
 import collections
-import hashlib
 import http
 import http.cookiejar
 import io
@@ -72,6 +71,7 @@ import urllib3
 from PIL import Image
 
 from vecflow.config import ConfigError, FetchSettings
+from vecflow_model.imaging import content_md5
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Fetched:
 
     @classmethod
     def image(cls, uri: str, data: bytes) -> Fetched:
-        return cls(uri, data, None, None, len(data), hashlib.md5(data).hexdigest())
+        return cls(uri, data, None, None, len(data), content_md5(data))
 
     @classmethod
     def reject(cls, uri: str, reason: str, detail: str) -> Fetched:

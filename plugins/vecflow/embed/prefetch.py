@@ -14,7 +14,6 @@ The job gets `shard-NNNN.fetched.parquet`: the rest, by local path.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 from vecflow.catalog import catalog_root
 from vecflow.config import Settings
 from vecflow_model.contract import OUTPUT_SCHEMA, resolve_uri
+from vecflow_model.imaging import content_md5
 
 log = logging.getLogger(__name__)
 REMOTE_SCHEMES = ("http://", "https://", "gs://", "s3://")
@@ -88,7 +88,7 @@ def prefetch_shard(shard: dict, settings: Settings, warehouse, attempt: int) -> 
 def _local_md5(uri, root: Path) -> str | None:
     path = resolve_uri(uri, root) if isinstance(uri, str) else None
     try:
-        return hashlib.md5(path.read_bytes()).hexdigest() if path else None
+        return content_md5(path.read_bytes()) if path else None
     except OSError:
         return None
 
