@@ -204,13 +204,13 @@ def test_a_backfill_then_a_rerun_of_one_date_leave_the_same_tables(airflow_serve
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VECFLOW_HOME", str(home))
         warehouse = get_warehouse(settings())
-        tables, manifests = snapshot(warehouse), manifest_snapshot(settings().paths.index_dir)
+        tables, manifests = snapshot(warehouse), manifest_snapshot(Path(settings().paths.index_url))
         assert set(warehouse.table("vectors_clean")["listed_date"].astype(str)) == {str(p) for p in PARTITIONS}
 
         rerun = backfill(env, db, server, home, PARTITIONS[1], PARTITIONS[1], "--reprocess-behavior", "completed")
         assert rerun == [(logical_date(PARTITIONS[1]), "success")], rerun
         assert snapshot(warehouse) == tables
-        assert manifest_snapshot(settings().paths.index_dir) == manifests
+        assert manifest_snapshot(Path(settings().paths.index_url)) == manifests
         # the rerun clears the date's run, so its vectors come as the next attempt of the same run:
         # vector_log keeps both (append-only), the view only the rerun's
         assert attempts_of(warehouse.table("vector_log"), PARTITIONS[1]) == {1, 2}

@@ -15,9 +15,9 @@ from warehouse_rows import snapshot
 
 from vecflow.config import settings
 from vecflow.demo.runner import generate_catalog, run_partitions
-from vecflow.index.build import file_md5
 from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.warehouse import get_warehouse
+from vecflow_model.registry import file_md5
 
 START = dt.date(2026, 3, 30)
 DAYS = 3

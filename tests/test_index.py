@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from warehouse_rows import load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
-from vecflow.index.build import IndexIntegrityError, build_day_indexes
+from vecflow.index.build import build_day_indexes
+from vecflow.index.store import IndexIntegrityError, index_store
 from vecflow.index.window import IndexGateError, build_and_publish, load_published, read_current, rollback
 
 DAYS = [dt.date(2026, 5, 1) + dt.timedelta(days=i) for i in range(4)]
@@ -64,17 +66,19 @@ def test_day_indexes_share_the_trained_ivf_and_the_window_merges_them(index_env)
     s = settings()
     results = [run_day(warehouse, day, 50, centers)[0] for day in DAYS]
     # day 1 had 50 vectors (< 78): exact; from day 2 the trained IVF exists and is reused
-    manifests = [json.loads((s.paths.index_dir / "m1/coat" / f"day={d}" / "manifest.json").read_text()) for d in DAYS]
+    manifests = [
+        json.loads((Path(s.paths.index_url) / "m1/coat" / f"day={d}" / "manifest.json").read_text()) for d in DAYS
+    ]
     assert [m["index_factory"] for m in manifests] == ["IDMap2,Flat"] + ["IVF2,Flat"] * 3
     assert len({m["trained_md5"] for m in manifests[1:]}) == 1
-    trained = json.loads((s.paths.index_dir / "m1/coat/trained/manifest.json").read_text())
+    trained = json.loads((Path(s.paths.index_url) / "m1/coat/trained/manifest.json").read_text())
     assert trained["training_vectors"] == 100 and trained["trained_on_partitions_to"] == str(DAYS[1])
     last = results[-1]
     assert last["status"] == "published" and last["vector_count"] == 150  # 3-day window
     assert (last["days_merged"], last["days_added"]) == (3, 0)
     assert results[1]["days_added"] == 1  # the exact day 1 re-added once
     assert last["recall_at_10"] == 1.0 and last["precision_at_10"] == 1.0
-    index, ids, manifest = load_published(s.paths.index_dir, "m1", "coat")
+    index, ids, manifest = load_published(index_store(s), "m1", "coat")
     assert index.ntotal == len(ids) == 150 and manifest["source_partitions"] == [str(d) for d in DAYS[1:]]
     registry = warehouse.table("index_registry").query("kind == 'window'")
     assert registry["status"].value_counts().to_dict() == {"retired": 3, "published": 1}
@@ -85,12 +89,12 @@ def test_a_bad_day_is_fixed_by_rerunning_it_and_remerging(index_env):
     s = settings()
     for day in DAYS[:3]:
         run_day(warehouse, day, 50, centers)
-    clean_ids = set(load_published(s.paths.index_dir, "m1", "coat")[1]["image_id"])
+    clean_ids = set(load_published(index_store(s), "m1", "coat")[1]["image_id"])
     # day 2 rerun with a bad delivery (10 images only), then rerun again with the right one
     run_day(warehouse, DAYS[1], 10, centers, run_id="run-2", seed=99)
-    assert load_published(s.paths.index_dir, "m1", "coat")[0].ntotal == 110
+    assert load_published(index_store(s), "m1", "coat")[0].ntotal == 110
     run_day(warehouse, DAYS[1], 50, centers, run_id="run-3")
-    index, ids, _ = load_published(s.paths.index_dir, "m1", "coat")
+    index, ids, _ = load_published(index_store(s), "m1", "coat")
     assert index.ntotal == 150 and set(ids["image_id"]) == clean_ids
 
 
@@ -99,13 +103,13 @@ def test_the_gate_blocks_a_worse_index_and_the_published_one_keeps_serving(index
     s = settings()
     for day in DAYS[:2]:
         run_day(warehouse, day, 50, centers)
-    published = read_current(s.paths.index_dir, "m1", "coat")["version"]
+    published = read_current(index_store(s), "m1", "coat").payload["version"]
     # one list of two probed, and a day of vectors that fit neither cluster: recall falls
     monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "1")
     scattered = np.random.default_rng(5).normal(size=(500, 256))
     with pytest.raises(IndexGateError, match=r"coat: recall@10 0\.\d+ below the minimum 0\.98"):
         run_day(warehouse, DAYS[2], 50, scattered)
-    assert read_current(s.paths.index_dir, "m1", "coat")["version"] == published
+    assert read_current(index_store(s), "m1", "coat").payload["version"] == published
     statuses = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")["status"].tolist()
     assert statuses[-2:] == ["published", "blocked"]
 
@@ -116,13 +120,13 @@ def test_rollback_walks_back_and_the_loader_refuses_a_damaged_file(index_env):
     versions = [run_day(warehouse, day, 50, centers)[0]["version"] for day in DAYS[1:4]]
     assert rollback(s, warehouse, "coat") == versions[1]
     assert rollback(s, warehouse, "coat") == versions[0]
-    assert read_current(s.paths.index_dir, "m1", "coat")["version"] == versions[0]
+    assert read_current(index_store(s), "m1", "coat").payload["version"] == versions[0]
     with pytest.raises(IndexIntegrityError, match="no earlier published version"):
         rollback(s, warehouse, "coat")
-    path = s.paths.index_dir / "m1/coat/window" / versions[0] / "index.faiss"
+    path = Path(s.paths.index_url) / "m1/coat/window" / versions[0] / "index.faiss"
     path.write_bytes(path.read_bytes()[:-8] + b"12345678")
     with pytest.raises(IndexIntegrityError, match="md5"):
-        load_published(s.paths.index_dir, "m1", "coat")
+        load_published(index_store(s), "m1", "coat")
 
 
 def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
@@ -136,11 +140,11 @@ def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
     s = settings()
     for day in DAYS:
         run_day(warehouse, day, 50, centers)
-    merged, ids, manifest = load_published(s.paths.index_dir, "m1", "coat")
+    merged, ids, manifest = load_published(index_store(s), "m1", "coat")
     assert manifest["days_added"] == 0
     vectors = warehouse.query("select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1")
     matrix = np.stack(vectors["embedding"].to_numpy()).astype(np.float32)
-    scratch = faiss.clone_index(load_trained(s.paths.index_dir, "m1", "coat")[0])
+    scratch = faiss.clone_index(load_trained(index_store(s), "m1", "coat")[0])
     scratch.add_with_ids(matrix, np.array([stable_id(i) for i in vectors["image_id"]], dtype=np.int64))
     for index in (merged, scratch):
         index.nprobe = 1
@@ -155,7 +159,7 @@ def test_old_window_versions_are_pruned_but_never_the_published_one(index_env, m
     monkeypatch.setenv("VECFLOW_INDEX_KEEP_VERSIONS", "2")
     s = settings()
     versions = [run_day(warehouse, day, 50, centers)[0]["version"] for day in DAYS]
-    kept = sorted(p.name for p in (s.paths.index_dir / "m1/coat/window").iterdir())
+    kept = sorted(p.name for p in (Path(s.paths.index_url) / "m1/coat/window").iterdir())
     assert kept == sorted(versions[-2:])
     registry = warehouse.table("index_registry").query("kind == 'window'").set_index("path")["status"]
     assert sorted(registry.values) == ["deleted", "deleted", "published", "retired"]
@@ -184,7 +188,7 @@ def test_expired_days_leave_the_window_but_their_long_tail_stays(index_env, monk
         result = run_day(warehouse, day, 50, centers)[0]
     # the window is days 2-4; of day 1 only the two outliers stay
     assert result["long_tail_kept"] == 2 and result["vector_count"] == 152
-    ids = set(load_published(s.paths.index_dir, "m1", "coat")[1]["image_id"])
+    ids = set(load_published(index_store(s), "m1", "coat")[1]["image_id"])
     assert {"d1-048", "d1-049"} <= ids and not any(i.startswith("d1-") and i < "d1-048" for i in ids)
 
 
@@ -195,7 +199,7 @@ def test_a_publish_interrupted_before_the_switch_leaves_the_old_version_serving(
     s = settings()
     for day in DAYS[:2]:
         run_day(warehouse, day, 50, centers)
-    serving = read_current(s.paths.index_dir, "m1", "coat")["version"]
+    serving = read_current(index_store(s), "m1", "coat").payload["version"]
 
     def crash(*args):
         raise OSError("killed between writing the version and switching CURRENT")
@@ -205,14 +209,14 @@ def test_a_publish_interrupted_before_the_switch_leaves_the_old_version_serving(
         with pytest.raises(OSError, match="killed"):
             run_day(warehouse, DAYS[2], 50, centers)
     # readers still get the old version, whole; the new one is registered but never marked published
-    index, ids, manifest = load_published(s.paths.index_dir, "m1", "coat")
+    index, ids, manifest = load_published(index_store(s), "m1", "coat")
     assert manifest["version"] == serving and index.ntotal == len(ids) == 100
     registry = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")
     assert registry["status"].tolist()[-2:] == ["published", "candidate"]
-    assert not list((s.paths.index_dir / "m1/coat").glob(".*tmp*"))
+    assert not list((Path(s.paths.index_url) / "m1/coat").glob(".*tmp*"))
     # the retried task publishes the new version
     result = window.build_and_publish(settings(), warehouse, DAYS[2], "run-1", ["coat"])[0]
     assert (
         result["status"] == "published"
-        and read_current(s.paths.index_dir, "m1", "coat")["version"] == result["version"]
+        and read_current(index_store(s), "m1", "coat").payload["version"] == result["version"]
     )

@@ -14,7 +14,8 @@ import pytest
 
 from vecflow.config import settings
 from vecflow.demo.runner import generate_catalog, run_partitions
-from vecflow.index.pointers import serving_pointer
+from vecflow.index.pointers import SERVING
+from vecflow.index.store import index_store
 from vecflow.resources import DEFAULT_TREND_SPEC, MODELS_DIR
 from vecflow.warehouse import get_warehouse
 
@@ -28,7 +29,7 @@ def registry_copy(target, version: str, scramble: bool = False) -> None:
     (a model that embeds nothing useful)."""
     import torch
 
-    from vecflow.index.build import file_md5
+    from vecflow_model.registry import file_md5
 
     source = MODELS_DIR / "registry" / V1
     shutil.copytree(source, target / version)
@@ -81,7 +82,7 @@ def clean_counts(warehouse) -> dict:
 def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_env):
     warehouse = reindex_env
     old = clean_counts(warehouse)
-    assert settings().model_version == V1 and not serving_pointer(settings().paths.index_dir).exists()
+    assert settings().model_version == V1 and index_store(settings()).read_pointer(SERVING) is None
 
     # a reindex that leaves out the newest partition builds v2's indexes but may not switch
     run, states = reindex(V2, dt.datetime(2026, 3, 1, tzinfo=dt.UTC), date_to=DAYS[1])
@@ -99,12 +100,12 @@ def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_
     counts = clean_counts(warehouse)
     for day in DAYS[:3]:
         assert counts[(V2, str(day))] == counts[(V1, str(day))] == old[(V1, str(day))]
-    pointer = json.loads(serving_pointer(settings().paths.index_dir).read_text())
+    pointer = index_store(settings()).read_pointer(SERVING).payload
     assert pointer["model_version"] == V2 and pointer["previous_model_version"] == V1
     assert settings().model_version == V2
     s = settings()
     assert all(
-        (s.paths.index_dir / V2 / category / "CURRENT").exists()
+        index_store(s).exists(f"{V2}/{category}/CURRENT")
         for category in warehouse.table("vectors_clean").query("model_version == @V2")["category"].unique()
     )
     rejects = warehouse.table("rejects")
@@ -126,7 +127,7 @@ def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_
     results = search(s, warehouse, path, k=3)
     assert results.iloc[0]["image_id"] == image["image_id"] and results.iloc[0]["score"] > 0.999
     assert set(results["index_version"]) <= {
-        json.loads((s.paths.index_dir / V2 / c / "CURRENT").read_text())["version"] for c in results["category"]
+        index_store(s).read_pointer(f"{V2}/{c}/CURRENT").payload["version"] for c in results["category"]
     }
 
 

@@ -97,6 +97,19 @@ def _path(raw: str) -> Path:
     return Path(raw).resolve()
 
 
+def _storage_url(raw: str) -> str:
+    """A local path (made absolute) or a gs:// URL: the schemes whose pointers vecflow can swap with
+    a precondition (index/store.py)."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        return str(Path(raw).resolve())
+    if scheme == "file":
+        return str(Path(rest).resolve())
+    if scheme != "gs" or not rest.strip("/"):
+        raise ValueError("must be a local path or gs://bucket[/prefix]")
+    return raw.rstrip("/")
+
+
 def _date(raw: str) -> dt.date:
     try:
         return dt.date.fromisoformat(raw)
@@ -151,9 +164,27 @@ class PathSettings:
     def staging_dir(self) -> Path:
         return self.home / "staging"
 
+    storage_url: str | None = setting(
+        "VECFLOW_STORAGE_URL",
+        None,
+        "where index artifacts live (trained quantizers, day and window indexes, CURRENT and SERVING): a "
+        "local directory or `gs://bucket/prefix`; workers, pods and search services read them there",
+        _storage_url,
+        shown_default="`$VECFLOW_HOME`",
+    )
+    storage_options: dict = setting(
+        "VECFLOW_STORAGE_OPTIONS",
+        {},
+        'fsspec options of the storage URL\'s filesystem (JSON, e.g. `{"endpoint_url": "http://127.0.0.1:4443", '
+        '"token": "anon"}`); credentials otherwise come from the environment',
+        _json(dict),
+        shown_default="`{}`",
+    )
+
     @property
-    def index_dir(self) -> Path:
-        return self.home / "index"
+    def index_url(self) -> str:
+        """The index store's root: `<storage URL>/index`."""
+        return f"{(self.storage_url or str(self.home)).rstrip('/')}/index"
 
     @property
     def search_data_dir(self) -> Path:
@@ -579,8 +610,9 @@ class Settings:
         if self.model_override:
             return self.model_override
         from vecflow.index.pointers import serving_model_version
+        from vecflow.index.store import index_store
 
-        return serving_model_version(self.paths.index_dir, self.embed.model_version)
+        return serving_model_version(index_store(self), self.embed.model_version)
 
     def with_model(self, model_version: str) -> Settings:
         return Settings(self.environ, model_override=model_version)

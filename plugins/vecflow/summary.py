@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from vecflow.index.store import index_store
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,7 @@ def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
     ]
     return {
         r.category: {
-            "version": Path(r.path).name,
+            "version": r.path.rstrip("/").rsplit("/", 1)[-1],
             "vectors": int(r.vector_count),
             "date_from": str(r.date_from)[:10],
             "date_to": str(r.date_to)[:10],
@@ -50,7 +52,7 @@ def build_summary(settings, warehouse) -> dict:
         "rejects_by_reason": by_kind.get("rejects", {}),
         "index_vectors_by_category": by_kind.get("index_vectors", {}),
         "index_files_by_category": by_kind.get("index_files", {}),
-        "index_bytes": sum(f.stat().st_size for f in settings.paths.index_dir.rglob("*") if f.is_file()),
+        "index_bytes": index_store(settings).total_bytes(),
         "quarters": sorted(trends["quarter"].unique().tolist()),
         "published_indexes": published_indexes(warehouse.table("index_registry"), settings.model_version),
         "trend_movers_latest_quarter": [

@@ -136,7 +136,7 @@ def build_indexes(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dic
 
     built = build_day_indexes(s, warehouse, run_date, run_id)
     try:
-        categories = model_categories(s.paths.index_dir, s.model_version)
+        categories = model_categories(s, s.model_version)
         windows = build_and_publish(s, warehouse, run_date, run_id, categories)
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index

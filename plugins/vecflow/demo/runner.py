@@ -22,6 +22,7 @@ from pathlib import Path
 
 from vecflow.cli import parse_date
 from vecflow.config import settings
+from vecflow.index.store import index_store
 from vecflow.resources import DAGS_DIR, DEFAULT_TREND_SPEC, PROJECT_DIR
 
 log = logging.getLogger("vecflow.demo")
@@ -145,9 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = settings()
     if generate_catalog(args, force=False):
         # a new catalog invalidates everything derived from the old one
+        index_store(s).remove("")
         for derived in (
             s.paths.warehouse_path,
-            s.paths.index_dir,
             s.paths.staging_dir,
             s.paths.reports_dir,
             s.paths.search_data_dir,

@@ -1,28 +1,26 @@
 """Builds the day's faiss index per category from vectors_clean.
 
-Files under index/<model_version>/<category>/:
+Versions in the index store (store.py) under <model_version>/<category>/:
   trained/{index.faiss, manifest.json}   the trained, empty IVF (coarse quantizer) of this model and
                                          category: trained once on a sample, reused by every day
   day=<date>/{index.faiss, ids.parquet, manifest.json}
 A day index is a copy of the trained IVF with the day's vectors added, so day indexes merge into a
 window index without retraining or re-adding (window.py). Until a category has enough vectors to
-train (nlist x 39), its day indexes are exact (IDMap2,Flat). Directories are written under a
-temporary name and renamed into place, so a reader sees the old one or the new one, never half of
-one. ids.parquet maps faiss int64 ids to image_ids.
+train (nlist x 39), its day indexes are exact (IDMap2,Flat). ids.parquet maps faiss int64 ids to
+image_ids. Every load checks the files against their manifest's md5s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
+import io
 import logging
-import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from vecflow.index.store import IndexStore, index_store
 
 log = logging.getLogger(__name__)
 
@@ -34,33 +32,55 @@ def stable_id(image_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "big") >> 1
 
 
-def file_md5(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
-
-
 def training_minimum(nlist: int) -> int:
     return nlist * MIN_POINTS_PER_CENTROID
 
 
-def trained_dir(index_dir: Path, model_version: str, category: str) -> Path:
-    return index_dir / model_version / category / "trained"
-
-
-def load_trained(index_dir: Path, model_version: str, category: str):
-    """(trained empty IVF, its md5) or (None, None) when this model and category have none yet."""
+def index_bytes(index) -> bytes:
     import faiss
 
-    directory = trained_dir(index_dir, model_version, category)
-    if not (directory / "manifest.json").exists():
+    return faiss.serialize_index(index).tobytes()
+
+
+def ids_bytes(ids: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    ids.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def category_key(model_version: str, category: str) -> str:
+    return f"{model_version}/{category}"
+
+
+def trained_key(model_version: str, category: str) -> str:
+    return f"{category_key(model_version, category)}/trained"
+
+
+def day_key(model_version: str, category: str, day: dt.date) -> str:
+    return f"{category_key(model_version, category)}/day={day.isoformat()}"
+
+
+def load_version(store: IndexStore, key: str):
+    """(index, ids frame or None, manifest) of a version, every file md5-checked."""
+    import faiss
+
+    files, manifest = store.read_version(key)
+    index = faiss.deserialize_index(np.frombuffer(files["index.faiss"], dtype=np.uint8))
+    ids = pd.read_parquet(io.BytesIO(files["ids.parquet"])) if "ids.parquet" in files else None
+    return index, ids, manifest
+
+
+def load_trained(store: IndexStore, model_version: str, category: str):
+    """(trained empty IVF, its md5) or (None, None) when this model and category have none yet."""
+    key = trained_key(model_version, category)
+    if store.manifest(key) is None:
         return None, None
-    manifest = json.loads((directory / "manifest.json").read_text())
-    verify_files(directory, manifest)
-    return faiss.read_index(str(directory / "index.faiss")), manifest["files"]["index.faiss"]
+    index, _, manifest = load_version(store, key)
+    return index, manifest["files"]["index.faiss"]
 
 
 def train_quantizer(
-    index_dir: Path,
+    store: IndexStore,
     warehouse,
     model_version: str,
     category: str,
@@ -84,10 +104,10 @@ def train_quantizer(
     factory = factory_template.format(nlist=nlist)
     index = faiss.index_factory(matrix.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     index.train(matrix)
-
-    def write(directory: Path) -> None:
-        faiss.write_index(index, str(directory / "index.faiss"))
-        manifest = {
+    manifest = store.write_version(
+        trained_key(model_version, category),
+        {"index.faiss": index_bytes(index)},
+        {
             "model_version": model_version,
             "category": category,
             "kind": "trained",
@@ -96,25 +116,10 @@ def train_quantizer(
             "training_vectors": len(matrix),
             "trained_on_partitions_to": run_date.isoformat(),
             "dim": int(matrix.shape[1]),
-            "files": {"index.faiss": file_md5(directory / "index.faiss")},
-        }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-    write_atomically(trained_dir(index_dir, model_version, category), write)
+        },
+    )
     log.info("trained %s for %s/%s on %d vectors", factory, model_version, category, len(matrix))
-    return load_trained(index_dir, model_version, category)
-
-
-def verify_files(directory: Path, manifest: dict) -> None:
-    """Every file of an index directory against the md5 its manifest records."""
-    for name, md5 in manifest["files"].items():
-        actual = file_md5(directory / name)
-        if actual != md5:
-            raise IndexIntegrityError(f"{directory / name}: md5 {actual}, manifest says {md5}")
-
-
-class IndexIntegrityError(RuntimeError):
-    """An index file does not match the md5 in its manifest."""
+    return index, manifest["files"]["index.faiss"]
 
 
 def build_index(vectors: np.ndarray, ids: np.ndarray, trained):
@@ -129,27 +134,8 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, trained):
     return index
 
 
-def write_atomically(final_dir: Path, write) -> None:
-    tmp = final_dir.with_name(f".{final_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
-    if final_dir.exists():
-        os.replace(final_dir, old)
-    os.replace(tmp, final_dir)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
-    import faiss
-
-    index_dir, model_version, nlist = settings.paths.index_dir, settings.model_version, settings.index.nlist
+    store, model_version, nlist = index_store(settings), settings.model_version, settings.index.nlist
     factory_template = settings.index.factory
     vectors = warehouse.query("select_clean_vectors", run_date=run_date, model_version=model_version)
     trainable = None  # vectors per category up to run_date, read once and only if some category needs it
@@ -157,13 +143,13 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
     for category, group in vectors.groupby("category", sort=True):
         matrix = np.ascontiguousarray(np.stack(group["embedding"].to_numpy()).astype(np.float32))
         ids = np.array([stable_id(i) for i in group["image_id"]], dtype=np.int64)
-        trained, trained_md5 = load_trained(index_dir, model_version, category)
+        trained, trained_md5 = load_trained(store, model_version, category)
         if trained is None and trainable is None:
             counts = warehouse.query("select_category_counts", run_date=run_date, model_version=model_version)
             trainable = dict(zip(counts["category"], counts["vectors"]))
         if trained is None and trainable.get(category, 0) >= training_minimum(nlist):
             trained, trained_md5 = train_quantizer(
-                index_dir,
+                store,
                 warehouse,
                 model_version,
                 category,
@@ -174,14 +160,14 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
             )
         factory = "IDMap2,Flat" if trained is None else factory_template.format(nlist=nlist)
         index = build_index(matrix, ids, trained)
-        final_dir = index_dir / model_version / category / f"day={run_date.isoformat()}"
-
-        def write(directory: Path) -> None:
-            faiss.write_index(index, str(directory / "index.faiss"))
-            pd.DataFrame({"id": ids, "image_id": group["image_id"].to_numpy()}).to_parquet(
-                directory / "ids.parquet", index=False
-            )
-            manifest = {
+        key = day_key(model_version, category, run_date)
+        manifest = store.write_version(
+            key,
+            {
+                "index.faiss": index_bytes(index),
+                "ids.parquet": ids_bytes(pd.DataFrame({"id": ids, "image_id": group["image_id"].to_numpy()})),
+            },
+            {
                 "model_version": model_version,
                 "category": category,
                 "kind": "day",
@@ -193,12 +179,8 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
                 "trained_md5": trained_md5,
                 "metric": "inner_product",
                 "run_id": run_id,
-                "files": {name: file_md5(directory / name) for name in ("index.faiss", "ids.parquet")},
-            }
-            (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-        write_atomically(final_dir, write)
-        manifest = json.loads((final_dir / "manifest.json").read_text())
+            },
+        )
         built.append(
             {
                 "model_version": model_version,
@@ -208,7 +190,7 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
                 "date_to": run_date,
                 "vector_count": manifest["vector_count"],
                 "index_type": factory,
-                "path": str(final_dir),
+                "path": store.uri(key),
                 "file_md5": manifest["files"]["index.faiss"],
                 "status": "candidate",
                 "run_id": run_id,
@@ -217,9 +199,9 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
         )
     # a rerun with fewer categories must not leave the old run's indexes of that day behind
     built_categories = {b["category"] for b in built}
-    for stale in (index_dir / model_version).glob(f"*/day={run_date.isoformat()}"):
-        if stale.parent.name not in built_categories:
-            shutil.rmtree(stale)
+    for category in store.children(model_version):
+        if category not in built_categories:
+            store.remove(day_key(model_version, category, run_date))
     registry = pd.DataFrame(
         built,
         columns=[

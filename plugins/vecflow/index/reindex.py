@@ -19,7 +19,6 @@ import logging
 import pandas as pd
 
 from vecflow.config import ConfigError
-from vecflow.index.pointers import serving_pointer, write_json_atomically
 
 log = logging.getLogger(__name__)
 FIRST_DATE, LAST_DATE = dt.date(1, 1, 1), dt.date(9999, 12, 31)
@@ -153,7 +152,7 @@ def build_indexes(settings, warehouse, model_version: str, run_id: str, dates: l
     new = settings.with_model(model_version)
     for run_date in sorted(dates):
         build_day_indexes(new, warehouse, run_date, run_id)
-    return build_and_publish(new, warehouse, max(dates), run_id, model_categories(new.paths.index_dir, model_version))
+    return build_and_publish(new, warehouse, max(dates), run_id, model_categories(new, model_version))
 
 
 def switch_problems(settings, warehouse, model_version: str) -> list[str]:
@@ -190,21 +189,24 @@ def switch_problems(settings, warehouse, model_version: str) -> list[str]:
 
 
 def switch_model(settings, warehouse, model_version: str, run_id: str) -> dict:
-    """Makes `model_version` the serving model (index/SERVING, written atomically) if it passes
+    """Makes `model_version` the serving model (SERVING in the index store, swapped with a precondition) if it passes
     `switch_problems`; raises ModelSwitchError naming every problem otherwise."""
     problems = switch_problems(settings, warehouse, model_version)
     if problems:
         raise ModelSwitchError(
             f"{model_version} does not replace {settings.model_version} (it keeps serving):\n  " + "\n  ".join(problems)
         )
+    from vecflow.index.pointers import SERVING
+    from vecflow.index.store import index_store
+
+    store = index_store(settings)
+    current = store.read_pointer(SERVING)  # the switch fails (PointerConflict) if another one lands first
     pointer = {
         "model_version": model_version,
         "previous_model_version": settings.model_version,
         "switched_at": pd.Timestamp.now(tz="UTC").isoformat(),
         "run_id": run_id,
     }
-    path = serving_pointer(settings.paths.index_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(path, pointer)
+    store.swap_pointer(SERVING, pointer, expected=current)
     log.info("serving model switched from %s to %s", settings.model_version, model_version)
     return pointer

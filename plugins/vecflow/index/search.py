@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vecflow.index.window import load_published
+from vecflow.index.store import index_store
+from vecflow.index.window import current_key, load_published, model_categories
 
 
 def embed_image(path: Path, model_version: str, registry: Path) -> tuple[np.ndarray, str | None]:
@@ -34,13 +35,19 @@ def search(settings, warehouse, image: Path, k: int = 10, category: str | None =
     every category with a published index)."""
     vector, predicted = embed_image(image, settings.model_version, settings.embed.model_registry)
     wanted = category or predicted
-    base = settings.paths.index_dir / settings.model_version
+    store = index_store(settings)
     categories = (
-        sorted(p.name for p in base.iterdir() if (p / "CURRENT").exists()) if wanted in (None, "all") else [wanted]
+        [
+            c
+            for c in model_categories(settings, settings.model_version)
+            if store.exists(current_key(settings.model_version, c))
+        ]
+        if wanted in (None, "all")
+        else [wanted]
     )
     hits = []
     for cat in categories:
-        index, ids, manifest = load_published(settings.paths.index_dir, settings.model_version, cat)
+        index, ids, manifest = load_published(store, settings.model_version, cat)
         if hasattr(index, "nprobe"):
             index.nprobe = manifest.get("nprobe", settings.index.nprobe)
         scores, found = index.search(vector[None], min(k, index.ntotal))

@@ -1,7 +1,7 @@
 """Window index per category: the last N day indexes merged, evaluated, and published atomically.
 
-Files under index/<model_version>/<category>/:
-  window/v-<date>-<content>/{index.faiss, ids.parquet, manifest.json}   a version
+Versions in the index store (store.py) under <model_version>/<category>/:
+  window/v-<date>-<content>/{index.faiss, ids.parquet, manifest.json}   a version (immutable)
   CURRENT                                                          JSON naming the published version
 Day indexes built on the category's trained IVF are merged with merge_from (no retraining, no
 re-adding); exact day indexes from before the IVF was trained are added from their stored vectors.
@@ -10,22 +10,21 @@ Expiry: days older than the window leave it, except their long-tail items: those
 `index_long_tail_similarity` (nothing like them is listed any more, so they stay searchable; seed
 001 5.4). A version is published only when its recall@10 against exact search reaches the configured
 minimum and has not dropped beyond the tolerance from the published one; publishing (and rollback)
-rewrites CURRENT through a temporary file and a rename, so a reader sees one version or the other.
+swaps CURRENT with a precondition on the pointer it read (PointerConflict when another writer got
+there first), so a reader sees one version or the other and no switch is lost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vecflow.index.build import IndexIntegrityError, file_md5, load_trained, stable_id, verify_files, write_atomically
-from vecflow.index.pointers import write_json_atomically
+from vecflow.index.build import category_key, ids_bytes, index_bytes, load_trained, load_version, stable_id
+from vecflow.index.store import IndexIntegrityError, IndexStore, Pointer, index_store
 
 log = logging.getLogger(__name__)
 K = 10
@@ -35,63 +34,58 @@ class IndexGateError(RuntimeError):
     """A window index failed its evaluation gate and was not published."""
 
 
-def category_dir(index_dir: Path, model_version: str, category: str) -> Path:
-    return index_dir / model_version / category
+def model_categories(settings, model_version: str) -> list[str]:
+    """The categories a model has indexes for (a folder each in the index store)."""
+    return index_store(settings).children(model_version)
 
 
-def model_categories(index_dir: Path, model_version: str) -> list[str]:
-    """The categories a model has indexes for (a directory each)."""
-    base = index_dir / model_version
-    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+def current_key(model_version: str, category: str) -> str:
+    return f"{category_key(model_version, category)}/CURRENT"
 
 
-def read_current(index_dir: Path, model_version: str, category: str) -> dict | None:
-    path = category_dir(index_dir, model_version, category) / "CURRENT"
-    return json.loads(path.read_text()) if path.exists() else None
+def window_key(model_version: str, category: str, version: str) -> str:
+    return f"{category_key(model_version, category)}/window/{version}"
 
 
-def write_current(index_dir: Path, model_version: str, category: str, version: str) -> None:
-    write_json_atomically(
-        category_dir(index_dir, model_version, category) / "CURRENT",
+def read_current(store: IndexStore, model_version: str, category: str) -> Pointer | None:
+    return store.read_pointer(current_key(model_version, category))
+
+
+def write_current(store: IndexStore, model_version: str, category: str, version: str, expected: Pointer | None) -> None:
+    store.swap_pointer(
+        current_key(model_version, category),
         {"version": version, "switched_at": pd.Timestamp.now(tz="UTC").isoformat()},
+        expected,
     )
 
 
-def load_version(directory: Path):
-    """(index, ids frame, manifest) of a version directory, after checking every file's md5."""
-    import faiss
-
-    manifest = json.loads((directory / "manifest.json").read_text())
-    verify_files(directory, manifest)
-    return faiss.read_index(str(directory / "index.faiss")), pd.read_parquet(directory / "ids.parquet"), manifest
-
-
-def load_published(index_dir: Path, model_version: str, category: str):
+def load_published(store: IndexStore, model_version: str, category: str):
     """The published window index of a category, md5-checked: (index, ids, manifest)."""
-    current = read_current(index_dir, model_version, category)
+    current = read_current(store, model_version, category)
     if current is None:
-        raise FileNotFoundError(f"no published index for {model_version}/{category} under {index_dir}")
-    return load_version(category_dir(index_dir, model_version, category) / "window" / current["version"])
+        raise FileNotFoundError(f"no published index for {model_version}/{category} in {store.url}")
+    return load_version(store, window_key(model_version, category, current.payload["version"]))
 
 
-def _day_dirs(index_dir: Path, model_version: str, category: str, date_from: dt.date, date_to: dt.date):
-    base = category_dir(index_dir, model_version, category)
-    for path in sorted(base.glob("day=*")):
-        day = dt.date.fromisoformat(path.name.removeprefix("day="))
-        if date_from <= day <= date_to:
-            yield day, path
+def _day_keys(store: IndexStore, model_version: str, category: str, date_from: dt.date, date_to: dt.date):
+    base = category_key(model_version, category)
+    for name in store.children(base):
+        if name.startswith("day="):
+            day = dt.date.fromisoformat(name.removeprefix("day="))
+            if date_from <= day <= date_to:
+                yield day, f"{base}/{name}"
 
 
-def merge_days(index_dir: Path, model_version: str, category: str, date_from: dt.date, date_to: dt.date):
+def merge_days(store: IndexStore, model_version: str, category: str, date_from: dt.date, date_to: dt.date):
     """The window's index and id map from its day indexes; counts of days merged and added."""
     import faiss
 
-    trained, trained_md5 = load_trained(index_dir, model_version, category)
+    trained, trained_md5 = load_trained(store, model_version, category)
     window = faiss.clone_index(trained) if trained is not None else None
     exact_vectors, exact_ids, id_frames, sources, contents = [], [], [], [], [str(trained_md5)]
     merged = added = 0
-    for day, path in _day_dirs(index_dir, model_version, category, date_from, date_to):
-        index, ids, manifest = load_version(path)
+    for day, key in _day_keys(store, model_version, category, date_from, date_to):
+        index, ids, manifest = load_version(store, key)
         id_frames.append(ids)
         sources.append(day.isoformat())
         contents.append(f"{day}:{manifest['files']['index.faiss']}:{manifest['files']['ids.parquet']}")
@@ -180,10 +174,11 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
     # every window ends at the newest partition with a day index (of any category), so rerunning an
     # old date re-merges the current windows with the fixed day instead of publishing older ones, and
     # a category without images on the newest day still gets the window a first run gave it
+    store = index_store(settings)
     days = [
         d
         for category in categories
-        for d, _ in _day_dirs(settings.paths.index_dir, settings.model_version, category, dt.date.min, dt.date.max)
+        for d, _ in _day_keys(store, settings.model_version, category, dt.date.min, dt.date.max)
     ]
     date_to = max([run_date, *days])
     windows = {
@@ -198,10 +193,12 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
         date_to=max(t for _, t in windows.values()),
         model_version=settings.model_version,
     )
-    results, rows, failures = [], [], []
+    results, rows, failures, pointers = [], [], [], {}
     for category, (date_from, date_to) in windows.items():
         listed = vectors[vectors["category"] == category]
-        built = _build_window(settings, category, date_from, date_to, listed, run_id)
+        # the pointer as it is before this run: publishing swaps it only if nobody has since
+        pointers[category] = read_current(store, settings.model_version, category)
+        built = _build_window(settings, store, category, date_from, date_to, listed, run_id, pointers[category])
         if built is None:
             continue
         result, row, problem = built
@@ -218,12 +215,13 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
     )
     for result in results:
         if result["status"] == "published":
-            write_current(settings.paths.index_dir, settings.model_version, result["category"], result["version"])
+            category = result["category"]
+            write_current(store, settings.model_version, category, result["version"], pointers[category])
     statuses = [{"category": r["category"], "path": r["path"], "status": r["status"]} for r in results]
     for category in windows:
         statuses += [
             {"category": category, "path": str(path), "status": "deleted"}
-            for path in prune_versions(settings, category)
+            for path in prune_versions(settings, store, category)
         ]
     warehouse.run("set_index_status", rows=pd.DataFrame(statuses), model_version=settings.model_version)
     log.info("window indexes of %s: %s", run_date, results)
@@ -234,11 +232,18 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
     return results
 
 
-def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date, vectors: pd.DataFrame, run_id: str):
+def _build_window(
+    settings,
+    store: IndexStore,
+    category: str,
+    date_from: dt.date,
+    date_to: dt.date,
+    vectors: pd.DataFrame,
+    run_id: str,
+    published: Pointer | None,
+):
     """Merges, evaluates and writes one category's window version: (result, registry row, gate problem)."""
-    import faiss
-
-    built = merge_days(settings.paths.index_dir, settings.model_version, category, date_from, date_to)
+    built = merge_days(store, settings.model_version, category, date_from, date_to)
     if built is None:
         return None
     index, ids, counts = built
@@ -258,35 +263,31 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
     counts["long_tail_from"] = tail_from.isoformat()
     quality = evaluate(index, pd.concat([in_window, tail]), settings.index.nprobe, settings.index.eval_queries)
     version = version_name(date_to, counts.pop("content_key") + "|tail:" + ",".join(sorted(tail["image_id"])))
-    final_dir = category_dir(settings.paths.index_dir, settings.model_version, category) / "window" / version
-
-    def write(directory: Path) -> None:
-        faiss.write_index(index, str(directory / "index.faiss"))
-        ids.to_parquet(directory / "ids.parquet", index=False)
-        manifest = {
-            "model_version": settings.model_version,
-            "category": category,
-            "kind": "window",
-            "version": version,
-            "date_from": date_from.isoformat(),
-            "date_to": date_to.isoformat(),
-            "window_days": settings.index.window_days,
-            "vector_count": int(index.ntotal),
-            "nprobe": settings.index.nprobe,
-            "run_id": run_id,
-            **counts,
-            **quality,
-            "files": {n: file_md5(directory / n) for n in ("index.faiss", "ids.parquet")},
-        }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-    write_atomically(final_dir, write)
-    manifest = json.loads((final_dir / "manifest.json").read_text())
-    published = read_current(settings.paths.index_dir, settings.model_version, category)
+    key = window_key(settings.model_version, category, version)
+    manifest = store.manifest(key)
+    if manifest is None:  # a version is immutable: the same content is written once
+        manifest = store.write_version(
+            key,
+            {"index.faiss": index_bytes(index), "ids.parquet": ids_bytes(ids)},
+            {
+                "model_version": settings.model_version,
+                "category": category,
+                "kind": "window",
+                "version": version,
+                "date_from": date_from.isoformat(),
+                "date_to": date_to.isoformat(),
+                "window_days": settings.index.window_days,
+                "vector_count": int(index.ntotal),
+                "nprobe": settings.index.nprobe,
+                "run_id": run_id,
+                **counts,
+                **quality,
+            },
+        )
     previous_recall = None
-    if published and published["version"] != version:
-        previous = final_dir.parent / published["version"] / "manifest.json"
-        previous_recall = json.loads(previous.read_text()).get("recall_at_10") if previous.exists() else None
+    if published and published.payload["version"] != version:
+        previous = store.manifest(window_key(settings.model_version, category, published.payload["version"]))
+        previous_recall = previous.get("recall_at_10") if previous else None
     problem = gate_problem(quality["recall_at_10"], previous_recall, settings)
     row = {
         "model_version": settings.model_version,
@@ -296,7 +297,7 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
         "date_to": date_to,
         "vector_count": manifest["vector_count"],
         "index_type": type(index).__name__,
-        "path": str(final_dir),
+        "path": store.uri(key),
         "file_md5": manifest["files"]["index.faiss"],
         "status": "candidate",
         "run_id": run_id,
@@ -307,7 +308,7 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
     result = {
         "category": category,
         "version": version,
-        "path": str(final_dir),
+        "path": store.uri(key),
         "status": "blocked" if problem else "published",
         **quality,
         "vector_count": manifest["vector_count"],
@@ -318,18 +319,18 @@ def _build_window(settings, category: str, date_from: dt.date, date_to: dt.date,
     return result, row, problem
 
 
-def prune_versions(settings, category: str) -> list[Path]:
+def prune_versions(settings, store: IndexStore, category: str) -> list[str]:
     """Deletes window versions beyond the newest `index_keep_versions` (by name, i.e. by end date),
-    never the published one; returns the deleted paths."""
-    import shutil
-
-    base = category_dir(settings.paths.index_dir, settings.model_version, category)
-    current = (read_current(settings.paths.index_dir, settings.model_version, category) or {}).get("version")
-    versions = sorted((p for p in (base / "window").glob("v-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
-    deleted = [p for p in versions[settings.index.keep_versions :] if p.name != current]
-    for path in deleted:
-        shutil.rmtree(path)
-    return deleted
+    never the published one; returns the deleted versions' URIs."""
+    current = read_current(store, settings.model_version, category)
+    versions = sorted(
+        (v for v in store.children(f"{category_key(settings.model_version, category)}/window") if v.startswith("v-")),
+        reverse=True,
+    )
+    deleted = [v for v in versions[settings.index.keep_versions :] if not current or v != current.payload["version"]]
+    for version in deleted:
+        store.remove(window_key(settings.model_version, category, version))
+    return [store.uri(window_key(settings.model_version, category, v)) for v in deleted]
 
 
 def gate_problem(recall: float | None, previous_recall: float | None, settings) -> str | None:
@@ -355,25 +356,30 @@ def rollback(settings, warehouse, category: str) -> str:
         & registry["published_at"].notna()
         & (registry["status"] != "deleted")
     ]
-    current = read_current(settings.paths.index_dir, settings.model_version, category)
+    store = index_store(settings)
+    current = read_current(store, settings.model_version, category)
     if current is None:
         raise IndexIntegrityError(f"{settings.model_version}/{category} has no published index to roll back")
-    is_current = windows["path"].map(lambda p: Path(p).name) == current["version"]
+    version_of = windows["path"].map(lambda uri: uri.rstrip("/").rsplit("/", 1)[-1])
+    is_current = version_of == current.payload["version"]
     if not is_current.any():
         raise IndexIntegrityError(
-            f"{settings.model_version}/{category}: CURRENT {current['version']} not in the registry"
+            f"{settings.model_version}/{category}: CURRENT {current.payload['version']} not in the registry"
         )
     earlier = windows[windows["published_at"] < windows.loc[is_current, "published_at"].iloc[0]]
     earlier = earlier.sort_values("published_at")
     if earlier.empty:
         raise IndexIntegrityError(f"{settings.model_version}/{category}: no earlier published version")
-    target = Path(earlier.iloc[-1]["path"])
-    load_version(target)  # refuses a damaged version before switching to it
-    write_current(settings.paths.index_dir, settings.model_version, category, target.name)
+    target = earlier.iloc[-1]["path"]
+    target_version = target.rstrip("/").rsplit("/", 1)[-1]
+    load_version(store, window_key(settings.model_version, category, target_version))  # refuses a damaged version
+    write_current(store, settings.model_version, category, target_version, expected=current)
     warehouse.run(
         "set_index_status",
-        rows=pd.DataFrame([{"category": category, "path": str(target), "status": "published"}]),
+        rows=pd.DataFrame([{"category": category, "path": target, "status": "published"}]),
         model_version=settings.model_version,
     )
-    log.info("%s/%s rolled back from %s to %s", settings.model_version, category, current["version"], target.name)
-    return target.name
+    log.info(
+        "%s/%s rolled back from %s to %s", settings.model_version, category, current.payload["version"], target_version
+    )
+    return target_version
