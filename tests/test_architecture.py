@@ -101,9 +101,9 @@ def test_settings_are_parsed_from_the_environment_only(monkeypatch, tmp_path):
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / "SERVING").write_text("not json")
     s = settings().check()
-    from vecflow.config import ConfigError
+    from vecflow.index.store import IndexIntegrityError
 
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(IndexIntegrityError, match="index/SERVING: not valid JSON"):
         _ = s.model_version
 
 

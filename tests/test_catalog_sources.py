@@ -26,20 +26,43 @@ def test_the_default_layout_reads_the_partition_folder(vecflow_home):
     (folder / "images").mkdir()  # what else lies in the folder is not read
     frame = read_partition(settings(), None, DAY)
     assert frame.to_dict("records") == [
-        {"image_id": "a", "uri": "a.jpg", "source": "shop_a", "listed_date": DAY, "category": None},
-        {"image_id": "b", "uri": "b.jpg", "source": "shop_a", "listed_date": DAY, "category": None},
+        {"image_id": "a", "uri": "a.jpg", "source": "shop_a", "listed_date": DAY, "category": None, "attributes": None},
+        {"image_id": "b", "uri": "b.jpg", "source": "shop_a", "listed_date": DAY, "category": None, "attributes": None},
     ]
 
 
 def test_csv_with_other_column_names_and_ids_kept_as_text(tmp_path, monkeypatch):
     root = tmp_path / "exports"
     (root / "2026" / f"{DAY}").mkdir(parents=True)
-    (root / "2026" / f"{DAY}" / "items.csv").write_text("item_id,url,seller\n007,https://cdn.invalid/7.jpg,s1\n")
+    (root / "2026" / f"{DAY}" / "items.csv").write_text(
+        'item_id,url,seller,title,price\n007,https://cdn.invalid/7.jpg,s1,"Linen shirt, blue",19.90\n'
+    )
     monkeypatch.setenv("VECFLOW_CATALOG_URL", root.as_uri())
     monkeypatch.setenv("VECFLOW_CATALOG_PATH_TEMPLATE", "2026/{date}/")
     monkeypatch.setenv("VECFLOW_CATALOG_COLUMNS", json.dumps({"item_id": "image_id", "url": "uri", "seller": "source"}))
     [row] = read_partition(settings(), None, DAY).to_dict("records")
     assert (row["image_id"], row["uri"], row["source"]) == ("007", "https://cdn.invalid/7.jpg", "s1")
+    # the other columns are the image's attributes, as the file has them (CSV: text)
+    assert json.loads(row["attributes"]) == {"price": "19.90", "title": "Linen shirt, blue"}
+
+
+def test_attributes_keep_numbers_and_leave_out_empty_values(tmp_path, monkeypatch):
+    folder = tmp_path / f"listed_date={DAY}"
+    folder.mkdir()
+    pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "uri": ["a.jpg", "b.jpg"],
+            "brand": ["Acme", None],
+            "price": [12.5, float("nan")],
+            "stock": pd.array([3, None], dtype="Int64"),
+            "on_sale": [True, False],
+        }
+    ).to_parquet(folder / "part-0.parquet")
+    monkeypatch.setenv("VECFLOW_CATALOG_URL", str(tmp_path))
+    a, b = read_partition(settings(), None, DAY)["attributes"]
+    assert json.loads(a) == {"brand": "Acme", "on_sale": True, "price": 12.5, "stock": 3}
+    assert json.loads(b) == {"on_sale": False}
 
 
 def test_one_json_lines_file_per_day(tmp_path, monkeypatch):

@@ -312,7 +312,9 @@ def test_kubernetes_backend_maps_pods_over_shards(monkeypatch):
     probe = (
         "from airflow.dag_processing.dagbag import DagBag; import sys; "
         "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
-        "t = bag.dags['vecflow_daily'].get_task('embed.embed_shard'); print(type(t).__name__, t.operator_name)"
+        "dag = bag.dags['vecflow_daily']; t = dag.get_task('embed.embed_shard'); "
+        "print(type(t).__name__, t.operator_name, sorted(t.upstream_task_ids)); "
+        "f = dag.get_task('embed.fetch_shard'); print(type(f).__name__, f.operator_name, sorted(f.upstream_task_ids))"
     )
     from vecflow.resources import PROJECT_DIR
 
@@ -320,7 +322,10 @@ def test_kubernetes_backend_maps_pods_over_shards(monkeypatch):
     done = subprocess.run(
         [sys.executable, "-c", probe, str(PROJECT_DIR / "dags")], env=env, capture_output=True, text=True, check=True
     )
-    assert "MappedOperator KubernetesPodOperator" in done.stdout
+    # the GPU pods get the shards the CPU fetch task downloaded (the pods read no network)
+    pods, fetch = done.stdout.strip().splitlines()[-2:]
+    assert pods == "MappedOperator KubernetesPodOperator ['embed.fetch_shard']"
+    assert fetch == "DecoratedMappedOperator @task ['embed.plan_shards']"
 
 
 def test_dataloader_workers_give_the_same_rows(tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from warehouse_rows import D1, D2, load, row
+from warehouse_rows import D1, D2, catalog, load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import ConfigError, settings
@@ -36,6 +36,8 @@ def docs_of(es, index):
 def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(warehouse, search):
     s = settings()
     indexes = SearchIndexes(s.search.index_prefix)
+    # the catalog's own columns of "a" reach its document as attributes
+    catalog(warehouse, D1, ["a", "b"], attributes=['{"brand": "Acme", "price": 49.5, "title": "Wool coat"}', None])
     tagged_partition(
         warehouse, D1, [row("a", D1, color="red", pattern="striped", category="coat"), row("b", D1, color="blue")]
     )
@@ -59,7 +61,11 @@ def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(wareho
         "tags": {"category": ["coat"], "color": ["red"], "pattern": ["striped"], "style": ["outerwear"]},
         "confidence": {"category": 0.95, "color": 0.9, "pattern": 0.8, "style": 0.95},
         "tag_source": {"category": "model", "color": "pixels", "pattern": "pixels", "style": "derived"},
+        "attributes": {"brand": "Acme", "price": 49.5, "title": "Wool coat"},
     }
+    assert "attributes" not in before["b"]
+    found = search.search(index=indexes.image_tags, query={"range": {"attributes.price": {"gte": 40}}})
+    assert [h["_id"] for h in found["hits"]["hits"]] == ["a"]
     # a rerun of D1 by another run overwrites the same ids: same documents, same count
     index_partition(search, warehouse, s, DIMENSIONS, D1, "run-2")
     assert docs_of(search, indexes.image_tags) == before

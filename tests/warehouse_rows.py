@@ -112,7 +112,7 @@ def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
     append_vectors(warehouse, table, day, run_id, shard_id, attempt)
 
 
-def catalog(warehouse, day, ids, category="dress"):
+def catalog(warehouse, day, ids, category="dress", attributes=None):
     frame = pd.DataFrame(
         {
             "image_id": ids,
@@ -120,6 +120,7 @@ def catalog(warehouse, day, ids, category="dress"):
             "source": "shop_a",
             "listed_date": day,
             "category": category,
+            "attributes": attributes if attributes is not None else [None] * len(ids),
             "run_id": "run-1",
             "loaded_at": pd.Timestamp("2026-05-01", tz="UTC"),
         }

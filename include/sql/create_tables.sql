@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.catalog (
   source STRING,
   listed_date DATE NOT NULL,
   category STRING,
+  attributes STRING,  -- the catalog's other columns (title, brand, price, ...) as one JSON object
   run_id STRING,
   loaded_at TIMESTAMP
 ) PARTITION BY listed_date;
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.vectors_clean (
   color_confidence FLOAT64,
   pattern STRING,
   pattern_confidence FLOAT64,
+  attributes STRING,  -- the catalog row's attributes (JSON), as catalog.attributes
   run_id STRING
 ) PARTITION BY listed_date CLUSTER BY category;
 

@@ -1,6 +1,6 @@
 -- The partition's canonical images with their tags (one row per image x dimension x tag; images
 -- without a tag row too), for the search sink to turn into one document per image.
-SELECT c.image_id, c.listed_date, c.source, c.category AS predicted_category, c.model_version,
+SELECT c.image_id, c.listed_date, c.source, c.category AS predicted_category, c.model_version, c.attributes,
   {% for column in extra_columns %}c.{{ column }}, {% endfor %}
   t.dimension, t.tag, t.confidence, t.tag_source
 FROM {{ dataset }}.vectors_clean AS c

@@ -11,7 +11,7 @@ duplicates AS (
   WHERE canonical_image_id IN UNNEST(@image_ids)
   GROUP BY canonical_image_id
 )
-SELECT c.image_id, c.listed_date, c.source, t.tags, d.duplicates
+SELECT c.image_id, c.listed_date, c.source, c.attributes, t.tags, d.duplicates
 FROM {{ dataset }}.vectors_clean AS c
 LEFT JOIN tags AS t ON t.image_id = c.image_id
 LEFT JOIN duplicates AS d ON d.image_id = c.image_id

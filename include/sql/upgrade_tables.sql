@@ -8,3 +8,5 @@ ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS published_at T
 ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS alert_id STRING;
 ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS attempts INT64;
 ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS reused BOOL;
+ALTER TABLE {{ dataset }}.catalog ADD COLUMN IF NOT EXISTS attributes STRING;
+ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS attributes STRING;

@@ -1,12 +1,15 @@
 -- The partition's canonical, valid vectors of @model_version: replaced as a whole so reruns leave the
--- same rows (a reindex writes a new model's rows beside the serving model's).
+-- same rows (a reindex writes a new model's rows beside the serving model's). The catalog's
+-- attributes of the image come along.
 DELETE FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date AND model_version = @model_version;
 INSERT INTO {{ dataset }}.vectors_clean (
   image_id, content_md5, dhash, edge_signature, source, listed_date, catalog_category, category, category_confidence,
-  model_version, embedding, color, color_confidence, pattern, pattern_confidence, run_id)
+  model_version, embedding, color, color_confidence, pattern, pattern_confidence, attributes, run_id)
 SELECT
   v.image_id, v.content_md5, v.dhash, v.edge_signature, v.source, v.listed_date, v.catalog_category, v.category,
-  v.category_confidence, v.model_version, v.embedding, v.color, v.color_confidence, v.pattern, v.pattern_confidence, @run_id
+  v.category_confidence, v.model_version, v.embedding, v.color, v.color_confidence, v.pattern, v.pattern_confidence,
+  c.attributes, @run_id
 FROM {{ dataset }}.v_vector_log_latest AS v
+LEFT JOIN {{ dataset }}.catalog AS c ON c.image_id = v.image_id AND c.listed_date = v.listed_date
 WHERE {% include "_valid_vectors.sql" %}
   AND v.image_id NOT IN (SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date);

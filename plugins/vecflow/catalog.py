@@ -7,13 +7,16 @@
   never formatted into the SQL).
 
 Columns are renamed to vecflow's by VECFLOW_CATALOG_COLUMNS; image_id and uri are required, source
-and category optional. A partition that is not there is a CatalogError naming the source and the
+and category optional. Every other column (title, brand, price, ...) is a catalog attribute: kept,
+per image, as one JSON object in `attributes`, which reaches vectors_clean, the search documents and
+search results. A partition that is not there is a CatalogError naming the source and the
 date; one that is there with no rows is a partition of zero images.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import posixpath
 from pathlib import Path
 
@@ -21,7 +24,8 @@ import pandas as pd
 
 from vecflow.config import Settings
 
-MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]
+MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]  # what the embedding job reads
+CATALOG_COLUMNS = [*MANIFEST_COLUMNS, "attributes"]
 REQUIRED_COLUMNS = ["image_id", "uri"]
 READERS = {
     ".parquet": pd.read_parquet,
@@ -46,7 +50,8 @@ def partition_dir(catalog_dir: Path, day: dt.date) -> Path:
 
 
 def read_partition(settings: Settings, warehouse, run_date: dt.date) -> pd.DataFrame:
-    """The partition's rows with MANIFEST_COLUMNS (listed_date set to the partition)."""
+    """The partition's rows with CATALOG_COLUMNS (listed_date set to the partition; the other columns
+    folded into `attributes`)."""
     c = settings.catalog
     if c.source == "warehouse":
         frame, where = _read_table(c, warehouse, run_date), f"table {c.table}"
@@ -59,11 +64,33 @@ def read_partition(settings: Settings, warehouse, run_date: dt.date) -> pd.DataF
             f"catalog partition {run_date} ({where}): required column(s) {missing} missing; it has "
             f"{sorted(frame.columns)} (VECFLOW_CATALOG_COLUMNS renames columns)"
         )
+    extra = [column for column in frame.columns if column not in CATALOG_COLUMNS]
+    frame["attributes"] = attributes_json(frame[extra]) if extra else None
     for column in MANIFEST_COLUMNS:
         if column not in frame.columns:
             frame[column] = None
     frame["listed_date"] = run_date
-    return frame[MANIFEST_COLUMNS].astype({"image_id": object, "uri": object})
+    return frame[CATALOG_COLUMNS].astype({"image_id": object, "uri": object})
+
+
+def attributes_json(columns: pd.DataFrame) -> list[str | None]:
+    """Per row, the non-empty values of the attribute columns as a JSON object (keys sorted; numbers
+    stay numbers, anything else becomes text); None for a row without any."""
+
+    def value(v):
+        if isinstance(v, (list, tuple, dict)) or getattr(v, "ndim", 0):
+            return str(v)
+        if v is None or pd.isna(v):
+            return None
+        if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars
+            v = v.item()
+        return v if isinstance(v, (bool, int, float)) else str(v)
+
+    out = []
+    for row in columns.itertuples(index=False, name=None):
+        kept = {name: v for name, raw in zip(columns.columns, row) if (v := value(raw)) is not None}
+        out.append(json.dumps(kept, sort_keys=True, ensure_ascii=False) if kept else None)
+    return out
 
 
 def _read_table(c, warehouse, run_date: dt.date) -> pd.DataFrame:

@@ -27,14 +27,23 @@ DAG_KWARGS = {
 
 
 def embed_shards(shards):
-    """Maps the embedding entrypoint over planned shards (inside a DAG): a local process per shard, or
-    a GPU pod per shard when VECFLOW_EMBED_BACKEND=kubernetes."""
+    """Maps the embedding entrypoint over planned shards (inside a DAG): a local process per shard that
+    fetches, then embeds; or, when VECFLOW_EMBED_BACKEND=kubernetes, a CPU fetch task per shard on the
+    worker (downloads into the shared staging area, reuses known vectors) and then a GPU pod per
+    fetched shard, which reads no network."""
     from airflow.sdk import task
 
     if settings().embed.backend == "kubernetes":
         from vecflow.embed.pods import embed_pod_partial, pod_arguments
 
-        return embed_pod_partial().expand(arguments=shards.map(pod_arguments))
+        @task(max_active_tis_per_dagrun=settings().kubernetes.max_pods)
+        def fetch_shard(shard: dict) -> dict:
+            from vecflow import tasks
+
+            run = tasks.current_run()
+            return tasks.fetch_shard(run.settings, run.warehouse(), shard, attempt=run.try_number)
+
+        return embed_pod_partial().expand(arguments=fetch_shard.expand(shard=shards).map(pod_arguments))
 
     @task(max_active_tis_per_dagrun=2)
     def embed_shard(shard: dict) -> None:

@@ -91,13 +91,19 @@ def plan_shards(s: Settings, warehouse, run_date: dt.date, run_id: str, limit: i
     return plan(s, warehouse, run_date, run_id, max_shards=limit)
 
 
-def embed_shard(s: Settings, warehouse, shard: dict, attempt: int) -> None:
-    """The fetch stage (remote images downloaded, vectors of content embedded before reused), then the
-    embedding job on the rest."""
+def fetch_shard(s: Settings, warehouse, shard: dict, attempt: int) -> dict:
+    """The fetch stage: remote images downloaded, vectors of content embedded before reused; returns
+    the shard for the embedding job (its manifest the fetched one)."""
     from vecflow.embed.prefetch import prefetch_shard
+
+    return prefetch_shard(shard, s, warehouse, attempt)
+
+
+def embed_shard(s: Settings, warehouse, shard: dict, attempt: int) -> None:
+    """The fetch stage, then the embedding job on the rest (the local backend: one process)."""
     from vecflow.embed.runner import run_shard
 
-    run_shard(prefetch_shard(shard, s, warehouse, attempt), s, attempt=attempt)
+    run_shard(fetch_shard(s, warehouse, shard, attempt), s, attempt=attempt)
 
 
 def load_vector_log(warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:

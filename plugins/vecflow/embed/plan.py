@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vecflow.catalog import MANIFEST_COLUMNS, read_partition
+from vecflow.catalog import CATALOG_COLUMNS, MANIFEST_COLUMNS, read_partition
 from vecflow.config import Settings
 from vecflow.embed import safe_run_id
 from vecflow.funnel import replace_rejects, replace_stage_funnel, stage_counts
@@ -41,7 +41,7 @@ def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, m
         names={
             "table": "catalog",
             "partition_column": "listed_date",
-            "columns": [*MANIFEST_COLUMNS, "run_id", "loaded_at"],
+            "columns": [*CATALOG_COLUMNS, "run_id", "loaded_at"],
         },
         partition_value=run_date,
     )
@@ -77,7 +77,7 @@ def write_shards(
     shards = []
     for shard_id, start in enumerate(range(0, len(images), size)):
         path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
-        part = images.iloc[start : start + size]
+        part = images[MANIFEST_COLUMNS].iloc[start : start + size]  # attributes stay in the warehouse
         part.to_parquet(path, index=False)
         shards.append(
             {

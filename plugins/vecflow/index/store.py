@@ -74,9 +74,15 @@ class IndexStore:
 
     def read_json(self, key: str) -> dict | None:
         try:
-            return json.loads(self.read_bytes(key))
+            return self._parse(key, self.read_bytes(key))
         except FileNotFoundError:
             return None
+
+    def _parse(self, key: str, data: bytes) -> dict:
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise IndexIntegrityError(f"{self.uri(key)}: not valid JSON ({exc})") from None
 
     def children(self, prefix: str) -> list[str]:
         """Names of the folders directly under `prefix` (sorted; none when it is not there)."""
@@ -136,12 +142,12 @@ class IndexStore:
                 data = blob.download_as_bytes()
             except _gcs_not_found():
                 return None
-            return Pointer(json.loads(data), str(blob.generation))
+            return Pointer(self._parse(key, data), str(blob.generation))
         try:
             data = self.read_bytes(key)
         except FileNotFoundError:
             return None
-        return Pointer(json.loads(data), md5_of(data))
+        return Pointer(self._parse(key, data), md5_of(data))
 
     def swap_pointer(self, key: str, payload: dict, expected: Pointer | None) -> None:
         """Replaces the pointer if it is still as `expected` (None: not there); else PointerConflict."""

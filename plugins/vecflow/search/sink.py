@@ -103,6 +103,8 @@ def image_documents(rows: pd.DataFrame, run_id: str) -> list[dict]:
             "tag_source": {},
             "_category": first["predicted_category"],
         }
+        if isinstance(first["attributes"], str):
+            doc["attributes"] = json.loads(first["attributes"])
         if "embedding" in group:
             doc["embedding"] = [float(x) for x in first["embedding"]]
         for r in group.dropna(subset=["dimension"]).itertuples():
