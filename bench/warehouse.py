@@ -23,6 +23,26 @@ from bench_report import write_report  # noqa: E402  (bench/ is the script's dir
 
 DAY = dt.date(2026, 3, 2)
 DUP_RATE = 0.03
+MODEL = "bench-v1"  # the rows' model; the clean stage runs as that model (Settings.with_model)
+
+
+class BenchmarkDidNothing(RuntimeError):
+    """The timed stage did not do the work the benchmark planted (rows out, duplicates found)."""
+
+
+def check_work(n: int, planted: dict, result: dict) -> None:
+    """Fails loudly unless the clean stage kept the rows it should and found every planted duplicate."""
+    found = result["duplicates_found"]
+    problems = []
+    if found.get("md5", 0) != planted["exact"]:
+        problems.append(f"{found.get('md5', 0)} exact duplicates found, {planted['exact']} planted")
+    if found.get("dhash", 0) < planted["near"]:
+        problems.append(f"{found.get('dhash', 0)} near duplicates found, {planted['near']} planted")
+    expected_clean = n - sum(found.values())
+    if result["vectors_clean"] != expected_clean or result["vectors_clean"] == 0:
+        problems.append(f"{result['vectors_clean']} rows in vectors_clean, {expected_clean} expected")
+    if problems:
+        raise BenchmarkDidNothing(f"{n} rows: " + "; ".join(problems))
 
 
 def synthetic_rows(n: int, seed: int = 0):
@@ -65,7 +85,7 @@ def synthetic_rows(n: int, seed: int = 0):
             "catalog_category": categories,
             "category": categories,
             "category_confidence": np.full(n, 0.9),
-            "model_version": ["bench-v1"] * n,
+            "model_version": [MODEL] * n,
             "dim": np.full(n, 256, dtype=np.int64),
             "embedding": lists(vectors),
             "color": ["red"] * n,
@@ -76,6 +96,7 @@ def synthetic_rows(n: int, seed: int = 0):
             "shard_id": np.zeros(n, dtype=np.int64),
             "attempt": np.ones(n, dtype=np.int64),
             "embedded_at": pa.array([dt.datetime(2026, 3, 3, tzinfo=dt.UTC)] * n, pa.timestamp("us", tz="UTC")),
+            "reused": np.zeros(n, dtype=bool),
         }
     )
     return table, {"exact": len(exact), "near": len(near)}
@@ -145,11 +166,12 @@ def main() -> int:
     args = parser.parse_args()
     from vecflow.config import settings
 
-    s = settings()
+    s = settings().with_model(MODEL)
     runs = []
     for n in args.sizes:
         table, planted = synthetic_rows(n)
         seconds, result = warehouse_clean(table, s)
+        check_work(n, planted, result)
         run = {"rows": n, "seconds": round(seconds, 2), "rows_per_s": round(n / seconds), "planted": planted, **result}
         if n in args.pandas_sizes:
             pandas_seconds = pandas_clean(table, s)
