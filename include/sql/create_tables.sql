@@ -139,3 +139,10 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.tag_derivations (
   from_dimension STRING NOT NULL,
   from_tag STRING NOT NULL
 );
+
+-- The schema versions applied to this warehouse (vecflow.warehouse.migrate): one row per version.
+CREATE TABLE IF NOT EXISTS {{ dataset }}.schema_migrations (
+  version STRING NOT NULL,
+  files STRING,
+  applied_at TIMESTAMP
+);

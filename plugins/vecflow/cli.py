@@ -65,15 +65,24 @@ def parse_date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from vecflow.warehouse import get_warehouse, migrate, schema_version
+
+    warehouse = get_warehouse(settings())
+    done = migrate(warehouse, force=args.force)
+    print(f"schema version {schema_version()}: " + ("applied" if done else "already applied, nothing to do"))
+    return 0
+
+
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
     import getpass
 
     # vecflow.alerts imports Airflow: only here, so that `run` can set Airflow's environment first
     from vecflow.alerts import NoOpenIncident, acknowledge
-    from vecflow.warehouse import bootstrap, get_warehouse
+    from vecflow.warehouse import get_warehouse, migrate
 
     warehouse = get_warehouse(settings())
-    bootstrap(warehouse)
+    migrate(warehouse)
     try:
         row = acknowledge(warehouse, args.key, dt.datetime.now(dt.UTC), args.by or getpass.getuser())
     except NoOpenIncident as exc:
@@ -111,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--date", type=parse_date, required=True, help="the partition (listed_date), YYYY-MM-DD")
     importer.add_argument("--category-from-folder", action="store_true", help="each image's folder is its category")
     importer.add_argument("--source", default="import", help="the images' source (default: import)")
+    migrator = sub.add_parser("migrate", help="bring the warehouse to this code's schema version (once per version)")
+    migrator.add_argument("--force", action="store_true", help="run the DDL even if the version is recorded")
     alerts = sub.add_parser("alerts", help="on-call: act on open alert incidents")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
     ack = alerts_sub.add_parser("ack", help="acknowledge an open incident: stops its reminders")
@@ -134,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "switch-model": cmd_switch_model,
             "alerts": cmd_alerts_ack,
             "catalog": cmd_catalog_import,
+            "migrate": cmd_migrate,
         }
         return commands[args.command](args)
     except ConfigError as exc:

@@ -85,9 +85,9 @@ def max_shards() -> int:
 
 def plan_shards(s: Settings, warehouse, run_date: dt.date, run_id: str, limit: int = 1024) -> list[dict]:
     from vecflow.embed.plan import plan_shards as plan
-    from vecflow.warehouse import bootstrap
+    from vecflow.warehouse import migrate
 
-    bootstrap(warehouse)
+    migrate(warehouse)  # DDL only when the schema version changed
     return plan(s, warehouse, run_date, run_id, max_shards=limit)
 
 
@@ -211,9 +211,9 @@ def write_summary(s: Settings, warehouse) -> dict:
 def check_inflow(s: Settings, warehouse, now: dt.datetime, run_id: str) -> list[dict]:
     """Checks each source's inflow as of `now` (the run's scheduled time) and alerts; returns the alerts sent."""
     from vecflow.alerts import Notifier, run_watchdog
-    from vecflow.warehouse import bootstrap
+    from vecflow.warehouse import migrate
 
-    bootstrap(warehouse)  # the watchdog may run before a daily run has set the warehouse up
+    migrate(warehouse)  # the watchdog may run before a daily run has set the warehouse up; no DDL after
     rows = run_watchdog(s.watchdog, warehouse, now, run_id, Notifier.from_environment())
     return [{"alert_key": r["alert_key"], "kind": r["kind"], "channels": r["channels"]} for r in rows]
 

@@ -1,5 +1,7 @@
 """Warehouse access: BigQuery standard SQL files from include/sql, run on DuckDB (default) or BigQuery."""
 
+import logging
+
 from vecflow.warehouse.sql import render_sql, to_duckdb  # noqa: F401
 
 
@@ -18,8 +20,41 @@ def get_warehouse(settings=None):
     return DuckDBWarehouse(s.paths.warehouse_path, lock_timeout_s=s.warehouse.duckdb_lock_timeout_s)
 
 
+SCHEMA_FILES = ("create_tables", "create_alert_tables", "upgrade_tables", "vector_log_latest")
+
+
+def schema_version() -> str:
+    """The schema this code expects: a hash of its DDL files and the taxonomy it loads, so any change
+    to either is a new version that `migrate` applies once."""
+    import hashlib
+
+    from vecflow.resources import SQL_DIR, TAXONOMY_PATH
+
+    digest = hashlib.sha256()
+    for path in [*(SQL_DIR / f"{name}.sql" for name in SCHEMA_FILES), TAXONOMY_PATH]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def migrate(warehouse, force: bool = False) -> bool:
+    """Brings the warehouse to this code's schema version: runs `bootstrap` and records the version
+    in schema_migrations, unless that version is already recorded (then it issues no DDL at all).
+    Returns whether it migrated. Every DDL file is idempotent, so two tasks migrating at once agree."""
+    version = schema_version()
+    applied = (
+        set(warehouse.query("select_schema_versions")["version"]) if warehouse.has_table("schema_migrations") else set()
+    )
+    if version in applied and not force:
+        return False
+    bootstrap(warehouse)
+    warehouse.run("record_migration", version=version, files=",".join(SCHEMA_FILES))
+    logging.getLogger(__name__).info("warehouse %s migrated to schema version %s", warehouse.dataset, version)
+    return True
+
+
 def bootstrap(warehouse) -> None:
-    """Creates the tables and views and loads the taxonomy; safe to run before every partition."""
+    """Creates the tables and views and loads the taxonomy (idempotent DDL). Pipeline tasks call
+    `migrate`, which runs this only when the schema version changed."""
     import pandas as pd
 
     from vecflow.taxonomy import load_taxonomy

@@ -150,3 +150,13 @@ class BigQueryWarehouse:
 
     def table(self, table: str) -> pd.DataFrame:
         return self.query("select_table", names={"table": table})
+
+    def has_table(self, table: str) -> bool:
+        """Whether the dataset has this table or view (a metadata lookup, no job)."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.client.get_table(f"{self.client.project}.{self.dataset}.{table}")
+        except NotFound:
+            return False
+        return True

@@ -84,3 +84,12 @@ class DuckDBWarehouse:
 
     def table(self, table: str) -> pd.DataFrame:
         return self.query("select_table", names={"table": table})
+
+    def has_table(self, table: str) -> bool:
+        """Whether the dataset has this table or view (a catalog lookup, no DDL)."""
+        with self.connect() as con:
+            found = con.execute(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                [self.dataset, table],
+            ).fetchone()[0]
+        return found > 0

@@ -1,0 +1,73 @@
+"""Migrations once (vecflow.warehouse.migrate), on DuckDB and the BigQuery emulator: a warehouse at
+this code's schema version gets no DDL from a daily run's tasks or the watchdog; a new schema
+version is applied once and recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pandas as pd
+
+from vecflow import tasks
+from vecflow.catalog import partition_dir
+from vecflow.config import settings
+from vecflow.warehouse import migrate, schema_version
+
+DAY = dt.date(2026, 3, 30)
+DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
+
+
+def recorded_statements(warehouse, monkeypatch) -> list[str]:
+    """Every statement the warehouse renders from a SQL file from now on."""
+    statements: list[str] = []
+    original = type(warehouse).statements
+
+    def recording(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        statements.extend(out)
+        return out
+
+    monkeypatch.setattr(type(warehouse), "statements", recording)
+    return statements
+
+
+def test_a_migrated_warehouse_gets_no_ddl_from_a_daily_run_or_the_watchdog(warehouse, vecflow_home, monkeypatch):
+    assert migrate(warehouse) is True  # the fixture's bootstrap records no version
+    assert warehouse.query("select_schema_versions")["version"].tolist() == [schema_version()]
+    folder = partition_dir(vecflow_home / "catalog", DAY)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"image_id": ["a"], "uri": ["a.jpg"], "source": ["shop_a"]}).to_parquet(folder / "manifest.parquet")
+
+    statements = recorded_statements(warehouse, monkeypatch)
+    assert migrate(warehouse) is False
+    s = settings()
+    assert len(tasks.plan_shards(s, warehouse, DAY, "run-1")) == 1
+    tasks.check_inflow(s, warehouse, dt.datetime(2026, 3, 31, 6, tzinfo=dt.UTC), "watchdog-1")
+    assert statements, "the tasks ran no SQL: nothing was checked"
+    assert [st for st in statements if DDL.match(st)] == []
+    assert len(warehouse.table("catalog")) == 1
+
+
+def test_a_new_schema_version_is_applied_once(warehouse, monkeypatch):
+    import vecflow.warehouse
+
+    migrate(warehouse)
+    monkeypatch.setattr(vecflow.warehouse, "schema_version", lambda: "next-version")
+    statements = recorded_statements(warehouse, monkeypatch)
+    assert migrate(warehouse) is True
+    assert any(DDL.match(st) for st in statements)
+    assert migrate(warehouse) is False
+    assert set(warehouse.query("select_schema_versions")["version"]) == {schema_version(), "next-version"}
+
+
+def test_the_migrate_command_applies_a_version_once(vecflow_home, capsys):
+    from vecflow.cli import main
+
+    assert main(["migrate"]) == 0
+    assert main(["migrate"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"schema version {schema_version()}: applied",
+        f"schema version {schema_version()}: already applied, nothing to do",
+    ]
