@@ -12,8 +12,9 @@ WITH today AS (
   SELECT v.image_id, v.listed_date, v.category, v.dhash
   FROM {{ dataset }}.v_vector_log_latest AS v
   WHERE {% include "_valid_vectors.sql" %}
-    AND v.image_id NOT IN (
-      SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date AND reason = 'md5')
+    AND NOT EXISTS (
+      SELECT 1 FROM {{ dataset }}.dedup_map AS exact
+      WHERE exact.listed_date = @run_date AND exact.reason = 'md5' AND exact.image_id = v.image_id)
 ),
 earlier AS (
   SELECT image_id, listed_date, dhash, edge_signature FROM {{ dataset }}.vectors_clean

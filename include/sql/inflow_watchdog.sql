@@ -31,14 +31,15 @@ expected AS (
   SELECT source, MAX(IF(listed_date < @partition_date, listed_date, NULL)) AS last_active
   FROM history GROUP BY source
   UNION ALL
-  SELECT source, CAST(NULL AS DATE) FROM named_expected WHERE source NOT IN (SELECT source FROM history)
+  SELECT n.source, CAST(NULL AS DATE) FROM named_expected AS n
+  WHERE NOT EXISTS (SELECT 1 FROM history AS h WHERE h.source = n.source)
 ),
 baseline_windows AS (
   SELECT source, last_active,
     IF(last_active < DATE_SUB(@partition_date, INTERVAL @baseline_days DAY), DATE_ADD(last_active, INTERVAL 1 DAY),
        @partition_date) AS baseline_end
-  FROM expected
-  WHERE source NOT IN (SELECT source FROM retired)
+  FROM expected AS e
+  WHERE NOT EXISTS (SELECT 1 FROM retired AS r WHERE r.source = e.source)
 ),
 per_source AS (
   SELECT w.source, w.last_active,

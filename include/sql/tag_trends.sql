@@ -56,14 +56,3 @@ SELECT
   END AS direction,
   RANK() OVER (PARTITION BY quarter_start ORDER BY ABS(COALESCE(share - previous_share, 0)) DESC) AS mover_rank
 FROM changes CROSS JOIN settings;
-
-CREATE OR REPLACE VIEW {{ dataset }}.v_tag_trends_latest AS
-SELECT quarter, dimension, tag, tag_count, previous_share, share, share_change, direction, mover_rank
-FROM {{ dataset }}.tag_trends
-WHERE quarter_start = (SELECT MAX(quarter_start) FROM {{ dataset }}.tag_trends)
-ORDER BY ABS(share_change) DESC;
-
-CREATE OR REPLACE VIEW {{ dataset }}.v_tag_share_by_quarter AS
-SELECT dimension, tag, quarter, share, tag_count
-FROM {{ dataset }}.tag_trends
-ORDER BY dimension, tag, quarter;

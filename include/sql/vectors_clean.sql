@@ -12,4 +12,5 @@ SELECT
 FROM {{ dataset }}.v_vector_log_latest AS v
 LEFT JOIN {{ dataset }}.catalog AS c ON c.image_id = v.image_id AND c.listed_date = v.listed_date
 WHERE {% include "_valid_vectors.sql" %}
-  AND v.image_id NOT IN (SELECT image_id FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date);
+  AND NOT EXISTS (
+    SELECT 1 FROM {{ dataset }}.dedup_map AS d WHERE d.listed_date = @run_date AND d.image_id = v.image_id);

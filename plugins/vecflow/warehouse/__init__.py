@@ -20,7 +20,7 @@ def get_warehouse(settings=None):
     return DuckDBWarehouse(s.paths.warehouse_path, lock_timeout_s=s.warehouse.duckdb_lock_timeout_s)
 
 
-SCHEMA_FILES = ("create_tables", "create_alert_tables", "upgrade_tables", "vector_log_latest")
+SCHEMA_FILES = ("create_tables", "create_alert_tables", "upgrade_tables", "vector_log_latest", "trend_views")
 
 
 def schema_version() -> str:
@@ -64,6 +64,7 @@ def bootstrap(warehouse) -> None:
     warehouse.run("create_alert_tables")
     warehouse.run("upgrade_tables")
     warehouse.run("vector_log_latest")
+    warehouse.run("trend_views")
     tags = pd.DataFrame(taxonomy.rows())
     warehouse.run("replace_table", rows=tags, names={"table": "taxonomy", "columns": list(tags.columns)})
     derivations = pd.DataFrame(
