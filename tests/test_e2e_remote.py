@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import uuid
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,7 +26,9 @@ from vecflow.warehouse import get_warehouse
 
 START = dt.date(2026, 3, 30)
 DAYS = [START, START + dt.timedelta(days=1)]
-CATALOG_BUCKET, IMAGE_BUCKET, STORE_BUCKET = "shop-catalog", "shop-images", "vecflow-store"
+# the GCS server is the session's: other tests' buckets are there too
+SUFFIX = uuid.uuid4().hex[:8]
+CATALOG_BUCKET, IMAGE_BUCKET, STORE_BUCKET = f"e2e-catalog-{SUFFIX}", f"e2e-images-{SUFFIX}", f"e2e-store-{SUFFIX}"
 PLANTED = {  # item_id -> (url under the image server or bucket, the reject reason it must get)
     "bad-dead-http": ("{http}/images/gone.jpg", "dead_link"),
     "bad-dead-gs": (f"gs://{IMAGE_BUCKET}/gone.jpg", "dead_link"),
