@@ -35,9 +35,17 @@ class Run:
         return settings()
 
     def warehouse(self):
+        """The configured warehouse; on BigQuery its jobs are labelled with this task and partition."""
         from vecflow.warehouse import get_warehouse
 
-        return get_warehouse(self.settings)
+        ti = self.context.get("ti")
+        labels = {
+            "dag_id": getattr(ti, "dag_id", None),
+            "task_id": getattr(ti, "task_id", None),
+            "run_id": self.run_id,
+            "partition": self.run_date.isoformat() if self.run_date else None,
+        }
+        return get_warehouse(self.settings, labels=labels)
 
     def emit(self, asset, produced: dict | None = None, **extra) -> dict | None:
         """Puts the partition, the run and what was produced on the task's asset event; returns `produced`."""

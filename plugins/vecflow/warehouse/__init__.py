@@ -5,16 +5,16 @@ import logging
 from vecflow.warehouse.sql import render_sql, to_duckdb  # noqa: F401
 
 
-def get_warehouse(settings=None):
+def get_warehouse(settings=None, labels: dict | None = None):
     """The configured warehouse: VECFLOW_WAREHOUSE=duckdb (default, a file under VECFLOW_HOME) or
-    bigquery (see BigQueryWarehouse.from_settings)."""
+    bigquery (see BigQueryWarehouse.from_settings; `labels` go on every job it runs)."""
     from vecflow.config import settings as load_settings
 
     s = settings or load_settings()
     if s.warehouse.kind == "bigquery":
         from vecflow.warehouse.bigquery_backend import BigQueryWarehouse
 
-        return BigQueryWarehouse.from_settings(s.bigquery)
+        return BigQueryWarehouse.from_settings(s.bigquery, labels)
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
     return DuckDBWarehouse(s.paths.warehouse_path, lock_timeout_s=s.warehouse.duckdb_lock_timeout_s)

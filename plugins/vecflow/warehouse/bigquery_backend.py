@@ -2,7 +2,9 @@
 
 The SQL files are BigQuery standard SQL already; each statement runs as its own query job with
 the query parameters it uses (BigQuery's @name). Rows handed to a step are loaded as parquet into
-a staging table in the dataset, read by the step as {{ staging }}, and dropped afterwards.
+a staging table in the dataset, read by the step as {{ staging }}, and dropped afterwards. Every job
+carries the warehouse's labels (a task's dag_id, task_id, run_id and partition), so its cost can be
+attributed in INFORMATION_SCHEMA.JOBS and billing exports.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import re
 import uuid
 
 import pandas as pd
@@ -20,6 +23,16 @@ import sqlglot
 from vecflow.warehouse.sql import render_sql, used_parameters
 
 log = logging.getLogger(__name__)
+
+
+def job_labels(values: dict) -> dict[str, str]:
+    """BigQuery job labels from names and values: lowercase letters, digits, `_` and `-`, at most 63
+    characters each (other characters become `_`); empty values are left out."""
+
+    def clean(text) -> str:
+        return re.sub(r"[^a-z0-9_-]", "_", str(text).lower())[:63]
+
+    return {clean(k): clean(v) for k, v in values.items() if v not in (None, "")}
 
 
 def _parameter(name: str, value):
@@ -75,13 +88,14 @@ def _schema(table: pa.Table) -> list:
 class BigQueryWarehouse:
     dialect = "bigquery"
 
-    def __init__(self, client, dataset: str = "vecflow", location: str | None = None):
+    def __init__(self, client, dataset: str = "vecflow", location: str | None = None, labels: dict | None = None):
         self.client = client
         self.dataset = dataset
         self.location = location
+        self.labels = job_labels({"app": "vecflow", **(labels or {})})
 
     @classmethod
-    def from_settings(cls, bq) -> BigQueryWarehouse:
+    def from_settings(cls, bq, labels: dict | None = None) -> BigQueryWarehouse:
         """An endpoint (an emulator, anonymous credentials) or the Airflow Connection `bq.conn_id`
         (default google_cloud_default); `bq` is the settings' bigquery group."""
         dataset, location, endpoint = bq.dataset, bq.location, bq.endpoint
@@ -100,7 +114,7 @@ class BigQueryWarehouse:
 
             hook = BigQueryHook(gcp_conn_id=bq.conn_id, location=location)
             client = hook.get_client(project_id=bq.project or hook.project_id, location=location)
-        warehouse = cls(client, dataset, location)
+        warehouse = cls(client, dataset, location, labels)
         client.create_dataset(dataset, exists_ok=True)
         return warehouse
 
@@ -112,7 +126,9 @@ class BigQueryWarehouse:
         from google.cloud import bigquery
 
         used = used_parameters(statement, "@", params)
-        config = bigquery.QueryJobConfig(query_parameters=[_parameter(k, v) for k, v in used.items()])
+        config = bigquery.QueryJobConfig(
+            query_parameters=[_parameter(k, v) for k, v in used.items()], labels=self.labels
+        )
         return self.client.query(statement, job_config=config, location=self.location).result()
 
     def _stage(self, rows: pa.Table | pd.DataFrame) -> str:
@@ -125,8 +141,10 @@ class BigQueryWarehouse:
         staging = f"{self.dataset}._staging_{uuid.uuid4().hex[:12]}"
         self.client.create_table(bigquery.Table(f"{self.client.project}.{staging}", schema=_schema(table)))
         config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
-        )  # a new, uniquely named table
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,  # a new, uniquely named table
+            labels=self.labels,
+        )
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True
         self.client.load_table_from_file(buf, staging, job_config=config, size=None).result()
