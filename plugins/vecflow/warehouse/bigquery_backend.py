@@ -1,7 +1,10 @@
 """The production warehouse: BigQuery, through the Google provider's hook and an Airflow Connection.
 
-The SQL files are BigQuery standard SQL already; each statement runs as its own query job with
-the query parameters it uses (BigQuery's @name). Rows handed to a step are loaded as parquet into
+The SQL files are BigQuery standard SQL already, sent as rendered (cut into statements, not
+re-serialised). A file that changes data with several statements runs as one multi-statement
+transaction in a session (BEGIN TRANSACTION, a job per statement with the parameters it uses,
+COMMIT TRANSACTION): a script job would do the same in one job, but the emulator the tests run
+against takes no query parameters inside scripts, and a session's transaction is as atomic. Rows handed to a step are loaded as parquet into
 a staging table in the dataset, read by the step as {{ staging }}, and dropped afterwards. Every job
 carries the warehouse's labels (a task's dag_id, task_id, run_id and partition), so its cost can be
 attributed in INFORMATION_SCHEMA.JOBS and billing exports.
@@ -23,6 +26,28 @@ import sqlglot
 from vecflow.warehouse.sql import render_sql, used_parameters
 
 log = logging.getLogger(__name__)
+
+
+# a file that changes data runs in a transaction; BigQuery admits no DDL in one (temporary tables aside)
+CHANGES_DATA = re.compile(r"^\s*(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+DDL = re.compile(r"^\s*(CREATE(?!\s+(OR\s+REPLACE\s+)?TEMP)|DROP|ALTER|TRUNCATE)\b", re.IGNORECASE)
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of a rendered file, each as the file has it (cut at its semicolons by sqlglot's
+    tokenizer, not re-serialised); comments between statements are left out."""
+    statements, first, last = [], None, 0
+    for token in sqlglot.tokenize(script, read="bigquery"):
+        if token.token_type == sqlglot.tokens.TokenType.SEMICOLON:
+            if first is not None:
+                statements.append(script[first : last + 1])
+            first = None
+        else:
+            first = token.start if first is None else first
+            last = token.end
+    if first is not None:
+        statements.append(script[first : last + 1])
+    return statements
 
 
 def job_labels(values: dict) -> dict[str, str]:
@@ -119,17 +144,37 @@ class BigQueryWarehouse:
         return warehouse
 
     def statements(self, name: str, names: dict | None = None, staging: str = "unused_staging") -> list[str]:
-        script = render_sql(name, self.dataset, staging=staging, **(names or {}))
-        return [s for s in sqlglot.transpile(script, read="bigquery", write="bigquery", comments=False) if s.strip()]
+        return split_statements(render_sql(name, self.dataset, staging=staging, **(names or {})))
 
-    def _execute(self, statement: str, params: dict):
+    def _execute(self, statement: str, params: dict, session_id: str | None = None, create_session: bool = False):
         from google.cloud import bigquery
 
         used = used_parameters(statement, "@", params)
         config = bigquery.QueryJobConfig(
             query_parameters=[_parameter(k, v) for k, v in used.items()], labels=self.labels
         )
-        return self.client.query(statement, job_config=config, location=self.location).result()
+        if create_session:
+            config.create_session = True
+        if session_id:
+            config.connection_properties = [bigquery.ConnectionProperty("session_id", session_id)]
+        job = self.client.query(statement, job_config=config, location=self.location)
+        return job.result() if not create_session else (job.result(), job.session_info.session_id)
+
+    def _transaction(self, statements: list[str], params: dict) -> None:
+        """The statements as one multi-statement transaction: BEGIN TRANSACTION opens a session, each
+        statement is a job in it (with its own parameters), COMMIT TRANSACTION ends it; a failure rolls
+        every statement back, so a step failing halfway leaves its tables as they were."""
+        _, session_id = self._execute("BEGIN TRANSACTION", {}, create_session=True)
+        try:
+            for statement in statements:
+                self._execute(statement, params, session_id)
+            self._execute("COMMIT TRANSACTION", {}, session_id)
+        except Exception:
+            try:
+                self._execute("ROLLBACK TRANSACTION", {}, session_id)
+            except Exception as rollback:  # the session may have rolled back already; the first error counts
+                log.warning("ROLLBACK TRANSACTION after a failed statement: %s", rollback)
+            raise
 
     def _stage(self, rows: pa.Table | pd.DataFrame) -> str:
         from google.cloud import bigquery
@@ -151,16 +196,25 @@ class BigQueryWarehouse:
         return staging
 
     def run(self, name: str, rows: pa.Table | pd.DataFrame | None = None, names: dict | None = None, **params) -> None:
+        """Runs include/sql/<name>.sql: in one transaction when it changes data with more than one
+        statement; `rows` are readable as the staging table and `names` fill identifiers."""
         staging = self._stage(rows) if rows is not None else "unused_staging"
         try:
-            for statement in self.statements(name, names, staging):
-                self._execute(statement, params)
+            statements = self.statements(name, names, staging)
+            if len(statements) > 1 and any(CHANGES_DATA.match(st) for st in statements):
+                if any(DDL.match(st) for st in statements):
+                    raise ValueError(f"{name}.sql mixes DDL with data changes: BigQuery runs no DDL in a transaction")
+                self._transaction(statements, params)
+            else:  # one statement, or DDL: each statement is atomic on its own
+                for statement in statements:
+                    self._execute(statement, params)
         finally:
             if rows is not None:
                 self.client.delete_table(staging, not_found_ok=True)
         log.info("ran %s.sql on BigQuery %s", name, {k: str(v) for k, v in params.items()})
 
     def query(self, name: str, names: dict | None = None, **params) -> pd.DataFrame:
+        """The result of the last statement of include/sql/<name>.sql."""
         *setup, last = self.statements(name, names)
         for statement in setup:
             self._execute(statement, params)
