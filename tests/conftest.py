@@ -62,7 +62,14 @@ TIERS = ("scheduler", "e2e", "integration", "unit")  # heaviest first
 SCHEDULER_MODULES = {"test_backfill.py"}
 SCHEDULER_FIXTURES = {"airflow_server"}
 E2E_FIXTURES = {"airflow_db"}
-SERVER_FIXTURES = {"bigquery_client", "search_server", "search", "receiver", "gcs_server"}  # on loopback
+SERVER_FIXTURES = {
+    "bigquery_client",
+    "bigquery_endpoint",
+    "search_server",
+    "search",
+    "receiver",
+    "gcs_server",
+}  # on loopback
 WAREHOUSE_FIXTURES = {"warehouse", "local_warehouse", "warehouse_file"}  # SQL on DuckDB or the emulator
 DATA_FIXTURES = {"catalog", "model"}  # a generated catalog of images, the shipped model (test_catalog, test_embed)
 INTEGRATION_FIXTURES = SERVER_FIXTURES | WAREHOUSE_FIXTURES | DATA_FIXTURES
@@ -104,14 +111,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def bigquery_client(tmp_path_factory):
-    """The real google-cloud-bigquery client against a bqemulator server on 127.0.0.1, started here."""
+def bigquery_endpoint(tmp_path_factory):
+    """A bqemulator server on 127.0.0.1 (project vecflow-test), started here; yields its REST URL."""
     import time
     import urllib.request
-
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
 
     if not BQEMULATOR.exists():
         pytest.fail(f"{BQEMULATOR} missing: `make test` installs it (target .venv-bq)")
@@ -148,12 +151,24 @@ def bigquery_client(tmp_path_factory):
                 server.kill()
                 pytest.fail(f"bqemulator did not start; see {log.name}")
             time.sleep(0.3)
-    yield bigquery.Client(
-        project="vecflow-test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
-    )
+    yield endpoint
     server.terminate()
     server.wait(timeout=20)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def bigquery_client(bigquery_endpoint):
+    """The real google-cloud-bigquery client against the emulator."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    return bigquery.Client(
+        project="vecflow-test",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=bigquery_endpoint),
+    )
 
 
 @pytest.fixture(params=["duckdb", "bigquery"])
