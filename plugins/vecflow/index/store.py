@@ -108,7 +108,8 @@ class IndexStore:
         if self.local:
             _write_dir_atomically(Path(self.path(prefix)), {**files, MANIFEST: body})
         else:
-            self.fs.rm(self.path(f"{prefix}/{MANIFEST}")) if self.exists(f"{prefix}/{MANIFEST}") else None
+            if self.exists(f"{prefix}/{MANIFEST}"):  # the prefix stops being a version until it is whole again
+                self.fs.rm(self.path(f"{prefix}/{MANIFEST}"))
             for name, data in files.items():
                 self.fs.pipe_file(self.path(f"{prefix}/{name}"), data)
             self.fs.pipe_file(self.path(f"{prefix}/{MANIFEST}"), body)
@@ -217,12 +218,16 @@ def _locked(lock_path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_file_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write_synced(tmp, data)
     os.replace(tmp, path)
 
 
@@ -233,10 +238,7 @@ def _write_dir_atomically(final_dir: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     for name, data in files.items():
-        with open(tmp / name, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(tmp / name, data)
     old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
     if final_dir.exists():
         os.replace(final_dir, old)

@@ -146,25 +146,28 @@ class BigQueryWarehouse:
     def statements(self, name: str, names: dict | None = None, staging: str = "unused_staging") -> list[str]:
         return split_statements(render_sql(name, self.dataset, staging=staging, **(names or {})))
 
-    def _execute(self, statement: str, params: dict, session_id: str | None = None, create_session: bool = False):
+    def _job(self, statement: str, params: dict, session_id: str | None = None, create_session: bool = False):
         from google.cloud import bigquery
 
         used = used_parameters(statement, "@", params)
         config = bigquery.QueryJobConfig(
             query_parameters=[_parameter(k, v) for k, v in used.items()], labels=self.labels
         )
-        if create_session:
-            config.create_session = True
+        config.create_session = create_session
         if session_id:
             config.connection_properties = [bigquery.ConnectionProperty("session_id", session_id)]
-        job = self.client.query(statement, job_config=config, location=self.location)
-        return job.result() if not create_session else (job.result(), job.session_info.session_id)
+        return self.client.query(statement, job_config=config, location=self.location)
+
+    def _execute(self, statement: str, params: dict, session_id: str | None = None):
+        return self._job(statement, params, session_id).result()
 
     def _transaction(self, statements: list[str], params: dict) -> None:
         """The statements as one multi-statement transaction: BEGIN TRANSACTION opens a session, each
         statement is a job in it (with its own parameters), COMMIT TRANSACTION ends it; a failure rolls
         every statement back, so a step failing halfway leaves its tables as they were."""
-        _, session_id = self._execute("BEGIN TRANSACTION", {}, create_session=True)
+        begin = self._job("BEGIN TRANSACTION", {}, create_session=True)
+        begin.result()
+        session_id = begin.session_info.session_id
         try:
             for statement in statements:
                 self._execute(statement, params, session_id)
