@@ -40,7 +40,9 @@ def vecflow_daily():
         @task(outlets=[VECTOR_LOG])
         def load_vector_log(shards: list[dict]) -> dict:
             run = current_run()
-            return run.emit(VECTOR_LOG, tasks.load_vector_log(run.warehouse(), run.run_date, run.run_id, shards))
+            return run.emit(
+                VECTOR_LOG, tasks.load_vector_log(run.settings, run.warehouse(), run.run_date, run.run_id, shards)
+            )
 
         shards = plan_shards()
         embedded = embed_shards(shards)

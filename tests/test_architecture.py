@@ -119,8 +119,8 @@ def test_a_shard_job_round_trips_through_the_entrypoint(tmp_path):
     from vecflow_model.embed import parse_args
 
     job = ShardJob(
-        manifest=tmp_path / "m.parquet",
-        output=tmp_path / "o.parquet",
+        manifest=str(tmp_path / "m.parquet"),
+        output=str(tmp_path / "o.parquet"),
         catalog_root=tmp_path,
         taxonomy=tmp_path / "t.json",
         model_version="m1",

@@ -137,7 +137,7 @@ def test_a_folder_of_images_becomes_a_partition_that_embeds(vecflow_home, tmp_pa
     shards = tasks.plan_shards(s, warehouse, DAY, "import-1")
     for shard in shards:
         tasks.embed_shard(s, warehouse, shard, attempt=1)
-    loaded = tasks.load_vector_log(warehouse, DAY, "import-1", shards)
+    loaded = tasks.load_vector_log(s, warehouse, DAY, "import-1", shards)
     assert loaded["vectors"] + loaded["rejects"] == 4 and loaded["vectors"] >= 1
 
     empty = tmp_path / "empty"

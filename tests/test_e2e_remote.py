@@ -4,12 +4,14 @@ half in a bucket and half behind an HTTP server, and the index store is a bucket
 are a GCS server on 127.0.0.1 (fake-gcs-server, through the real gcsfs and google-cloud-storage
 clients), the images' HTTP server a thread on 127.0.0.1. Planted bad URLs (dead links on both, a
 page that is not an image, a host off the allowlist) are rejects with their reasons, the funnel
-balances, and search serves from the published indexes in the bucket."""
+balances, and search serves from the published indexes in the bucket. The runs' staging (shard
+manifests, fetched images, shard outputs) is in the store's bucket too, as GPU pods would need it."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import uuid
 from functools import partial
@@ -119,6 +121,7 @@ def remote_pipeline(tmp_path_factory, airflow_db, search_server, gcs_server):
             env.setenv("VECFLOW_FETCH_ATTEMPTS", "2")
             env.setenv("VECFLOW_STORAGE_URL", f"gs://{STORE_BUCKET}/prod")
             env.setenv("VECFLOW_STORAGE_OPTIONS", options)
+            env.setenv("STORAGE_EMULATOR_HOST", gcs_server)  # for the embedding job's pyarrow filesystem
             run_partitions(DAYS)
             yield settings(), get_warehouse(), days, generated, client
 
@@ -151,6 +154,19 @@ def test_catalog_attributes_reach_the_clean_vectors(remote_pipeline):
     for item in kept:
         expected = {"price": rows.loc[item, "price"], "title": rows.loc[item, "title"]}
         assert json.loads(clean.loc[item, "attributes"]) == expected
+
+
+def test_the_runs_staged_their_shards_in_the_bucket(remote_pipeline):
+    s, _, days, _, client = remote_pipeline
+    assert not (s.paths.home / "staging").exists()
+    staged = [b.name for b in client.list_blobs(STORE_BUCKET, prefix="prod/staging/")]
+    for day in DAYS:
+        fetched = [n for n in staged if n.startswith(f"prod/staging/{day}/") and n.endswith(".fetched.parquet")]
+        outputs = [n for n in staged if n.startswith(f"prod/staging/{day}/") and n.endswith(".vectors.parquet")]
+        assert fetched and len(outputs) == len(fetched)
+        manifest = pd.read_parquet(io.BytesIO(client.bucket(STORE_BUCKET).blob(fetched[0]).download_as_bytes()))
+        # what the job embedded came in the manifest, fetched from the image server and the image bucket
+        assert manifest["content"].notna().sum() > 0
 
 
 def test_indexes_are_published_to_the_bucket_and_search_serves_from_there(remote_pipeline):

@@ -239,16 +239,17 @@ def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
     from vecflow.clean import clean_partition
     from vecflow.config import settings
     from vecflow.embed.load import load_shards
+    from vecflow.embed.staging import staging
 
     manifest = _tiny_shard(tmp_path)
     output = tmp_path / "out.parquet"
     day = dt.date(2026, 1, 1)
     shard = {"shard_id": 0, "output": str(output)}
     _run(tmp_path, manifest, output, attempt=1)
-    load_shards(warehouse, day, "r1", [shard])
-    load_shards(warehouse, day, "r1", [shard])  # the load task retried
+    load_shards(staging(settings()), warehouse, day, "r1", [shard])
+    load_shards(staging(settings()), warehouse, day, "r1", [shard])  # the load task retried
     _run(tmp_path, manifest, output, attempt=2)  # the shard retried after a failure downstream
-    load_shards(warehouse, day, "r1", [shard])
+    load_shards(staging(settings()), warehouse, day, "r1", [shard])
     assert len(warehouse.table("vector_log")) == 10  # two attempts of five vectors, each loaded once
     clean_partition(settings(), warehouse, day, "r1")
     clean = warehouse.table("vectors_clean")
@@ -292,7 +293,7 @@ def test_pod_spec_rendered_by_the_provider(monkeypatch):
     assert volumes["models"].persistent_volume_claim.read_only is True
     mounts = {m.name: m for m in container.volume_mounts}
     assert mounts["dshm"].mount_path == "/dev/shm" and mounts["models"].read_only is True
-    assert mounts["data"].mount_path == str(settings().paths.home)
+    assert mounts["data"].mount_path == settings().paths.storage_root
     env = {e.name: e.value for e in container.env}
     # the job is in the arguments (vecflow_model.contract.ShardJob); only the try number comes from the pod's env
     assert env == {"ATTEMPT": "{{ ti.try_number }}"}
@@ -304,6 +305,27 @@ def test_pod_spec_rendered_by_the_provider(monkeypatch):
     assert op.retries >= 2 and op.retry_exponential_backoff
     assert op.on_finish_action.value == "delete_succeeded_pod"
     assert pod.metadata.name.startswith("vecflow-embed") and len(pod.metadata.name) <= 63
+
+
+def test_a_pod_with_staging_in_a_bucket_mounts_no_data_volume(monkeypatch):
+    from vecflow.embed.pods import embed_pod_operator, pod_arguments
+
+    monkeypatch.setenv("VECFLOW_STORAGE_URL", "gs://vecflow-prod/daily")
+    shard = {
+        "manifest": "gs://vecflow-prod/daily/staging/2026-01-02/r/shard-0003.fetched.parquet",
+        "output": "gs://vecflow-prod/daily/staging/2026-01-02/r/shard-0003.vectors.parquet",
+        "shard_id": 3,
+        "run_id": "scheduled__2026-01-02",
+        "model_version": "garment-arcface-v1",
+    }
+    pod = embed_pod_operator(arguments=pod_arguments(shard)).build_pod_request_obj(context=None, dry_run=True)
+    args = pod.spec.containers[0].args
+    # the URLs pass whole (a Path would fold gs:// into gs:/)
+    assert (
+        args[args.index("--manifest") + 1] == shard["manifest"] and args[args.index("--output") + 1] == shard["output"]
+    )
+    assert sorted(v.name for v in pod.spec.volumes) == ["dshm", "models", "tmp"]
+    assert "data" not in {m.name for m in pod.spec.containers[0].volume_mounts}
 
 
 def test_kubernetes_backend_maps_pods_over_shards(monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,7 @@ def test_remote_images_are_fetched_before_the_embedding_job(vecflow_home, monkey
     shards = tasks.plan_shards(s, warehouse, DAY, "fetch-1")
     for shard in shards:
         tasks.embed_shard(s, warehouse, shard, attempt=1)
-    loaded = tasks.load_vector_log(warehouse, DAY, "fetch-1", shards)
+    loaded = tasks.load_vector_log(s, warehouse, DAY, "fetch-1", shards)
     assert loaded["vectors"] == 4 and loaded["rejects_by_reason"] == {
         "dead_link": 1,
         "not_an_image": 1,
@@ -102,7 +103,7 @@ def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, i
     import pyarrow.parquet as pq
     from warehouse_rows import snapshot
 
-    from vecflow.embed.prefetch import reused_path
+    from vecflow.embed.prefetch import reused_url
     from vecflow.warehouse import bootstrap, get_warehouse
 
     url, photos = image_server
@@ -120,17 +121,17 @@ def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, i
         shards = tasks.plan_shards(s, warehouse, DAY, run_id)
         for shard in shards:
             tasks.embed_shard(s, warehouse, shard, attempt=1)
-        tasks.load_vector_log(warehouse, DAY, run_id, shards)
+        tasks.load_vector_log(s, warehouse, DAY, run_id, shards)
         tasks.clean(s, warehouse, DAY, run_id)
         return shards
 
     first = run("run-1")
-    assert not reused_path(first[0]).exists()
+    assert not Path(reused_url(first[0])).exists()
     before = snapshot(warehouse)
     second = run("run-2")
     embedded = pq.read_table(second[0]["output"]).to_pandas()
     assert embedded.empty  # the job got no image
-    assert pq.read_table(reused_path(second[0])).num_rows == 3
+    assert pq.read_table(reused_url(second[0])).num_rows == 3
     latest = warehouse.table("v_vector_log_latest")
     assert set(latest["run_id"]) == {"run-2"} and latest["reused"].all()
     record_sql_funnel(warehouse, DAY, "run-2", s.model_version)
@@ -140,3 +141,38 @@ def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, i
     assert {t: after[t] for t in ("vectors_clean", "dedup_map", "rejects")} == {
         t: before[t] for t in ("vectors_clean", "dedup_map", "rejects")
     }
+
+
+def test_for_gpu_pods_the_fetched_manifest_carries_every_image(vecflow_home, monkeypatch, image_server):
+    """A pod shares no disk with the worker: with the kubernetes backend, local images are packed into
+    the fetched manifest like downloaded ones, and the job embeds them with no catalog on its disk."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from vecflow.embed.prefetch import prefetch_shard
+    from vecflow.embed.runner import run_shard
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    url, photos = image_server
+    monkeypatch.setenv("VECFLOW_FETCH_ALLOWED_HOSTS", url.removeprefix("http://"))
+    monkeypatch.setenv("VECFLOW_EMBED_BACKEND", "kubernetes")
+    folder = partition_dir(vecflow_home / "catalog", DAY)
+    folder.mkdir(parents=True)
+    (folder / "local.jpg").write_bytes(photos[2])
+    rows = [("h0", f"{url}/img/0.jpg"), ("local", f"listed_date={DAY}/local.jpg"), ("gone", "listed_date=x/no.jpg")]
+    pd.DataFrame(rows, columns=["image_id", "uri"]).assign(source="shop_a").to_parquet(folder / "manifest.parquet")
+    s = settings()
+    warehouse = get_warehouse(s)
+    bootstrap(warehouse)
+    [shard] = tasks.plan_shards(s, warehouse, DAY, "pods-1")
+    fetched = prefetch_shard(shard, s, warehouse, attempt=1)
+    manifest = pq.read_table(fetched["manifest"]).to_pandas().set_index("image_id")
+    assert manifest.loc["h0", "content"] == photos[0] and manifest.loc["local", "content"] == photos[2]
+    assert manifest.loc["gone", "content"] is None  # unreadable: the job rejects it as missing
+
+    shutil.rmtree(vecflow_home / "catalog")  # what the pod sees of the worker's disk
+    run_shard(fetched, s, attempt=1)
+    out = pq.read_table(shard["output"]).to_pandas().set_index("image_id")
+    assert out.loc[["h0", "local"], "reject_reason"].isna().all()
+    assert out.loc["gone", "reject_reason"] == "missing"

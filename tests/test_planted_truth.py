@@ -37,7 +37,7 @@ def summary(tmp_path_factory, search_server):
             shards = tasks.plan_shards(s, warehouse, day, run_id)
             for shard in shards:
                 tasks.embed_shard(s, warehouse, shard, attempt=1)
-            tasks.load_vector_log(warehouse, day, run_id, shards)
+            tasks.load_vector_log(settings(), warehouse, day, run_id, shards)
             tasks.clean(s, warehouse, day, run_id)
             tasks.tag_images(s, warehouse, day, run_id)
             tasks.search_index_tags(s, warehouse, day, run_id)

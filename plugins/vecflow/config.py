@@ -160,15 +160,12 @@ class PathSettings:
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
 
-    @property
-    def staging_dir(self) -> Path:
-        return self.home / "staging"
-
     storage_url: str | None = setting(
         "VECFLOW_STORAGE_URL",
         None,
-        "where index artifacts live (trained quantizers, day and window indexes, CURRENT and SERVING): a "
-        "local directory or `gs://bucket/prefix`; workers, pods and search services read them there",
+        "where the files that workers, pods and search services share live: each run's staging (shard "
+        "manifests, fetched images, shard outputs) and the index artifacts (trained quantizers, day and window "
+        "indexes, CURRENT and SERVING); a local directory (a shared disk) or `gs://bucket/prefix` (no PVC)",
         _storage_url,
         shown_default="`$VECFLOW_HOME`",
     )
@@ -184,7 +181,21 @@ class PathSettings:
     @property
     def index_url(self) -> str:
         """The index store's root: `<storage URL>/index`."""
-        return f"{(self.storage_url or str(self.home)).rstrip('/')}/index"
+        return f"{self.storage_root}/index"
+
+    @property
+    def staging_url(self) -> str:
+        """Each run's shard manifests, fetched images and shard outputs: `<storage URL>/staging`."""
+        return f"{self.storage_root}/staging"
+
+    @property
+    def storage_root(self) -> str:
+        return (self.storage_url or str(self.home)).rstrip("/")
+
+    @property
+    def storage_is_local(self) -> bool:
+        """Whether the storage URL is a directory on this machine (pods then share it as a volume)."""
+        return self.storage_url is None or "://" not in self.storage_url
 
     @property
     def search_data_dir(self) -> Path:
@@ -344,7 +355,8 @@ class KubernetesSettings:
     data_pvc: str = setting(
         "VECFLOW_K8S_DATA_PVC",
         "vecflow-data",
-        "claim of VECFLOW_HOME's volume, mounted at the same path (shard manifests and outputs)",
+        "claim of the local storage URL's volume (VECFLOW_STORAGE_URL, default VECFLOW_HOME), mounted at the same "
+        "path for shard manifests and outputs; not used when the storage URL is a bucket",
     )
     shm: str = setting("VECFLOW_K8S_SHM", "16Gi", "/dev/shm size (DataLoader workers pass batches through it)")
     workers: int = setting("VECFLOW_K8S_WORKERS", 8, "DataLoader workers in a pod", _int(minimum=0))

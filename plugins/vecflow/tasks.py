@@ -114,10 +114,11 @@ def embed_shard(s: Settings, warehouse, shard: dict, attempt: int) -> None:
     run_shard(fetch_shard(s, warehouse, shard, attempt), s, attempt=attempt)
 
 
-def load_vector_log(warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:
+def load_vector_log(s: Settings, warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:
     from vecflow.embed.load import load_shards
+    from vecflow.embed.staging import staging
 
-    return load_shards(warehouse, run_date, run_id, shard_list(shards))
+    return load_shards(staging(s), warehouse, run_date, run_id, shard_list(shards))
 
 
 def clean(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:

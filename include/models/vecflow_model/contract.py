@@ -3,19 +3,38 @@ arguments of one shard job (built by vecflow's local runner and its pod factory,
 `vecflow_model.embed.parse_args`), and `OUTPUT_SCHEMA`, the shard output file (written by the
 entrypoint, loaded into vector_log by vecflow.embed.load; a test compares it with vector_log).
 
+The manifest (image_id, uri, source, listed_date, category; from the fetch stage also content,
+the image's bytes, and reject_reason/reject_detail decided before the job) and the output are
+local paths or gs:// / s3:// URLs, read and written with pyarrow's filesystems (`open_location`).
+
 Light on purpose: the Airflow side imports it, and it needs only pyarrow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
+# The shard manifest the job reads (the planner's manifest has the first five columns)
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("source", pa.string()),
+        ("listed_date", pa.date32()),
+        ("category", pa.string()),
+        ("content", pa.binary()),  # the image's bytes, when the fetch stage downloaded or packed it
+        ("reject_reason", pa.string()),  # decided by the fetch stage; the job passes it on
+        ("reject_detail", pa.string()),
+    ]
+)
 # Embeddings are float32 on the wire (what the model computes); the warehouse keeps FLOAT64.
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -63,13 +82,28 @@ def resolve_uri(uri: str, root: Path) -> Path | None:
     return path if path.is_absolute() else root / path
 
 
+def open_location(location: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem and path of a manifest or output location: a local path, gs:// (Google's
+    default credentials; STORAGE_EMULATOR_HOST=http://host:port points it at another endpoint, as it
+    does the google-cloud-storage client) or s3:// (credentials and AWS_ENDPOINT_URL from the
+    environment)."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if location.startswith("gs://") and emulator:
+        endpoint = urllib.parse.urlsplit(emulator)
+        gcs = pafs.GcsFileSystem(anonymous=True, scheme=endpoint.scheme, endpoint_override=endpoint.netloc)
+        return gcs, location.removeprefix("gs://")
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), location
+
+
 @dataclass(frozen=True)
 class ShardJob:
     """One shard job. `attempt` None: the entrypoint reads ATTEMPT from its environment (a pod's
     try number is only known when Airflow renders the pod, not when the shard is planned)."""
 
-    manifest: Path
-    output: Path
+    manifest: str
+    output: str
     catalog_root: Path
     taxonomy: Path
     model_version: str

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, resolve_uri
+from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
 from vecflow_model.preprocess import background_distance, network_input
@@ -43,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
     """The job from its arguments (ShardJob.to_args); ATTEMPT in the environment stands in for
     --attempt (how a Kubernetes pod learns its try number)."""
     p = argparse.ArgumentParser(prog="python -m vecflow_model.embed", description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", required=True, type=Path, help="shard manifest (parquet)")
-    p.add_argument("--output", required=True, type=Path, help="output parquet file")
+    p.add_argument("--manifest", required=True, help="shard manifest (parquet): a path, gs:// or s3:// URL")
+    p.add_argument("--output", required=True, help="output parquet file: a path, gs:// or s3:// URL")
     p.add_argument("--catalog-root", required=True, type=Path, help="base for relative image URIs")
     p.add_argument("--taxonomy", required=True, type=Path, help="taxonomy.json (palette and patterns)")
     p.add_argument("--model-version", required=True, help="model in the registry")
@@ -75,6 +76,21 @@ class ShardImages(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def read_local(self, uri: str) -> tuple[bytes | None, dict | None]:
+        """The bytes of an image the fetch stage left as a local path, or the reject it gets."""
+        path = resolve_uri(uri, self.root)
+        if path is None:
+            return None, {
+                "reject_reason": "unsupported_uri",
+                "reject_detail": f"{uri}: only local paths and file:// URIs are read",
+            }
+        try:
+            return path.read_bytes(), None
+        except FileNotFoundError:
+            return None, {"reject_reason": "missing", "reject_detail": f"{path} does not exist"}
+        except OSError as exc:
+            return None, {"reject_reason": "unreadable", "reject_detail": f"{path}: {exc}"}
+
     def __getitem__(self, i: int) -> tuple[np.ndarray | None, dict]:
         item = self.rows[i]
         row = {
@@ -87,19 +103,11 @@ class ShardImages(Dataset):
         }
         if item.get("reject_reason"):  # decided before the job (the fetch stage): passed on as it is
             return None, {**row, "reject_reason": item["reject_reason"], "reject_detail": item.get("reject_detail")}
-        path = resolve_uri(item["uri"], self.root)
-        if path is None:
-            return None, {
-                **row,
-                "reject_reason": "unsupported_uri",
-                "reject_detail": f"{item['uri']}: only local paths and file:// URIs are read",
-            }
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None, {**row, "reject_reason": "missing", "reject_detail": f"{path} does not exist"}
-        except OSError as exc:
-            return None, {**row, "reject_reason": "unreadable", "reject_detail": f"{path}: {exc}"}
+        data = item.get("content")  # fetched before the job
+        if data is None:
+            data, reject = self.read_local(item["uri"])
+            if reject:
+                return None, {**row, **reject}
         row["content_md5"] = content_md5(data)
         try:
             image = decode(data)
@@ -136,7 +144,8 @@ def _autocast(device: torch.device, amp: str):
 
 def embed_shard(args: ShardJob) -> dict:
     started = time.perf_counter()
-    manifest = pq.read_table(args.manifest).to_pylist()
+    manifest_fs, manifest_path = open_location(args.manifest)
+    manifest = pq.read_table(manifest_path, filesystem=manifest_fs).to_pylist()
     model = load_model(args.model_version, args.registry)
     device = torch.device(args.device)
     network = model.network.to(device)
@@ -200,10 +209,7 @@ def embed_shard(args: ShardJob) -> dict:
                     len(rows) / (time.perf_counter() - started),
                 )
     table = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(f".{args.output.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, args.output)
+    write_output(table, args.output)
     elapsed = time.perf_counter() - started
     rejected_count = sum(r["reject_reason"] is not None for r in rows)
     stats = {
@@ -218,6 +224,20 @@ def embed_shard(args: ShardJob) -> dict:
     }
     log.info("shard %s done: %s", args.shard_id, stats)
     return stats
+
+
+def write_output(table: pa.Table, location: str) -> None:
+    """An object appears whole in one upload; a local file is written under a temporary name and
+    renamed, so a killed job never leaves a partial output."""
+    fs, path = open_location(location)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        pq.write_table(table, path, filesystem=fs)
+        return
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, output)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from vecflow.cli import parse_date
 from vecflow.config import settings
+from vecflow.embed.staging import staging
 from vecflow.index.store import index_store
 from vecflow.resources import DAGS_DIR, DEFAULT_TREND_SPEC, PROJECT_DIR
 
@@ -147,9 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if generate_catalog(args, force=False):
         # a new catalog invalidates everything derived from the old one
         index_store(s).remove("")
+        staging(s).remove(s.paths.staging_url)
         for derived in (
             s.paths.warehouse_path,
-            s.paths.staging_dir,
             s.paths.reports_dir,
             s.paths.search_data_dir,
         ):

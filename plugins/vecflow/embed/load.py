@@ -8,9 +8,9 @@ import logging
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from vecflow.embed.prefetch import reused_path
+from vecflow.embed.prefetch import reused_url
+from vecflow.embed.staging import Staging
 from vecflow.funnel import replace_rejects
 from vecflow_model.contract import VECTOR_COLUMNS
 
@@ -35,17 +35,19 @@ def append_vectors(warehouse, vectors, run_date: dt.date, run_id: str, shard_id:
     )
 
 
-def load_shards(warehouse, run_date: dt.date, run_id: str, shards: list[dict], reject_stage: str = "embed") -> dict:
-    """Appends the shards' vectors to vector_log and replaces the partition's `reject_stage` rejects
-    (a reindex keeps its own, 'reindex_embed', beside the daily run's)."""
+def load_shards(
+    staging: Staging, warehouse, run_date: dt.date, run_id: str, shards: list[dict], reject_stage: str = "embed"
+) -> dict:
+    """Appends the shards' vectors (their outputs in the staging area) to vector_log and replaces the
+    partition's `reject_stage` rejects (a reindex keeps its own, 'reindex_embed', beside the daily run's)."""
     vectors_loaded, rejects = 0, []
     for shard in shards:
         try:
-            table = pq.read_table(shard["output"])
+            table = staging.read(shard["output"])
         except FileNotFoundError:
             raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} missing") from None
-        if reused_path(shard).exists():  # vectors the fetch stage copied instead of embedding them again
-            table = pa.concat_tables([table, pq.read_table(reused_path(shard)).cast(table.schema)])
+        if staging.exists(reused_url(shard)):  # vectors the fetch stage copied instead of embedding them again
+            table = pa.concat_tables([table, staging.read(reused_url(shard)).cast(table.schema)])
         if table.num_rows and set(pc.unique(table["run_id"]).to_pylist()) != {run_id}:
             raise ShardOutputError(f"shard {shard['shard_id']}: output {shard['output']} is not from run {run_id}")
         # the attempt that wrote the file (retries overwrite it); local and pod runs alike

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from vecflow.catalog import CATALOG_COLUMNS, MANIFEST_COLUMNS, read_partition
 from vecflow.config import Settings
-from vecflow.embed import safe_run_id
+from vecflow.embed.staging import Staging, staging
 from vecflow.funnel import replace_rejects, replace_stage_funnel, stage_counts
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, m
     replace_stage_funnel(warehouse, "catalog", run_date, run_id, stage_counts(manifest, catalog, rejects))
 
     shards = write_shards(
-        settings.paths.staging_dir,
+        staging(settings),
         catalog,
         run_date,
         run_id,
@@ -68,25 +68,24 @@ def plan_shards(settings: Settings, warehouse, run_date: dt.date, run_id: str, m
 
 
 def write_shards(
-    staging_dir: Path, images: pd.DataFrame, run_date: dt.date, run_id: str, size: int, model_version: str
+    staging: Staging, images: pd.DataFrame, run_date: dt.date, run_id: str, size: int, model_version: str
 ) -> list[dict]:
-    """Cuts a partition's images (MANIFEST_COLUMNS) into shard manifests under the run's staging
-    directory; returns one spec per shard, numbered from 0, naming the model to embed with."""
-    shard_dir = staging_dir / run_date.isoformat() / safe_run_id(run_id)
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    """Cuts a partition's images (MANIFEST_COLUMNS) into shard manifests in the run's staging area;
+    returns one spec per shard, numbered from 0, naming the model to embed with and the files' URLs."""
+    shard_dir = staging.shard_dir(run_date, run_id)
     shards = []
     for shard_id, start in enumerate(range(0, len(images), size)):
-        path = shard_dir / f"shard-{shard_id:04d}.manifest.parquet"
+        name = f"{shard_dir}/shard-{shard_id:04d}"
         part = images[MANIFEST_COLUMNS].iloc[start : start + size]  # attributes stay in the warehouse
-        part.to_parquet(path, index=False)
+        staging.write(f"{name}.manifest.parquet", pa.Table.from_pandas(part, preserve_index=False))
         shards.append(
             {
                 "run_date": run_date.isoformat(),
                 "run_id": run_id,
                 "shard_id": shard_id,
                 "model_version": model_version,
-                "manifest": str(path),
-                "output": str(shard_dir / f"shard-{shard_id:04d}.vectors.parquet"),
+                "manifest": f"{name}.manifest.parquet",
+                "output": f"{name}.vectors.parquet",
                 "images": len(part),
             }
         )

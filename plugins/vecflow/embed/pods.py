@@ -1,5 +1,10 @@
 """The one pod factory for GPU embedding jobs: a KubernetesPodOperator per shard.
 
+A pod reads its fetched manifest (image bytes inside) and writes its output in the staging area:
+with VECFLOW_STORAGE_URL=gs://... through pyarrow's GCS filesystem and the pod's service account
+(Workload Identity), no volume but the model registry; with a local storage URL (the default) from
+a ReadWriteMany PVC (VECFLOW_K8S_DATA_PVC) mounted at that path, as the workers have it.
+
 Everything a GPU node pool needs comes from the settings' `kubernetes` group (VECFLOW_K8S_*,
 VECFLOW_EMBED_IMAGE; README's settings table), so DAG files stay wiring. A pod runs the same
 ShardJob as the local runner (vecflow.embed.runner.shard_job), with the container's paths.
@@ -45,24 +50,23 @@ def pod_kwargs() -> dict:
 
     s = settings()
     k = s.kubernetes
-    data_path = str(s.paths.home)
     volumes = [
         k8s.V1Volume(name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=k.shm)),
         k8s.V1Volume(
             name="models",
             persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=k.model_pvc, read_only=True),
         ),
-        k8s.V1Volume(
-            name="data", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=k.data_pvc)
-        ),
         k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
     ]
     mounts = [
         k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
         k8s.V1VolumeMount(name="models", mount_path=str(MODEL_MOUNT), read_only=True),
-        k8s.V1VolumeMount(name="data", mount_path=data_path),
         k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),  # the root filesystem is read-only
     ]
+    if s.paths.storage_is_local:  # staging on a shared disk: the pod mounts it where the workers have it
+        claim = k8s.V1PersistentVolumeClaimVolumeSource(claim_name=k.data_pvc)
+        volumes.append(k8s.V1Volume(name="data", persistent_volume_claim=claim))
+        mounts.append(k8s.V1VolumeMount(name="data", mount_path=s.paths.storage_root))
     return {
         "name": "vecflow-embed",  # the operator appends a random DNS-safe suffix
         "random_name_suffix": True,

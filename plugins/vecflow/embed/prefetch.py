@@ -1,14 +1,16 @@
-"""The fetch stage of a shard, on the CPU in the shard's task before the embedding job (local backend):
+"""The fetch stage of a shard, on the CPU before the embedding job (in the shard's task, or its own
+task before a GPU pod):
 
-1. Remote images (http(s)://, gs://, s3://) are downloaded into the run's staging area
-   (`shard-NNNN.images/`, named by content md5): the embedding job reads no network. An image that
-   could not be fetched keeps its row with the fetch's reject reason and detail (vecflow.fetch), which
-   the job passes on as a reject row, so the embed stage's funnel counts it.
+1. Remote images (http(s)://, gs://, s3://) are downloaded and their bytes put in the fetched
+   manifest (`content`), so the embedding job reads no network. For GPU pods (which share no disk
+   with the worker) local images are packed the same way. An image that could
+   not be fetched keeps its row with the fetch's reject reason and detail (vecflow.fetch), which the
+   job passes on as a reject row, so the embed stage's funnel counts it.
 2. Pay once: content this model embedded before (the same md5 in vector_log) is not sent to the job.
    Its vector is copied into `shard-NNNN.vectors.reused.parquet` (the job's output schema, `reused` true),
    which the loader appends with the job's output; the funnel counts them (embed, `reused`).
 
-The job gets `shard-NNNN.fetched.parquet`: the rest, by local path.
+The job gets `shard-NNNN.fetched.parquet` in the staging area: the rest.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vecflow.catalog import catalog_root
 from vecflow.config import Settings
-from vecflow_model.contract import OUTPUT_SCHEMA, resolve_uri
+from vecflow.embed.staging import staging
+from vecflow_model.contract import MANIFEST_SCHEMA, OUTPUT_SCHEMA, resolve_uri
 from vecflow_model.imaging import content_md5
 
 log = logging.getLogger(__name__)
@@ -34,61 +36,62 @@ def is_remote(uri) -> bool:
     return isinstance(uri, str) and uri.lower().startswith(REMOTE_SCHEMES)
 
 
-def reused_path(shard: dict) -> Path:
+def reused_url(shard: dict) -> str:
     """Where the fetch stage puts a shard's copied vectors (beside its output)."""
-    return Path(shard["output"]).with_suffix(".reused.parquet")
+    return shard["output"].removesuffix(".parquet") + ".reused.parquet"
 
 
 def prefetch_shard(shard: dict, settings: Settings, warehouse, attempt: int) -> dict:
     """The shard to embed: its manifest replaced by the fetched one, less the images whose vectors are
-    reused (written to reused_path(shard) for the loader)."""
+    reused (written to reused_url(shard) for the loader)."""
     from vecflow.fetch import fetch_images
 
-    source = Path(shard["manifest"])
-    manifest = pd.read_parquet(source).reset_index(drop=True)
+    area = staging(settings)
+    manifest = area.read(shard["manifest"]).to_pandas().reset_index(drop=True)
     uris = manifest["uri"].tolist()
-    reasons, details, md5s = [None] * len(manifest), [None] * len(manifest), [None] * len(manifest)
+    n = len(manifest)
+    reasons, details, md5s, contents = [None] * n, [None] * n, [None] * n, [None] * n
     remote = [i for i, uri in enumerate(uris) if is_remote(uri)]
     if remote:
-        images = source.with_name(source.name.replace(".manifest.parquet", ".images"))
-        images.mkdir(parents=True, exist_ok=True)
         fetched = fetch_images([uris[i] for i in remote], settings.fetch, settings.catalog.storage_options)
         for i, result in zip(remote, fetched):
             if result.ok:
-                path = images / result.content_md5
-                path.write_bytes(result.data)
-                uris[i], md5s[i] = str(path), result.content_md5
+                contents[i], md5s[i] = result.data, result.content_md5
             else:
                 reasons[i], details[i] = result.reason, f"{result.uri}: {result.detail}"
     root = Path(catalog_root(settings))
+    pack_local = settings.embed.backend == "kubernetes"
     for i, uri in enumerate(uris):
         if md5s[i] is None and reasons[i] is None:
-            md5s[i] = _local_md5(uri, root)  # None when unreadable: the job rejects it with the reason
-    manifest = manifest.assign(uri=uris, reject_reason=reasons, reject_detail=details)
+            data = _local_bytes(uri, root)  # None when unreadable: the job rejects it with the reason
+            md5s[i] = content_md5(data) if data is not None else None
+            if pack_local:
+                contents[i] = data
+    manifest = manifest.assign(content=contents, reject_reason=reasons, reject_detail=details)
     reused = _reusable(warehouse, shard, md5s, manifest, attempt)
-    reused_path(shard).unlink(missing_ok=True)  # what an earlier attempt left
+    area.remove(reused_url(shard))  # what an earlier attempt left
     if len(reused):
-        pq.write_table(reused, reused_path(shard))
+        area.write(reused_url(shard), reused)
     keep = ~manifest["image_id"].isin(set(reused.column("image_id").to_pylist()))
-    target = source.with_name(source.name.replace(".manifest.parquet", ".fetched.parquet"))
-    manifest[keep].to_parquet(target, index=False)
+    target = shard["manifest"].replace(".manifest.parquet", ".fetched.parquet")
+    area.write(target, pa.Table.from_pandas(manifest[keep], schema=MANIFEST_SCHEMA, preserve_index=False))
     log.info(
         "shard %s: %d images, %d fetched of %d remote, %d fetch rejects, %d vectors reused, %d to embed",
         shard["shard_id"],
-        len(manifest),
+        n,
         len(remote) - sum(r is not None for r in reasons),
         len(remote),
         sum(r is not None for r in reasons),
         len(reused),
         int(keep.sum()),
     )
-    return {**shard, "manifest": str(target)}
+    return {**shard, "manifest": target}
 
 
-def _local_md5(uri, root: Path) -> str | None:
+def _local_bytes(uri, root: Path) -> bytes | None:
     path = resolve_uri(uri, root) if isinstance(uri, str) else None
     try:
-        return content_md5(path.read_bytes()) if path else None
+        return path.read_bytes() if path else None
     except OSError:
         return None
 

@@ -28,8 +28,8 @@ def shard_job(shard: dict, settings: Settings, **where) -> ShardJob:
     """The job of a planned shard (embed.plan.write_shards). `where` overrides what differs where it
     runs: a pod's registry, taxonomy, device and workers (embed.pods)."""
     fields = {
-        "manifest": Path(shard["manifest"]),
-        "output": Path(shard["output"]),
+        "manifest": shard["manifest"],
+        "output": shard["output"],
         "catalog_root": Path(catalog_root(settings)),
         "taxonomy": TAXONOMY_PATH,
         "model_version": shard["model_version"],

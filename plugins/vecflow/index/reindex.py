@@ -55,6 +55,7 @@ def plan_reindex(
     `model_version`; at most `max_shards` in all (the shard size grows to fit)."""
     from vecflow.catalog import MANIFEST_COLUMNS
     from vecflow.embed.plan import write_shards
+    from vecflow.embed.staging import staging
 
     if model_version == settings.model_version:
         raise ReindexError(f"{model_version} is already the serving model")
@@ -84,7 +85,7 @@ def plan_reindex(
         shard
         for day, group in partitions
         for shard in write_shards(
-            settings.paths.staging_dir, group[MANIFEST_COLUMNS].reset_index(drop=True), day, run_id, size, model_version
+            staging(settings), group[MANIFEST_COLUMNS].reset_index(drop=True), day, run_id, size, model_version
         )
     ]
     log.info(
@@ -106,6 +107,7 @@ def load_and_clean(settings, warehouse, model_version: str, run_id: str, shards:
     or rejected with a reason."""
     from vecflow.clean import validate_and_keep
     from vecflow.embed.load import load_shards
+    from vecflow.embed.staging import staging
 
     dim = int(model_card(settings, model_version)["embedding_dim"])
     by_date: dict[str, list[dict]] = {}
@@ -113,7 +115,7 @@ def load_and_clean(settings, warehouse, model_version: str, run_id: str, shards:
         by_date.setdefault(shard["run_date"], []).append(shard)
     for day, group in sorted(by_date.items()):
         run_date = dt.date.fromisoformat(day)
-        load_shards(warehouse, run_date, run_id, group, reject_stage="reindex_embed")
+        load_shards(staging(settings), warehouse, run_date, run_id, group, reject_stage="reindex_embed")
         validate_and_keep(warehouse, run_date, run_id, model_version, "reindex_validate", dim)
     counts = warehouse.query("reindex_counts", run_id=run_id, model_version=model_version)
     counts["listed_date"] = pd.to_datetime(counts["listed_date"]).dt.date.astype(str)
