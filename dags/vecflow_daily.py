@@ -62,10 +62,12 @@ def vecflow_daily():
         run.emit(IMAGE_TAGS)
 
     @task(outlets=[INDEXES], retry_delay=dt.timedelta(minutes=1))
-    def build_indexes() -> dict:
-        """Day indexes, then the window index per category, published when it passes its gate."""
+    def build_indexes(group: int = 0) -> dict:
+        """Day indexes, then the window index per category (of one build group), published when it
+        passes its gate."""
         run = current_run()
-        return run.emit(INDEXES, tasks.build_indexes(run.settings, run.warehouse(), run.run_date, run.run_id))
+        built = tasks.build_indexes(run.settings, run.warehouse(), run.run_date, run.run_id, group)
+        return run.emit(INDEXES, built)
 
     @task
     def check_quality() -> dict:
@@ -78,7 +80,9 @@ def vecflow_daily():
         run = current_run()
         return tasks.search_index_tags(run.settings, run.warehouse(), run.run_date, run.run_id)
 
-    indexed = build_indexes()
+    groups = settings().index.build_groups
+    # one group: a plain task (a mapped one costs the scheduler an expansion on every run)
+    indexed = build_indexes() if groups == 1 else build_indexes.expand(group=list(range(groups)))
     tagged = tag_images()
     embed_stage() >> clean() >> [tagged, indexed]
     if settings().search.sink == "elasticsearch":

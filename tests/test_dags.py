@@ -112,3 +112,12 @@ def test_the_daily_dag_has_a_deadline_alert_unless_turned_off(monkeypatch):
     (deadline,) = daily.deadline
     assert deadline.interval.total_seconds() == 90 * 60
     assert all(task.on_failure_callback for task in daily.tasks)
+
+
+def test_the_daily_dag_maps_build_indexes_over_the_groups(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VECFLOW_INDEX_BUILD_GROUPS", "4")
+    dag = DagBag(dag_folder=str(REPO / "dags" / "vecflow_daily.py")).dags["vecflow_daily"]
+    task = dag.get_task("build_indexes")
+    assert task.is_mapped and task.op_kwargs_expand_input.value == {"group": [0, 1, 2, 3]}

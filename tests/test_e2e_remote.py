@@ -5,7 +5,8 @@ are a GCS server on 127.0.0.1 (fake-gcs-server, through the real gcsfs and googl
 clients), the images' HTTP server a thread on 127.0.0.1. Planted bad URLs (dead links on both, a
 page that is not an image, a host off the allowlist) are rejects with their reasons, the funnel
 balances, and search serves from the published indexes in the bucket. The runs' staging (shard
-manifests, fetched images, shard outputs) is in the store's bucket too, as GPU pods would need it."""
+manifests, fetched images, shard outputs) is in the store's bucket too, as GPU pods would need it,
+and the indexes are built by three mapped build_indexes tasks."""
 
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ def remote_pipeline(tmp_path_factory, airflow_db, search_server, gcs_server):
             env.setenv("VECFLOW_STORAGE_URL", f"gs://{STORE_BUCKET}/prod")
             env.setenv("VECFLOW_STORAGE_OPTIONS", options)
             env.setenv("STORAGE_EMULATOR_HOST", gcs_server)  # for the embedding job's pyarrow filesystem
+            env.setenv("VECFLOW_INDEX_BUILD_GROUPS", "3")  # build_indexes mapped, as on a production cluster
             run_partitions(DAYS)
             yield settings(), get_warehouse(), days, generated, client
 

@@ -142,7 +142,9 @@ def test_merged_window_answers_like_an_index_built_from_scratch(index_env):
         run_day(warehouse, day, 50, centers)
     merged, ids, manifest = load_published(index_store(s), "m1", "coat")
     assert manifest["days_added"] == 0
-    vectors = warehouse.query("select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1")
+    vectors = warehouse.query(
+        "select_window_vectors", date_from=DAYS[1], date_to=DAYS[3], model_version="m1", categories=["coat"]
+    )
     matrix = np.stack(vectors["embedding"].to_numpy()).astype(np.float32)
     scratch = faiss.clone_index(load_trained(index_store(s), "m1", "coat")[0])
     scratch.add_with_ids(matrix, np.array([stable_id(i) for i in vectors["image_id"]], dtype=np.int64))
@@ -220,3 +222,42 @@ def test_a_publish_interrupted_before_the_switch_leaves_the_old_version_serving(
         result["status"] == "published"
         and read_current(index_store(s), "m1", "coat").payload["version"] == result["version"]
     )
+
+
+def test_build_groups_share_out_the_categories_and_build_what_one_group_builds(index_env, monkeypatch):
+    """VECFLOW_INDEX_BUILD_GROUPS=3: each mapped build_indexes task builds its own categories, each
+    category in exactly one group, and together they publish the same versions as one task does; a
+    group rerun alone leaves the other groups' registrations and indexes as they were."""
+    from vecflow import tasks
+    from vecflow.index.build import build_group
+
+    warehouse, centers = index_env
+    categories = ["coat", "dress", "sneaker", "bag", "trouser"]
+    day = DAYS[0]
+    rows = [
+        row(f"{c}-{i:03d}", day, category=c, embedding=v, run_id="run-1")
+        for n, c in enumerate(categories)
+        for i, v in enumerate(clustered(n, 30, centers))
+    ]
+    load(warehouse, rows, day, run_id="run-1")
+    clean_partition(settings(), warehouse, day, "run-1")
+    one = tasks.build_indexes(settings(), warehouse, day, "run-1")
+    published = {c: read_current(index_store(settings()), "m1", c).payload["version"] for c in categories}
+
+    monkeypatch.setenv("VECFLOW_INDEX_BUILD_GROUPS", "3")
+    s = settings()
+    assert {build_group(c, 3) for c in categories} == {0, 1, 2}
+    by_group = [tasks.build_indexes(s, warehouse, day, "run-2", group) for group in range(3)]
+    built = [c for g in by_group for c in g["window"]]
+    assert sorted(built) == sorted(categories) == sorted(one["window"])  # each category once
+    for group, result in enumerate(by_group):
+        assert all(build_group(c, 3) == group for c in result["day"])
+    store = index_store(s)
+    assert {c: read_current(store, "m1", c).payload["version"] for c in categories} == published
+    registry = warehouse.table("index_registry").query("kind == 'day'")
+    assert sorted(registry["category"]) == sorted(categories)
+
+    tasks.build_indexes(s, warehouse, day, "run-3", 1)  # one group retried alone
+    registry = warehouse.table("index_registry").query("kind == 'day'")
+    assert sorted(registry["category"]) == sorted(categories)
+    assert all(store.manifest(f"m1/{c}/day={day}") for c in categories)

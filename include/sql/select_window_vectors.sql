@@ -3,4 +3,5 @@
 SELECT image_id, listed_date, category, catalog_category, embedding
 FROM {{ dataset }}.vectors_clean
 WHERE listed_date BETWEEN @date_from AND @date_to AND model_version = @model_version
+  AND category IN UNNEST(@categories)
 ORDER BY category, image_id;

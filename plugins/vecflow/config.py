@@ -474,6 +474,13 @@ class IndexSettings:
         "an expired vector stays when no window vector is this similar",
         _float(-1.0, 1.0),
     )
+    build_groups: int = setting(
+        "VECFLOW_INDEX_BUILD_GROUPS",
+        1,
+        "mapped build_indexes tasks per daily run, each building its share of the categories (up to one per "
+        "category, so workers build them in parallel and a failed group is retried alone)",
+        _int(minimum=1),
+    )
     reindex_max_precision_drop: float = setting(
         "VECFLOW_REINDEX_MAX_PRECISION_DROP",
         0.02,

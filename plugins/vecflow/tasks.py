@@ -142,21 +142,23 @@ def search_index_tags(s: Settings, warehouse, run_date: dt.date, run_id: str) ->
     return index_partition(es, warehouse, s, load_taxonomy().dimensions, run_date, run_id)
 
 
-def build_indexes(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
-    """Day indexes of the partition, then each category's window index, published if it passes its gate."""
+def build_indexes(s: Settings, warehouse, run_date: dt.date, run_id: str, group: int = 0) -> dict:
+    """Day indexes of the partition, then each category's window index, published if it passes its
+    gate: the categories of one build group (index.build_group) of VECFLOW_INDEX_BUILD_GROUPS."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from vecflow.index.build import build_day_indexes
+    from vecflow.index.build import build_day_indexes, group_categories
     from vecflow.index.window import IndexGateError, build_and_publish, model_categories
 
-    built = build_day_indexes(s, warehouse, run_date, run_id)
+    built = build_day_indexes(s, warehouse, run_date, run_id, group)
     try:
-        categories = model_categories(s, s.model_version)
+        categories = group_categories(model_categories(s, s.model_version), group, s.index.build_groups)
         windows = build_and_publish(s, warehouse, run_date, run_id, categories)
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index
     return {
         "model_version": s.model_version,
+        "group": group,
         "day": {b["category"]: b["vector_count"] for b in built},
         "window": {
             w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")} for w in windows

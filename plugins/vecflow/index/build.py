@@ -13,6 +13,7 @@ image_ids. Every load checks the files against their manifest's md5s.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import logging
@@ -134,19 +135,47 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, trained):
     return index
 
 
-def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
+def build_group(category: str, groups: int) -> int:
+    """The build group (mapped task instance) a category's indexes are built in, of `groups`
+    (VECFLOW_INDEX_BUILD_GROUPS): the taxonomy's categories in turn, in label order, so as many groups
+    as categories give each its own; any other category by a stable hash of its name."""
+    known = _taxonomy_categories()
+    position = known.index(category) if category in known else stable_id(category)
+    return position % groups
+
+
+@functools.cache
+def _taxonomy_categories() -> list[str]:
+    from vecflow.taxonomy import load_taxonomy
+
+    return [tag for _, tag in sorted(load_taxonomy().category_by_label().items())]
+
+
+def group_categories(categories, group: int, groups: int) -> list[str]:
+    return sorted(c for c in set(categories) if build_group(c, groups) == group)
+
+
+def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str, group: int = 0) -> list[dict]:
+    """The day index of each category of build group `group` that has clean vectors on run_date
+    (training its quantizer first when it has enough); removes the group's day indexes of that date
+    that a rerun no longer has."""
     store, model_version, nlist = index_store(settings), settings.model_version, settings.index.nlist
     factory_template = settings.index.factory
-    vectors = warehouse.query("select_clean_vectors", run_date=run_date, model_version=model_version)
-    trainable = None  # vectors per category up to run_date, read once and only if some category needs it
+    counts = warehouse.query("select_category_counts", run_date=run_date, model_version=model_version)
+    trainable = dict(zip(counts["category"], counts["vectors"]))
+    groups = settings.index.build_groups
+    categories = group_categories([*trainable, *store.children(model_version)], group, groups)
+    if not categories:
+        log.info("partition %s: build group %d of %d has no category", run_date, group, groups)
+        return []
+    vectors = warehouse.query(
+        "select_clean_vectors", run_date=run_date, model_version=model_version, categories=categories
+    )
     built = []
-    for category, group in vectors.groupby("category", sort=True):
-        matrix = np.ascontiguousarray(np.stack(group["embedding"].to_numpy()).astype(np.float32))
-        ids = np.array([stable_id(i) for i in group["image_id"]], dtype=np.int64)
+    for category, rows in vectors.groupby("category", sort=True):
+        matrix = np.ascontiguousarray(np.stack(rows["embedding"].to_numpy()).astype(np.float32))
+        ids = np.array([stable_id(i) for i in rows["image_id"]], dtype=np.int64)
         trained, trained_md5 = load_trained(store, model_version, category)
-        if trained is None and trainable is None:
-            counts = warehouse.query("select_category_counts", run_date=run_date, model_version=model_version)
-            trainable = dict(zip(counts["category"], counts["vectors"]))
         if trained is None and trainable.get(category, 0) >= training_minimum(nlist):
             trained, trained_md5 = train_quantizer(
                 store,
@@ -165,7 +194,7 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
             key,
             {
                 "index.faiss": index_bytes(index),
-                "ids.parquet": ids_bytes(pd.DataFrame({"id": ids, "image_id": group["image_id"].to_numpy()})),
+                "ids.parquet": ids_bytes(pd.DataFrame({"id": ids, "image_id": rows["image_id"].to_numpy()})),
             },
             {
                 "model_version": model_version,
@@ -199,7 +228,7 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
         )
     # a rerun with fewer categories must not leave the old run's indexes of that day behind
     built_categories = {b["category"] for b in built}
-    for category in store.children(model_version):
+    for category in categories:
         if category not in built_categories:
             store.remove(day_key(model_version, category, run_date))
     registry = pd.DataFrame(
@@ -225,6 +254,7 @@ def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str) -> li
         names={"columns": list(registry.columns)},
         run_date=run_date,
         model_version=model_version,
+        categories=categories,
     )
     log.info("partition %s: %d day indexes, %d vectors", run_date, len(built), int(registry["vector_count"].sum()))
     return built

@@ -153,7 +153,8 @@ def build_indexes(settings, warehouse, model_version: str, run_id: str, dates: l
 
     new = settings.with_model(model_version)
     for run_date in sorted(dates):
-        build_day_indexes(new, warehouse, run_date, run_id)
+        for group in range(settings.index.build_groups):  # one task builds every group here
+            build_day_indexes(new, warehouse, run_date, run_id, group)
     return build_and_publish(new, warehouse, max(dates), run_id, model_categories(new, model_version))
 
 

@@ -177,7 +177,7 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
     store = index_store(settings)
     days = [
         d
-        for category in categories
+        for category in model_categories(settings, settings.model_version)  # of every build group
         for d, _ in _day_keys(store, settings.model_version, category, dt.date.min, dt.date.max)
     ]
     date_to = max([run_date, *days])
@@ -192,6 +192,7 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
         date_from=min(t for _, t in windows.values()) - horizon,
         date_to=max(t for _, t in windows.values()),
         model_version=settings.model_version,
+        categories=sorted(windows),
     )
     results, rows, failures, pointers = [], [], [], {}
     for category, (date_from, date_to) in windows.items():
