@@ -88,6 +88,8 @@ def synthetic_rows(n: int, seed: int = 0):
             "model_version": [MODEL] * n,
             "dim": np.full(n, 256, dtype=np.int64),
             "embedding": lists(vectors),
+            "embedding_norm": np.linalg.norm(vectors.astype(np.float64), axis=1),
+            "embedding_finite": np.isfinite(vectors).all(axis=1),
             "color": ["red"] * n,
             "color_confidence": np.full(n, 0.9),
             "pattern": ["solid"] * n,
@@ -127,8 +129,6 @@ def pandas_clean(table, settings) -> float:
     import numpy as np
     import pandas as pd
 
-    from vecflow.clean import dhash_band_bits
-
     started = time.perf_counter()
     frame = table.to_pandas()
     vectors = np.stack(frame["embedding"].to_numpy())
@@ -138,7 +138,7 @@ def pandas_clean(table, settings) -> float:
     exact = valid.duplicated("content_md5")
     rest = valid[~exact].reset_index(drop=True)
     h = settings.clean.near_dup_max_hamming
-    width = dhash_band_bits(h)
+    width = 64 // (h + 1)  # exact bands: h + 1 of them
     unsigned = rest["dhash"].to_numpy().view(np.uint64)
     bands = []
     for band in range(h + 1):

@@ -71,3 +71,36 @@ def test_the_migrate_command_applies_a_version_once(vecflow_home, capsys):
         f"schema version {schema_version()}: applied",
         f"schema version {schema_version()}: already applied, nothing to do",
     ]
+
+
+def test_an_earlier_versions_rows_are_backfilled_when_migrating(vecflow_home):
+    """A warehouse from before vectors were stored once: vector_log rows without the job's scalars,
+    vectors_clean rows carrying a copy of each vector and no pointer to its vector_log row. Migrating
+    drops the copies, computes the scalars once, and points every clean row at its vector."""
+    import math
+
+    import duckdb
+    import numpy as np
+    from warehouse_rows import load, row, unit
+
+    from vecflow.clean import clean_partition
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    s = settings().with_model("m1")
+    warehouse = get_warehouse(s)
+    bootstrap(warehouse)
+    load(warehouse, [row("a", DAY), row("b", DAY), row("nan", DAY, embedding=[math.nan] + unit(2)[1:])], DAY)
+    clean_partition(s, warehouse, DAY, "run-1")
+    with duckdb.connect(str(s.paths.warehouse_path)) as con:  # back to the earlier version's shape
+        con.execute("UPDATE vecflow.vector_log SET embedding_norm = NULL, embedding_finite = NULL")
+        con.execute("ALTER TABLE vecflow.vectors_clean ADD COLUMN embedding DOUBLE[]")
+        con.execute("UPDATE vecflow.vectors_clean SET vector_run_id = NULL, shard_id = NULL, attempt = NULL")
+
+    assert migrate(warehouse, force=True) is True
+    log = warehouse.table("vector_log").set_index("image_id")
+    assert np.isclose(log.loc["a", "embedding_norm"], 1.0) and bool(log.loc["a", "embedding_finite"])
+    assert not bool(log.loc["nan", "embedding_finite"])
+    assert "embedding" not in warehouse.table("vectors_clean").columns
+    clean = warehouse.table("v_vectors_clean").set_index("image_id")
+    assert sorted(clean.index) == ["a", "b"]
+    assert np.allclose(clean.loc["a", "embedding"], log.loc["a", "embedding"])

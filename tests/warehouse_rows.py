@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from vecflow.embed.load import VECTOR_COLUMNS, append_vectors
+from vecflow_model.contract import vector_checks
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
 # what names the run, its attempt or the time (a rerun through the scheduler clears the run: attempt 2)
@@ -82,6 +83,7 @@ def row(
     embedding = unit(seed_of(image_id)) if embedding is None else embedding
     # unrelated pictures: random edge signatures are far from each other (cosine ~0)
     edge_signature = unit(seed_of(image_id) + 1, 128) if edge_signature is None else edge_signature
+    [norm], [finite] = vector_checks([embedding])  # what the embedding job writes beside the vector
     return {
         "image_id": image_id,
         "content_md5": md5 or f"md5-{image_id}",
@@ -95,6 +97,8 @@ def row(
         "model_version": model_version,
         "dim": len(embedding),
         "embedding": embedding,
+        "embedding_norm": float(norm),
+        "embedding_finite": bool(finite),
         "color": color,
         "color_confidence": 0.9,
         "pattern": pattern,

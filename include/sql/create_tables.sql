@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.vector_log (
   model_version STRING,
   dim INT64,
   embedding ARRAY<FLOAT64>,
+  embedding_norm FLOAT64,  -- L2 norm and finiteness from the embedding job: validation reads these
+  embedding_finite BOOL,
   color STRING,
   color_confidence FLOAT64,
   pattern STRING,
@@ -54,24 +56,27 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.dedup_map (
   run_id STRING
 ) PARTITION BY listed_date;
 
+-- The vectors themselves stay in vector_log (stored once): a clean row names its vector_log row
+-- (vector_run_id, shard_id, attempt) and v_vectors_clean joins them back for the index stage.
 CREATE TABLE IF NOT EXISTS {{ dataset }}.vectors_clean (
   image_id STRING NOT NULL,
   content_md5 STRING,
   dhash INT64,
-  edge_signature ARRAY<FLOAT64>,
   source STRING,
   listed_date DATE NOT NULL,
   catalog_category STRING,
   category STRING NOT NULL,
   category_confidence FLOAT64,
   model_version STRING NOT NULL,
-  embedding ARRAY<FLOAT64>,
   color STRING,
   color_confidence FLOAT64,
   pattern STRING,
   pattern_confidence FLOAT64,
   attributes STRING,  -- the catalog row's attributes (JSON), as catalog.attributes
-  run_id STRING
+  run_id STRING,
+  vector_run_id STRING,
+  shard_id INT64,
+  attempt INT64
 ) PARTITION BY listed_date CLUSTER BY category;
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags (

@@ -3,7 +3,7 @@
 SELECT c.image_id, c.listed_date, c.source, c.category AS predicted_category, c.model_version, c.attributes,
   {% for column in extra_columns %}c.{{ column }}, {% endfor %}
   t.dimension, t.tag, t.confidence, t.tag_source
-FROM {{ dataset }}.vectors_clean AS c
+FROM {{ dataset }}.{{ 'v_vectors_clean' if extra_columns else 'vectors_clean' }} AS c  -- the view has the vectors
 LEFT JOIN {{ dataset }}.image_tags AS t ON t.image_id = c.image_id AND t.listed_date = c.listed_date
 WHERE c.listed_date = @run_date AND c.model_version = @model_version
 ORDER BY c.image_id, t.dimension, t.tag;

@@ -1,7 +1,6 @@
 -- Columns added after a table's first release: a warehouse created by an earlier version gains them
 -- here (create_tables already has them for a new one), so no partition is lost to an upgrade.
 ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS edge_signature ARRAY<FLOAT64>;
-ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS edge_signature ARRAY<FLOAT64>;
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS recall_at_10 FLOAT64;
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS precision_at_10 FLOAT64;
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS published_at TIMESTAMP;
@@ -10,3 +9,11 @@ ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS attempts INT64;
 ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS reused BOOL;
 ALTER TABLE {{ dataset }}.catalog ADD COLUMN IF NOT EXISTS attributes STRING;
 ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS attributes STRING;
+ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS embedding_norm FLOAT64;
+ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS embedding_finite BOOL;
+ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS vector_run_id STRING;
+ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS shard_id INT64;
+ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS attempt INT64;
+-- vectors are stored once, in vector_log: vectors_clean names its vector_log row instead
+ALTER TABLE {{ dataset }}.vectors_clean DROP COLUMN IF EXISTS embedding;
+ALTER TABLE {{ dataset }}.vectors_clean DROP COLUMN IF EXISTS edge_signature;

@@ -9,10 +9,13 @@ MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or 
 MAX_NORM = 1.5
 
 
-def dhash_band_bits(max_hamming: int) -> int:
-    """Bits per LSH band: max_hamming + 1 bands cover the 64-bit dHash (the last band takes the rest),
-    so hashes within max_hamming bits share at least one whole band."""
-    return 64 // (max_hamming + 1)
+def dhash_bands(max_hamming: int) -> int:
+    """LSH bands of the 64-bit dHash for near dedup: each differing bit spoils at most one band, so
+    two hashes within max_hamming bits agree on at least 2 of max_hamming + 2 bands, and joining on
+    every pair of bands finds every such pair of hashes. A pair of bands is a key of ~25 bits (for
+    max_hamming 3), so buckets stay near empty and the join grows with the rows, not with their
+    square (max_hamming + 1 single 16-bit bands put ~15 hashes in a bucket at 1M rows)."""
+    return max_hamming + 2
 
 
 def validate_and_keep(
@@ -60,7 +63,8 @@ def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expecte
             reject_stage="validate",
             lookback_days=settings.clean.near_dup_lookback_days,
             max_hamming=settings.clean.near_dup_max_hamming,
-            band_bits=dhash_band_bits(settings.clean.near_dup_max_hamming),
+            bands=dhash_bands(settings.clean.near_dup_max_hamming),
+            band_bits=64 // dhash_bands(settings.clean.near_dup_max_hamming),
             min_edge_similarity=settings.clean.near_dup_min_edge_similarity,
         )
 

@@ -7,7 +7,7 @@ The manifest (image_id, uri, source, listed_date, category; from the fetch stage
 the image's bytes, and reject_reason/reject_detail decided before the job) and the output are
 local paths or gs:// / s3:// URLs, read and written with pyarrow's filesystems (`open_location`).
 
-Light on purpose: the Airflow side imports it, and it needs only pyarrow.
+Light on purpose: the Airflow side imports it, and it needs only pyarrow and numpy.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -50,6 +51,9 @@ OUTPUT_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("dim", pa.int32()),
         ("embedding", pa.list_(pa.float32())),
+        # what validation, the funnel and the quality suite read instead of the vector (vector_checks)
+        ("embedding_norm", pa.float64()),
+        ("embedding_finite", pa.bool_()),
         ("color", pa.string()),
         ("color_confidence", pa.float64()),
         ("pattern", pa.string()),
@@ -67,6 +71,13 @@ OUTPUT_SCHEMA = pa.schema(
 REJECT_COLUMNS = ["reject_reason", "reject_detail"]
 # what a row with a vector contributes to vector_log (the rest of a rejected row goes to rejects)
 VECTOR_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name not in REJECT_COLUMNS]
+
+
+def vector_checks(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a (n, dim) matrix: its L2 norm (NaN or inf when an element is) and whether every
+    element is finite. The job writes them beside each vector so the warehouse checks scalars."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return np.linalg.norm(vectors, axis=1), np.isfinite(vectors).all(axis=1)
 
 
 def resolve_uri(uri: str, root: Path) -> Path | None:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri
+from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri, vector_checks
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
 from vecflow_model.preprocess import background_distance, network_input
@@ -189,12 +189,17 @@ def embed_shard(args: ShardJob) -> dict:
                     categories = [r["catalog_category"] for r in embedded]
                     confidences = [None] * len(embedded)
                 model_seconds += time.perf_counter() - tick
-                for row, vector, category, conf in zip(embedded, vectors, categories, confidences):
+                norms, finite = vector_checks(vectors)
+                for row, vector, norm, ok, category, conf in zip(
+                    embedded, vectors, norms.tolist(), finite.tolist(), categories, confidences
+                ):
                     rows.append(
                         {
                             **base,
                             **row,
                             "embedding": vector.tolist(),
+                            "embedding_norm": norm,
+                            "embedding_finite": ok,
                             "dim": len(vector),
                             "category": category,
                             "category_confidence": conf,

@@ -20,7 +20,16 @@ def get_warehouse(settings=None, labels: dict | None = None):
     return DuckDBWarehouse(s.paths.warehouse_path, lock_timeout_s=s.warehouse.duckdb_lock_timeout_s)
 
 
-SCHEMA_FILES = ("create_tables", "create_alert_tables", "upgrade_tables", "vector_log_latest", "trend_views")
+# run in this order: tables, columns added or dropped since, views, then what old rows lack
+SCHEMA_FILES = (
+    "create_tables",
+    "create_alert_tables",
+    "upgrade_tables",
+    "vector_log_latest",
+    "vectors_clean_view",
+    "trend_views",
+    "upgrade_backfill",
+)
 
 
 def schema_version() -> str:
@@ -60,11 +69,8 @@ def bootstrap(warehouse) -> None:
     from vecflow.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    warehouse.run("create_tables")
-    warehouse.run("create_alert_tables")
-    warehouse.run("upgrade_tables")
-    warehouse.run("vector_log_latest")
-    warehouse.run("trend_views")
+    for name in SCHEMA_FILES:
+        warehouse.run(name)
     tags = pd.DataFrame(taxonomy.rows())
     warehouse.run("replace_table", rows=tags, names={"table": "taxonomy", "columns": list(tags.columns)})
     derivations = pd.DataFrame(
