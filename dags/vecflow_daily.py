@@ -15,7 +15,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
 from vecflow.alerts import deadline_alert
 from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
 from vecflow.config import settings
-from vecflow.dag_defaults import DAG_KWARGS, embed_shards
+from vecflow.dag_defaults import DAG_KWARGS, embed_shards, index_stage
 
 
 @dag(
@@ -80,11 +80,10 @@ def vecflow_daily():
         run = current_run()
         return tasks.search_index_tags(run.settings, run.warehouse(), run.run_date, run.run_id)
 
-    groups = settings().index.build_groups
-    # one group: a plain task (a mapped one costs the scheduler an expansion on every run)
-    indexed = build_indexes() if groups == 1 else build_indexes.expand(group=list(range(groups)))
+    cleaned = clean()
+    indexed = index_stage(build_indexes, after=cleaned)
     tagged = tag_images()
-    embed_stage() >> clean() >> [tagged, indexed]
+    embed_stage() >> cleaned >> tagged
     if settings().search.sink == "elasticsearch":
         tagged = tagged >> search_index_tags()
     [tagged, indexed] >> check_quality()

@@ -73,7 +73,7 @@ def test_index_files_match_their_manifests_and_registry(pipeline):
 
     _, warehouse, _ = pipeline
     registry = warehouse.table("index_registry")
-    clean = warehouse.table("vectors_clean")
+    clean = warehouse.table("v_vectors_clean")
     assert registry.loc[registry["kind"] == "day", "vector_count"].sum() == len(clean)
     for entry in registry.itertuples():
         manifest = json.loads(open(f"{entry.path}/manifest.json").read())

@@ -360,3 +360,53 @@ def test_dataloader_workers_give_the_same_rows(tmp_path):
     pd.testing.assert_frame_equal(serial[columns], workers[columns])
     for a, b in zip(serial["embedding"], workers["embedding"]):
         assert (a is None and b is None) or np.allclose(a, b, atol=1e-6)
+
+
+def test_index_build_pods_are_sized_from_their_windows(monkeypatch):
+    """VECFLOW_INDEX_BUILD_BACKEND=kubernetes: a build pod per group from the one pod factory, running
+    `vecflow.cli build-indexes` for its group, its memory request growing with its window's vectors;
+    rendered by the provider as the cluster would get it."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from vecflow.embed.pods import index_pod_kwargs, index_pod_memory, index_pod_partial, index_pod_plan
+
+    monkeypatch.setenv("VECFLOW_STORAGE_URL", "gs://vecflow-prod/daily")
+    monkeypatch.setenv("VECFLOW_K8S_INDEX_IMAGE", "registry.example/vecflow-airflow:1.0")
+    assert index_pod_memory(0, 256) == "1Gi"
+    assert index_pod_memory(10_000_000, 256) == "68Gi"  # 28 bytes per float held (66.8 GiB), and 1 GiB
+    small, large = (index_pod_plan(settings(), dt.date(2026, 3, 2), "scheduled__x", 1, n) for n in (1000, 10**7))
+    assert small["arguments"] == ["--date", "2026-03-02", "--run-id", "scheduled__x", "--group", "1"]
+    op = index_pod_partial()
+    for plan, memory in ((small, "2Gi"), (large, "68Gi")):
+        kwargs = {**op.kwargs, **index_pod_kwargs(plan)}
+        kwargs.pop("task_id", None)
+        pod = KubernetesPodOperator(task_id="build_indexes", **kwargs).build_pod_request_obj(context=None, dry_run=True)
+        container = pod.spec.containers[0]
+        assert container.image == "registry.example/vecflow-airflow:1.0"
+        assert container.command == ["python", "-m", "vecflow.cli", "build-indexes"]
+        assert container.args == plan["arguments"]
+        assert container.resources.requests["memory"] == container.resources.limits["memory"] == memory
+        assert "nvidia.com/gpu" not in container.resources.requests
+        env = {e.name: e.value for e in container.env}
+        assert env["VECFLOW_STORAGE_URL"] == "gs://vecflow-prod/daily"  # the worker's settings reach the pod
+        assert sorted(v.name for v in pod.spec.volumes) == ["tmp"]
+        assert pod.spec.security_context.run_as_non_root and container.security_context.read_only_root_filesystem
+
+
+def test_kubernetes_index_backend_maps_build_pods_over_the_groups():
+    import subprocess
+
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag; import sys; "
+        "bag = DagBag(dag_folder=sys.argv[1]); assert not bag.import_errors, bag.import_errors; "
+        "dag = bag.dags['vecflow_daily']; t = dag.get_task('build_indexes'); "
+        "print(type(t).__name__, t.operator_name, sorted(t.upstream_task_ids), sorted(t.downstream_task_ids))"
+    )
+    from vecflow.resources import PROJECT_DIR
+
+    env = {**__import__("os").environ, "VECFLOW_INDEX_BUILD_BACKEND": "kubernetes", "VECFLOW_INDEX_BUILD_GROUPS": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(PROJECT_DIR / "dags")], env=env, capture_output=True, text=True, check=True
+    )
+    pods = done.stdout.strip().splitlines()[-1]
+    assert pods == "MappedOperator KubernetesPodOperator ['plan_index_pods'] ['check_quality']"

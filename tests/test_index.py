@@ -261,3 +261,37 @@ def test_build_groups_share_out_the_categories_and_build_what_one_group_builds(i
     registry = warehouse.table("index_registry").query("kind == 'day'")
     assert sorted(registry["category"]) == sorted(categories)
     assert all(store.manifest(f"m1/{c}/day={day}") for c in categories)
+
+
+def test_index_pods_are_planned_per_group_and_the_cli_builds_one_group(index_env, monkeypatch, capsys, request):
+    """What VECFLOW_INDEX_BUILD_BACKEND=kubernetes runs, without a cluster: plan_index_pods sizes a
+    pod per group from the group's window vectors, and the pod's command builds that group only."""
+    from vecflow import cli, tasks
+    from vecflow.index.build import build_group
+
+    warehouse, centers = index_env
+    monkeypatch.setenv("VECFLOW_INDEX_BUILD_GROUPS", "3")
+    if warehouse.dialect != "duckdb":  # the command finds the fixture's dataset through the settings
+        monkeypatch.setenv("VECFLOW_WAREHOUSE", "bigquery")
+        monkeypatch.setenv("VECFLOW_BQ_ENDPOINT", request.getfixturevalue("bigquery_endpoint"))
+        monkeypatch.setenv("VECFLOW_BQ_PROJECT", "vecflow-test")
+        monkeypatch.setenv("VECFLOW_BQ_DATASET", warehouse.dataset)
+    categories = {"coat": 40, "dress": 30, "bag": 20}  # groups 1, 0 and 2
+    day = DAYS[0]
+    rows = [
+        row(f"{c}-{i:03d}", day, category=c, embedding=v)
+        for n, (c, count) in enumerate(categories.items())
+        for i, v in enumerate(clustered(n, count, centers))
+    ]
+    load(warehouse, rows, day)
+    clean_partition(settings(), warehouse, day, "run-1")
+    plans = tasks.plan_index_pods(settings(), warehouse, day, "run-1")
+    assert [p["vectors"] for p in plans] == [
+        sum(n for c, n in categories.items() if build_group(c, 3) == g) for g in range(3)
+    ]
+    assert plans[1]["arguments"] == ["--date", str(day), "--run-id", "run-1", "--group", "1"]
+    assert cli.main(["build-indexes", *plans[1]["arguments"]]) == 0
+    built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built["group"] == 1 and sorted(built["window"]) == ["coat"]
+    store = index_store(settings())
+    assert read_current(store, "m1", "coat") is not None and read_current(store, "m1", "dress") is None

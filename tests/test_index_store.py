@@ -118,7 +118,7 @@ def test_the_daily_build_publishes_serves_and_rolls_back_from_a_bucket(bucket_in
 
     index, ids, manifest = load_published(store, "m1", "coat")
     assert manifest["version"] == versions[-1] and index.ntotal == len(ids) == 150
-    vectors = warehouse.table("vectors_clean")
+    vectors = warehouse.table("v_vectors_clean")
     first = vectors.iloc[0]
     _, found = index.search(np.asarray([first["embedding"]], dtype="float32"), 1)
     assert ids.set_index("id").loc[found[0][0], "image_id"] == first["image_id"]

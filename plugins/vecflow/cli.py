@@ -46,6 +46,19 @@ def cmd_switch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_indexes(args: argparse.Namespace) -> int:
+    """What an index-build pod runs: one build group's day and window indexes of a partition."""
+    import json
+
+    from vecflow.index.window import build_group_indexes
+    from vecflow.warehouse import get_warehouse
+
+    s = settings()
+    built = build_group_indexes(s, get_warehouse(s), args.date, args.run_id, args.group)
+    print(json.dumps(built, default=str))
+    return 0
+
+
 def cmd_catalog_import(args: argparse.Namespace) -> int:
     from vecflow.catalog import import_folder
 
@@ -113,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("--category", required=True)
     switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")
     switch.add_argument("--model-version", required=True)
+    builder = sub.add_parser("build-indexes", help="build a partition's indexes of one build group (index pods run it)")
+    builder.add_argument("--date", type=parse_date, required=True, help="the partition, YYYY-MM-DD")
+    builder.add_argument("--run-id", required=True, help="the daily run it belongs to")
+    builder.add_argument("--group", type=int, default=0, help="the build group (of VECFLOW_INDEX_BUILD_GROUPS)")
     catalog = sub.add_parser("catalog", help="bring your own catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     importer = catalog_sub.add_parser("import", help="write a catalog partition listing a folder's images")
@@ -131,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from vecflow.catalog import CatalogError
     from vecflow.config import ConfigError
     from vecflow.index.reindex import ModelSwitchError
+    from vecflow.index.window import IndexGateError
 
     try:
         settings().check()  # a malformed variable of any group stops the command before it starts
@@ -146,12 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             "alerts": cmd_alerts_ack,
             "catalog": cmd_catalog_import,
             "migrate": cmd_migrate,
+            "build-indexes": cmd_build_indexes,
         }
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except (ModelSwitchError, CatalogError, demo.RunError) as exc:
+    except (ModelSwitchError, CatalogError, IndexGateError, demo.RunError) as exc:
         log.error("%s", exc)
         return 1
 

@@ -362,6 +362,15 @@ class KubernetesSettings:
     workers: int = setting("VECFLOW_K8S_WORKERS", 8, "DataLoader workers in a pod", _int(minimum=0))
     max_pods: int = setting("VECFLOW_K8S_MAX_PODS", 16, "embedding pods of one run at a time", _int())
     pool: str = setting("VECFLOW_K8S_POOL", "default_pool", "Airflow pool the pods count against")
+    index_image: str = setting(
+        "VECFLOW_K8S_INDEX_IMAGE",
+        "vecflow-airflow:3.3.2",
+        "image of the index-build pods: the Airflow image with vecflow (docker/airflow)",
+    )
+    index_cpu: str = setting("VECFLOW_K8S_INDEX_CPU", "2", "CPU request of an index-build pod")
+    index_node_selector: dict = setting(
+        "VECFLOW_K8S_INDEX_NODE_SELECTOR", {}, "node selector of the index-build pods (JSON object)", _json(dict)
+    )
 
 
 @dataclass(frozen=True)
@@ -480,6 +489,13 @@ class IndexSettings:
         "mapped build_indexes tasks per daily run, each building its share of the categories (up to one per "
         "category, so workers build them in parallel and a failed group is retried alone)",
         _int(minimum=1),
+    )
+    build_backend: str = setting(
+        "VECFLOW_INDEX_BUILD_BACKEND",
+        "local",
+        "`local` (build_indexes on the worker) or `kubernetes` (a pod per build group from the pod factory, "
+        "its memory sized from the group's window vectors)",
+        _choice("local", "kubernetes"),
     )
     reindex_max_precision_drop: float = setting(
         "VECFLOW_REINDEX_MAX_PRECISION_DROP",

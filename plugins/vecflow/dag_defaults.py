@@ -26,6 +26,35 @@ DAG_KWARGS = {
 }
 
 
+def index_stage(build_indexes, after):
+    """The daily index stage (inside a DAG), downstream of `after`: the `build_indexes` task once
+    (one build group, the demo's: a mapped task costs the scheduler an expansion on every run) or
+    mapped over the VECFLOW_INDEX_BUILD_GROUPS groups; or, when VECFLOW_INDEX_BUILD_BACKEND=kubernetes,
+    a task that sizes one pod per group from its window's vectors and the mapped pods that build
+    them. Returns the stage's last task."""
+    from airflow.sdk import task
+
+    from vecflow.assets import INDEXES
+
+    index = settings().index
+    if index.build_backend == "kubernetes":
+        from vecflow.embed.pods import index_pod_kwargs, index_pod_partial
+
+        @task
+        def plan_index_pods() -> list[dict]:
+            from vecflow import tasks
+
+            run = tasks.current_run()
+            return tasks.plan_index_pods(run.settings, run.warehouse(), run.run_date, run.run_id)
+
+        plans = plan_index_pods()
+        after >> plans
+        return index_pod_partial(outlets=[INDEXES]).expand_kwargs(plans.map(index_pod_kwargs))
+    built = build_indexes() if index.build_groups == 1 else build_indexes.expand(group=list(range(index.build_groups)))
+    after >> built
+    return built
+
+
 def embed_shards(shards):
     """Maps the embedding entrypoint over planned shards (inside a DAG): a local process per shard that
     fetches, then embeds; or, when VECFLOW_EMBED_BACKEND=kubernetes, a CPU fetch task per shard on the

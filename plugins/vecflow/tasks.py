@@ -147,23 +147,23 @@ def build_indexes(s: Settings, warehouse, run_date: dt.date, run_id: str, group:
     gate: the categories of one build group (index.build_group) of VECFLOW_INDEX_BUILD_GROUPS."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from vecflow.index.build import build_day_indexes, group_categories
-    from vecflow.index.window import IndexGateError, build_and_publish, model_categories
+    from vecflow.index.window import IndexGateError, build_group_indexes
 
-    built = build_day_indexes(s, warehouse, run_date, run_id, group)
     try:
-        categories = group_categories(model_categories(s, s.model_version), group, s.index.build_groups)
-        windows = build_and_publish(s, warehouse, run_date, run_id, categories)
+        return build_group_indexes(s, warehouse, run_date, run_id, group)
     except IndexGateError as exc:
         raise AirflowFailException(str(exc)) from None  # a retry would build the same index
-    return {
-        "model_version": s.model_version,
-        "group": group,
-        "day": {b["category"]: b["vector_count"] for b in built},
-        "window": {
-            w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")} for w in windows
-        },
-    }
+
+
+def plan_index_pods(s: Settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
+    """One index-build pod per build group, its memory sized from the group's window vectors."""
+    from vecflow.embed.pods import index_pod_plan
+    from vecflow.index.build import group_window_vectors
+
+    return [
+        index_pod_plan(s, run_date, run_id, group, vectors)
+        for group, vectors in group_window_vectors(s, warehouse, run_date).items()
+    ]
 
 
 def check_quality(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:

@@ -155,6 +155,20 @@ def group_categories(categories, group: int, groups: int) -> list[str]:
     return sorted(c for c in set(categories) if build_group(c, groups) == group)
 
 
+def group_window_vectors(settings, warehouse, run_date: dt.date) -> dict[int, int]:
+    """Clean vectors each build group's window indexes will hold at most (window and long tail up to
+    run_date), for sizing a build pod's memory."""
+    index = settings.index
+    horizon = dt.timedelta(days=max(index.window_days, index.long_tail_days) - 1)
+    counts = warehouse.query(
+        "select_window_counts", date_from=run_date - horizon, date_to=run_date, model_version=settings.model_version
+    )
+    out = dict.fromkeys(range(index.build_groups), 0)
+    for category, vectors in zip(counts["category"], counts["vectors"]):
+        out[build_group(category, index.build_groups)] += int(vectors)
+    return out
+
+
 def build_day_indexes(settings, warehouse, run_date: dt.date, run_id: str, group: int = 0) -> list[dict]:
     """The day index of each category of build group `group` that has clean vectors on run_date
     (training its quantizer first when it has enough); removes the group's day indexes of that date

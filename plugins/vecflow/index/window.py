@@ -167,6 +167,27 @@ def version_name(date_to: dt.date, content_key: str) -> str:
     return f"v-{date_to:%Y%m%d}-{hashlib.sha1(content_key.encode()).hexdigest()[:10]}"
 
 
+def build_group_indexes(settings, warehouse, run_date: dt.date, run_id: str, group: int = 0) -> dict:
+    """The daily index stage for one build group (build.build_group): the day indexes of the
+    partition, then each category's window index, published if it passes its gate (IndexGateError
+    names those that did not, after the others are published). What it built, for the asset event."""
+    from vecflow.index.build import build_day_indexes, group_categories
+
+    built = build_day_indexes(settings, warehouse, run_date, run_id, group)
+    categories = model_categories(settings, settings.model_version)
+    windows = build_and_publish(
+        settings, warehouse, run_date, run_id, group_categories(categories, group, settings.index.build_groups)
+    )
+    return {
+        "model_version": settings.model_version,
+        "group": group,
+        "day": {b["category"]: b["vector_count"] for b in built},
+        "window": {
+            w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")} for w in windows
+        },
+    }
+
+
 def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categories: list[str]) -> list[dict]:
     """For each category: merge the window of the last N days (ending at the newest partition),
     evaluate it, register it, publish it if the gate passes. Raises IndexGateError naming every
