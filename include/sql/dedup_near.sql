@@ -39,10 +39,12 @@ band_pairs AS (
     y.first_bit AS second_bit, y.width AS second_width
   FROM band_layout AS x JOIN band_layout AS y ON x.band < y.band
 ),
+-- one INT64 key per hash and pair of bands: the pair, then both bands' bits (each at most 24 bits)
 keys AS (
-  SELECT p.image_id, p.listed_date, p.dhash, l.band_pair,
-    (p.dhash >> l.first_bit) & ((CAST(1 AS INT64) << l.first_width) - 1) AS first_value,
-    (p.dhash >> l.second_bit) & ((CAST(1 AS INT64) << l.second_width) - 1) AS second_value
+  SELECT p.image_id, p.listed_date, p.dhash,
+    (l.band_pair << 48)
+      | (((p.dhash >> l.first_bit) & ((CAST(1 AS INT64) << l.first_width) - 1)) << 24)
+      | ((p.dhash >> l.second_bit) & ((CAST(1 AS INT64) << l.second_width) - 1)) AS band_key
   FROM pool AS p CROSS JOIN band_pairs AS l
   WHERE p.dhash IS NOT NULL
 ),
@@ -50,8 +52,7 @@ keys AS (
 candidates AS (
   SELECT DISTINCT a.image_id, b.image_id AS match_id, b.listed_date AS match_date
   FROM keys AS a
-  JOIN keys AS b
-    ON a.band_pair = b.band_pair AND a.first_value = b.first_value AND a.second_value = b.second_value
+  JOIN keys AS b ON a.band_key = b.band_key
   WHERE a.listed_date = @run_date
     AND (b.listed_date < @run_date OR b.image_id < a.image_id)
     AND BIT_COUNT(a.dhash ^ b.dhash) <= @max_hamming
