@@ -14,7 +14,17 @@ from vecflow_model.contract import vector_checks
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
 # what names the run, its attempt or the time (a rerun through the scheduler clears the run: attempt 2)
-VOLATILE = {"run_id", "vector_run_id", "attempt", "recorded_at", "loaded_at", "created_at", "embedded_at", "published_at", "reused"}
+VOLATILE = {
+    "run_id",
+    "vector_run_id",
+    "attempt",
+    "recorded_at",
+    "loaded_at",
+    "created_at",
+    "embedded_at",
+    "published_at",
+    "reused",
+}
 DERIVED_TABLES = [
     "catalog",
     "vectors_clean",

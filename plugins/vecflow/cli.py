@@ -16,32 +16,65 @@ from vecflow.config import settings
 log = logging.getLogger("vecflow.cli")
 
 
+def _warehouse(s):
+    """The settings' warehouse at this code's schema (a fresh VECFLOW_HOME gets its tables, so a
+    command on it says what is missing instead of failing on a table)."""
+    from vecflow.warehouse import get_warehouse, migrate
+
+    warehouse = get_warehouse(s)
+    migrate(warehouse)
+    return warehouse
+
+
+class CommandError(RuntimeError):
+    """An expected failure of a command (a missing file, not an image, nothing published): one line
+    naming the input, and a non-zero exit; tracebacks are for bugs."""
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from vecflow.index.search import search
-    from vecflow.warehouse import get_warehouse
+    from vecflow.index.store import index_store
+    from vecflow.index.window import current_key, model_categories
+    from vecflow_model.imaging import DecodeError, decode
 
     s = settings()
-    results = search(s, get_warehouse(s), args.image, args.k, args.category)
+    if not args.image.is_file():
+        raise CommandError(f"search: --image {args.image}: no such file")
+    try:
+        decode(args.image.read_bytes())
+    except DecodeError as exc:
+        raise CommandError(f"search: --image {args.image} is not an image ({exc})") from None
+    store = index_store(s)
+    published = [c for c in model_categories(s, s.model_version) if store.exists(current_key(s.model_version, c))]
+    if not published:
+        raise CommandError(f"search: nothing published for model {s.model_version} in {store.url}")
+    if args.category not in (None, "all") and args.category not in published:
+        raise CommandError(
+            f"search: --category {args.category}: no published index of {s.model_version} "
+            f"(published: {', '.join(published)})"
+        )
+    try:
+        results = search(s, _warehouse(s), args.image, args.k, args.category)
+    except FileNotFoundError as exc:  # the predicted category has no published index
+        raise CommandError(f"search: {exc}") from None
     print(f"predicted category: {results.attrs.get('predicted_category')}; {len(results)} results")
-    print(results.to_string(index=False) if len(results) else "(no published index)")
+    print(results.to_string(index=False))
     return 0
 
 
 def cmd_index_rollback(args: argparse.Namespace) -> int:
     from vecflow.index.window import rollback
-    from vecflow.warehouse import get_warehouse
 
     s = settings()
-    print(f"{s.model_version}/{args.category}: now serving {rollback(s, get_warehouse(s), args.category)}")
+    print(f"{s.model_version}/{args.category}: now serving {rollback(s, _warehouse(s), args.category)}")
     return 0
 
 
 def cmd_switch_model(args: argparse.Namespace) -> int:
     from vecflow.index.reindex import switch_model
-    from vecflow.warehouse import get_warehouse
 
     s = settings()
-    pointer = switch_model(s, get_warehouse(s), args.model_version, run_id="manual")
+    pointer = switch_model(s, _warehouse(s), args.model_version, run_id="manual")
     print(f"serving model: {pointer['model_version']} (was {pointer['previous_model_version']})")
     return 0
 
@@ -148,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     from vecflow.catalog import CatalogError
     from vecflow.config import ConfigError
     from vecflow.index.reindex import ModelSwitchError
+    from vecflow.index.store import IndexIntegrityError
     from vecflow.index.window import IndexGateError
+    from vecflow_model.registry import ModelRegistryError
 
     try:
         settings().check()  # a malformed variable of any group stops the command before it starts
@@ -170,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except (ModelSwitchError, CatalogError, IndexGateError, demo.RunError) as exc:
+    except (ModelSwitchError, CatalogError, IndexGateError, demo.RunError, CommandError) as exc:
         log.error("%s", exc)
+        return 1
+    except (IndexIntegrityError, ModelRegistryError) as exc:  # nothing to roll back, a damaged index, a model
+        log.error("%s: %s", args.command, exc)
         return 1
 
 

@@ -176,6 +176,8 @@ def switch_problems(settings, warehouse, model_version: str) -> list[str]:
     published = registry[(registry["kind"] == "window") & (registry["status"] == "published")]
     served = published[published["model_version"] == serving].set_index("category")
     candidate = published[published["model_version"] == model_version].set_index("category")
+    if candidate.empty:  # also when nothing is served yet: a model with no index serves nothing
+        problems.append(f"{model_version} has no published window index (reindex with it first)")
     for category, old in served.iterrows():
         if category not in candidate.index:
             problems.append(f"{category}: no published {model_version} window index")
