@@ -4,10 +4,12 @@ rollback, md5-checked loading."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from warehouse_rows import load, row
 
@@ -98,17 +100,53 @@ def test_a_bad_day_is_fixed_by_rerunning_it_and_remerging(index_env):
     assert index.ntotal == 150 and set(ids["image_id"]) == clean_ids
 
 
-def test_the_gate_blocks_a_worse_index_and_the_published_one_keeps_serving(index_env, monkeypatch):
+def test_nprobe_is_tuned_to_the_recall_target_and_recorded(index_env, monkeypatch):
+    """One list of two probed misses the 0.98 target on vectors that fit neither cluster: the window
+    is not blocked but published at the smallest nprobe that meets it, recorded in its manifest."""
+    warehouse, centers = index_env
+    s = settings()
+    for day in DAYS[:2]:
+        run_day(warehouse, day, 50, centers)
+    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "1")
+    scattered = np.random.default_rng(5).normal(size=(500, 256))
+    [result] = run_day(warehouse, DAYS[2], 50, scattered)
+    assert result["status"] == "published" and result["nprobe"] == 2
+    index, _, manifest = load_published(index_store(s), "m1", "coat")
+    assert manifest["nprobe"] == 2 and manifest["nprobe_recall"]["1"] < 0.98 <= manifest["nprobe_recall"]["2"]
+
+
+def test_the_gate_blocks_a_broken_index_at_every_nprobe_and_the_published_one_keeps_serving(index_env):
+    """A day index whose vectors are not the warehouse's (a broken build or model): no nprobe up to
+    every list reaches the target, the window is blocked and the published one keeps serving."""
+    from vecflow.index.build import build_index, day_key, ids_bytes, index_bytes, load_trained
+
     warehouse, centers = index_env
     s = settings()
     for day in DAYS[:2]:
         run_day(warehouse, day, 50, centers)
     published = read_current(index_store(s), "m1", "coat").payload["version"]
-    # one list of two probed, and a day of vectors that fit neither cluster: recall falls
-    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "1")
-    scattered = np.random.default_rng(5).normal(size=(500, 256))
+    day = DAYS[2]
+    load(
+        warehouse,
+        [row(f"x-{i:03d}", day, category="coat", embedding=v) for i, v in enumerate(clustered(3, 50, centers))],
+        day,
+    )
+    clean_partition(s, warehouse, day, "run-1")
+    build_day_indexes(s, warehouse, day, "run-1")
+    store = index_store(s)
+    files, manifest = store.read_version(day_key("m1", "coat", day))
+    ids = pd.read_parquet(io.BytesIO(files["ids.parquet"]))
+    noise = np.random.default_rng(9).normal(size=(len(ids), 256)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    broken = build_index(noise, ids["id"].to_numpy(), load_trained(store, "m1", "coat")[0])
+    store.remove(day_key("m1", "coat", day))
+    store.write_version(
+        day_key("m1", "coat", day),
+        {"index.faiss": index_bytes(broken), "ids.parquet": ids_bytes(ids)},
+        {k: v for k, v in manifest.items() if k != "files"},
+    )
     with pytest.raises(IndexGateError, match=r"coat: recall@10 0\.\d+ below the minimum 0\.98"):
-        run_day(warehouse, DAYS[2], 50, scattered)
+        build_and_publish(s, warehouse, day, "run-1", ["coat"])
     assert read_current(index_store(s), "m1", "coat").payload["version"] == published
     statuses = warehouse.table("index_registry").query("kind == 'window'").sort_values("date_to")["status"].tolist()
     assert statuses[-2:] == ["published", "blocked"]

@@ -463,7 +463,9 @@ class SearchSettings:
 class IndexSettings:
     factory: str = setting("VECFLOW_INDEX_FACTORY", "IVF{nlist},Flat", "faiss index factory string")
     nlist: int = setting("VECFLOW_INDEX_NLIST", 8, "IVF lists (fewer when a category has few vectors)", _int())
-    nprobe: int = setting("VECFLOW_INDEX_NPROBE", 4, "IVF lists searched per query", _int())
+    nprobe: int = setting(
+        "VECFLOW_INDEX_NPROBE", 4, "IVF lists probed first; doubled per version until the recall target is met", _int()
+    )
     train_sample: int = setting("VECFLOW_INDEX_TRAIN_SAMPLE", 20_000, "vectors the quantizer is trained on", _int())
     window_days: int = setting("VECFLOW_INDEX_WINDOW_DAYS", 30, "days merged into a window index", _int())
     eval_queries: int = setting("VECFLOW_INDEX_EVAL_QUERIES", 200, "held-out queries of the evaluation gate", _int())

@@ -117,13 +117,27 @@ def merge_days(store: IndexStore, model_version: str, category: str, date_from: 
     )
 
 
-def evaluate(index, vectors: pd.DataFrame, nprobe: int, queries: int) -> dict:
+def nprobe_ladder(index, start: int) -> list[int]:
+    """The nprobe values tuning tries: the setting, doubled up to every list (exact over the lists)."""
+    nlist = getattr(index, "nlist", None)
+    if not nlist:
+        return [start]
+    ladder, nprobe = [], min(start, nlist)
+    while nprobe < nlist:
+        ladder.append(nprobe)
+        nprobe *= 2
+    return [*ladder, nlist]
+
+
+def evaluate(index, vectors: pd.DataFrame, nprobes: list[int], queries: int, target: float = 0.0) -> dict:
     """recall@10 of the index against exact search, and same-category precision@10 (the catalog's
-    label) of its results, on up to `queries` vectors of the window drawn evenly."""
+    label) of its results, on up to `queries` vectors of the window drawn evenly, at the smallest
+    of `nprobes` (ascending) whose recall reaches `target`, or the largest when none does. The
+    result says which (`nprobe`) and what each tried reached (`nprobe_recall`)."""
     import faiss
 
     if index.ntotal == 0 or vectors.empty:
-        return {"recall_at_10": None, "precision_at_10": None, "queries": 0}
+        return {"recall_at_10": None, "precision_at_10": None, "queries": 0, "nprobe": nprobes[0]}
     matrix = np.ascontiguousarray(np.stack(vectors["embedding"].to_numpy()).astype(np.float32))
     ids = np.array([stable_id(i) for i in vectors["image_id"]], dtype=np.int64)
     labels = dict(zip(ids, vectors["catalog_category"]))
@@ -132,17 +146,24 @@ def evaluate(index, vectors: pd.DataFrame, nprobe: int, queries: int) -> dict:
     exact = faiss.IndexFlatIP(matrix.shape[1])
     exact.add(matrix)
     _, exact_rows = exact.search(matrix[picks], k)
-    if hasattr(index, "nprobe"):
-        index.nprobe = nprobe
-    _, found = index.search(matrix[picks], k)
-    recall = np.mean([len(set(ids[e]) & set(f)) / k for e, f in zip(exact_rows, found)])
+    tried = {}
+    for nprobe in nprobes:
+        if hasattr(index, "nprobe"):
+            index.nprobe = nprobe
+        _, found = index.search(matrix[picks], k)
+        recall = float(np.mean([len(set(ids[e]) & set(f)) / k for e, f in zip(exact_rows, found)]))
+        tried[str(nprobe)] = round(recall, 4)
+        if recall >= target:
+            break
     precision = np.mean(
         [np.mean([labels.get(i) == labels[ids[q]] for i in f if i != -1]) for q, f in zip(picks, found)]
     )
     return {
-        "recall_at_10": round(float(recall), 4),
+        "recall_at_10": round(recall, 4),
         "precision_at_10": round(float(precision), 4),
         "queries": int(len(picks)),
+        "nprobe": int(nprobe),
+        "nprobe_recall": tried,
     }
 
 
@@ -183,7 +204,8 @@ def build_group_indexes(settings, warehouse, run_date: dt.date, run_id: str, gro
         "group": group,
         "day": {b["category"]: b["vector_count"] for b in built},
         "window": {
-            w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10")} for w in windows
+            w["category"]: {k: w[k] for k in ("version", "status", "vector_count", "recall_at_10", "nprobe")}
+            for w in windows
         },
     }
 
@@ -283,8 +305,23 @@ def _build_window(
         )
     counts["long_tail_kept"] = len(tail)
     counts["long_tail_from"] = tail_from.isoformat()
-    quality = evaluate(index, pd.concat([in_window, tail]), settings.index.nprobe, settings.index.eval_queries)
+    previous_recall = None
+    if published:
+        previous = store.manifest(window_key(settings.model_version, category, published.payload["version"]))
+        previous_recall = previous.get("recall_at_10") if previous else None
     version = version_name(date_to, counts.pop("content_key") + "|tail:" + ",".join(sorted(tail["image_id"])))
+    if published and published.payload["version"] == version:
+        previous_recall = None  # an unchanged rerun is not compared with itself
+    # the smallest nprobe that meets the gate (autofaiss's way), not a fixed one: the gate then
+    # blocks only a window no nprobe up to every list can make good (a broken index or model)
+    target = max(settings.index.min_recall, (previous_recall or 0.0) - settings.index.max_recall_drop)
+    quality = evaluate(
+        index,
+        pd.concat([in_window, tail]),
+        nprobe_ladder(index, settings.index.nprobe),
+        settings.index.eval_queries,
+        target,
+    )
     key = window_key(settings.model_version, category, version)
     manifest = store.manifest(key)
     if manifest is None:  # a version is immutable: the same content is written once
@@ -300,16 +337,11 @@ def _build_window(
                 "date_to": date_to.isoformat(),
                 "window_days": settings.index.window_days,
                 "vector_count": int(index.ntotal),
-                "nprobe": settings.index.nprobe,
                 "run_id": run_id,
                 **counts,
                 **quality,
             },
         )
-    previous_recall = None
-    if published and published.payload["version"] != version:
-        previous = store.manifest(window_key(settings.model_version, category, published.payload["version"]))
-        previous_recall = previous.get("recall_at_10") if previous else None
     problem = gate_problem(quality["recall_at_10"], previous_recall, settings)
     row = {
         "model_version": settings.model_version,
