@@ -34,7 +34,7 @@ class CommandError(RuntimeError):
 def cmd_search(args: argparse.Namespace) -> int:
     from vecflow.index.search import search
     from vecflow.index.store import index_store
-    from vecflow.index.window import current_key, model_categories
+    from vecflow.index.window import published_categories
     from vecflow_model.imaging import DecodeError, decode
 
     s = settings()
@@ -44,10 +44,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         decode(args.image.read_bytes())
     except DecodeError as exc:
         raise CommandError(f"search: --image {args.image} is not an image ({exc})") from None
-    store = index_store(s)
-    published = [c for c in model_categories(s, s.model_version) if store.exists(current_key(s.model_version, c))]
+    published = published_categories(s, s.model_version)
     if not published:
-        raise CommandError(f"search: nothing published for model {s.model_version} in {store.url}")
+        raise CommandError(f"search: nothing published for model {s.model_version} in {index_store(s).url}")
     if args.category not in (None, "all") and args.category not in published:
         raise CommandError(
             f"search: --category {args.category}: no published index of {s.model_version} "

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,16 +34,17 @@ class Staging:
         return f"{self.url}/{run_date.isoformat()}/{safe_run_id(run_id)}"
 
     def write(self, url: str, table: pa.Table) -> None:
-        """Writes a parquet file; local files under a temporary name then renamed, an object in one
-        upload, so no reader sees half a file."""
+        """Writes a parquet file: an object in one upload, a local file as the index store writes
+        one (temporary name, renamed), so no reader sees half a file."""
+        from vecflow.index.store import write_file_atomically
+
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
         if "://" in url:
-            with self.fs.open(url, "wb") as f:
-                pq.write_table(table, f)
+            self.fs.pipe_file(url, buffer.getvalue())
             return
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        partial = f"{url}.partial"
-        pq.write_table(table, partial)
-        os.replace(partial, url)
+        write_file_atomically(Path(url), buffer.getvalue())
 
     def read(self, url: str) -> pa.Table:
         """A parquet file; FileNotFoundError when it is not there."""

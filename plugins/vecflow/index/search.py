@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from vecflow.index.store import index_store
-from vecflow.index.window import current_key, load_published, model_categories
+from vecflow.index.window import load_published, published_categories
 
 
 def embed_image(path: Path, model_version: str, registry: Path) -> tuple[np.ndarray, str | None]:
@@ -36,15 +36,7 @@ def search(settings, warehouse, image: Path, k: int = 10, category: str | None =
     vector, predicted = embed_image(image, settings.model_version, settings.embed.model_registry)
     wanted = category or predicted
     store = index_store(settings)
-    categories = (
-        [
-            c
-            for c in model_categories(settings, settings.model_version)
-            if store.exists(current_key(settings.model_version, c))
-        ]
-        if wanted in (None, "all")
-        else [wanted]
-    )
+    categories = published_categories(settings, settings.model_version) if wanted in (None, "all") else [wanted]
     hits = []
     for cat in categories:
         index, ids, manifest = load_published(store, settings.model_version, cat)

@@ -173,7 +173,7 @@ class IndexStore:
             current = path.read_bytes() if path.exists() else None
             if (md5_of(current) if current is not None else None) != (expected.token if expected else None):
                 raise PointerConflict(f"{self.uri(key)} changed since it was read; not overwritten")
-            _write_file_atomically(path, data)
+            write_file_atomically(path, data)
 
     def _blob(self, key: str):
         bucket, _, name = self.path(key).partition("/")
@@ -225,7 +225,8 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _write_file_atomically(path: Path, data: bytes) -> None:
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """A local file written under a temporary name, fsynced and renamed: no reader sees half of it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _write_synced(tmp, data)
     os.replace(tmp, path)

@@ -39,6 +39,12 @@ def model_categories(settings, model_version: str) -> list[str]:
     return index_store(settings).children(model_version)
 
 
+def published_categories(settings, model_version: str) -> list[str]:
+    """The categories of a model with a published window index (a CURRENT pointer)."""
+    store = index_store(settings)
+    return [c for c in model_categories(settings, model_version) if store.exists(current_key(model_version, c))]
+
+
 def current_key(model_version: str, category: str) -> str:
     return f"{category_key(model_version, category)}/CURRENT"
 
