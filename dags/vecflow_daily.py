@@ -81,8 +81,8 @@ def vecflow_daily():
         return tasks.search_index_tags(run.settings, run.warehouse(), run.run_date, run.run_id)
 
     cleaned = clean()
-    indexed = index_stage(build_indexes, after=cleaned)
     tagged = tag_images()
+    indexed = index_stage(build_indexes, after=tagged)  # an index's metadata carries the image's tags
     embed_stage() >> cleaned >> tagged
     if settings().search.sink == "elasticsearch":
         tagged = tagged >> search_index_tags()

@@ -125,7 +125,7 @@ def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):
     assert "5 results" in printed
     from vecflow.index.search import search
 
-    results = search(s, get_warehouse(), path, k=5)
+    results = search(s, path, k=5)
     top = results.iloc[0]
     assert top["image_id"] == duplicate["canonical_image_id"] and top["score"] > 0.999
     assert duplicate["image_id"] in list(top["duplicates"])

@@ -185,7 +185,7 @@ def test_indexes_are_published_to_the_bucket_and_search_serves_from_there(remote
     clean = warehouse.table("vectors_clean")
     image = clean.iloc[0]
     path = generated / f"listed_date={image['listed_date']:%Y-%m-%d}" / "images" / f"{image['image_id']}.jpg"
-    results = search(s, warehouse, path, k=3)
+    results = search(s, path, k=3)
     top = results.iloc[0]
     assert top["image_id"] == image["image_id"] and top["score"] > 0.999
     assert top["index_version"] == published[top["category"]]

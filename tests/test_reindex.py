@@ -124,7 +124,7 @@ def test_reindex_switches_only_after_the_gate_and_the_daily_run_follows(reindex_
     clean_v2 = warehouse.table("vectors_clean").query("model_version == @V2")
     image = truth[truth["image_id"].isin(clean_v2["image_id"])].iloc[0]
     path = s.paths.catalog_dir / f"listed_date={image['listed_date']:%Y-%m-%d}" / "images" / f"{image['image_id']}.jpg"
-    results = search(s, warehouse, path, k=3)
+    results = search(s, path, k=3)
     assert results.iloc[0]["image_id"] == image["image_id"] and results.iloc[0]["score"] > 0.999
     assert set(results["index_version"]) <= {
         index_store(s).read_pointer(f"{V2}/{c}/CURRENT").payload["version"] for c in results["category"]

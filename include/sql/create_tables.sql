@@ -131,6 +131,31 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.tag_trends (
   mover_rank INT64
 );
 
+-- Removals from the catalog (vecflow.lifecycle, the one writer): the delist feed's rows and the
+-- dead-link sweep's. An image is delisted while its latest removal is not older than its latest
+-- listing (v_delisted): listed again on a later day, it is back.
+CREATE TABLE IF NOT EXISTS {{ dataset }}.delistings (
+  image_id STRING NOT NULL,
+  delisted_at TIMESTAMP NOT NULL,
+  reason STRING NOT NULL,
+  partition_date DATE NOT NULL,  -- the feed's partition, or the sweep's day
+  origin STRING NOT NULL,  -- feed | sweep
+  run_id STRING,
+  recorded_at TIMESTAMP
+) PARTITION BY partition_date;
+
+-- One row per served image checked by a dead-link sweep (vecflow.lifecycle, vecflow_catalog_health).
+CREATE TABLE IF NOT EXISTS {{ dataset }}.link_checks (
+  image_id STRING NOT NULL,
+  uri STRING NOT NULL,
+  category STRING,
+  checked_date DATE NOT NULL,
+  outcome STRING NOT NULL,  -- ok, or the fetch layer's reason (dead_link, fetch_failed, ...)
+  detail STRING,
+  run_id STRING,
+  checked_at TIMESTAMP
+) PARTITION BY checked_date;
+
 CREATE TABLE IF NOT EXISTS {{ dataset }}.taxonomy (
   dimension STRING NOT NULL,
   tag STRING NOT NULL,

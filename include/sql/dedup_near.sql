@@ -55,6 +55,7 @@ candidates AS (
   JOIN keys AS b ON a.band_key = b.band_key
   WHERE a.listed_date = @run_date
     AND (b.listed_date < @run_date OR b.image_id < a.image_id)
+    AND b.image_id != a.image_id  -- an image listed again is not its own duplicate (as in dedup_exact)
     AND BIT_COUNT(a.dhash ^ b.dhash) <= @max_hamming
 ),
 -- signatures are wide: they are read only for the images of pairs that passed the Hamming check,

@@ -2,9 +2,10 @@
 -- (by reason). "in" and "out" are counted from different tables, so a stage that loses rows
 -- without a reject shows up as in != out + dropped. The catalog stage is written by the plan task.
 -- Up to embed, category is the catalog's; from validate on it is the model's prediction. The search
--- stage is written by the search sink (what Elasticsearch took is known only there).
+-- stage is written by the search sink (what Elasticsearch took is known only there), the delisted
+-- stage by vecflow.lifecycle (the delist feed: in = its rows, out = removals recorded).
 DELETE FROM {{ dataset }}.funnel_metrics
-WHERE partition_date = @run_date AND stage NOT IN ('catalog', 'search');
+WHERE partition_date = @run_date AND stage NOT IN ('catalog', 'search', 'delisted');
 INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metric, value, run_id, recorded_at)
 WITH latest AS (
   SELECT image_id, COALESCE(category, 'unknown') AS category,

@@ -102,6 +102,20 @@ def _read_table(c, warehouse, run_date: dt.date) -> pd.DataFrame:
     )
 
 
+def read_delist_feed(settings: Settings, run_date: dt.date) -> pd.DataFrame | None:
+    """The delist feed's partition of run_date (VECFLOW_CATALOG_DELIST_TEMPLATE under the catalog
+    root), renamed by VECFLOW_CATALOG_COLUMNS; None when the day has none."""
+    c = settings.catalog
+    try:
+        frame, where = _read_files(catalog_root(settings), c.delist_template, c.storage_options, run_date)
+    except CatalogError:
+        return None
+    frame = frame.rename(columns=c.columns)
+    if "image_id" not in frame.columns:
+        raise CatalogError(f"delist feed {where}: required column image_id missing; it has {sorted(frame.columns)}")
+    return frame
+
+
 def _read_files(root: str, template: str, storage_options: dict, run_date: dt.date) -> tuple[pd.DataFrame, str]:
     import fsspec
 

@@ -32,7 +32,7 @@ class CommandError(RuntimeError):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from vecflow.index.search import search
+    from vecflow.index.search import SearchError, parse_filters, search
     from vecflow.index.store import index_store
     from vecflow.index.window import published_categories
     from vecflow_model.imaging import DecodeError, decode
@@ -53,11 +53,15 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"(published: {', '.join(published)})"
         )
     try:
-        results = search(s, _warehouse(s), args.image, args.k, args.category)
-    except FileNotFoundError as exc:  # the predicted category has no published index
+        flt = parse_filters(args.filter, args.listed_after, args.listed_before)
+        results = search(s, args.image, args.k, args.category, flt)
+    except SearchError as exc:
         raise CommandError(f"search: {exc}") from None
-    print(f"predicted category: {results.attrs.get('predicted_category')}; {len(results)} results")
-    print(results.to_string(index=False))
+    print(
+        f"predicted category: {results.attrs.get('predicted_category')}; filters: {flt.describe()}; "
+        f"{len(results)} results"
+    )
+    print(results.drop(columns=["attributes"]).to_string(index=False))
     return 0
 
 
@@ -154,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     finder.add_argument("--image", type=Path, required=True)
     finder.add_argument("--k", type=int, default=10)
     finder.add_argument("--category", help="a category, or 'all' (default: the predicted one)")
+    finder.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only results with this tag (color=red, category=dress), source=... or attributes.<name>=...; "
+        "repeatable (a key given twice matches either value)",
+    )
+    finder.add_argument("--listed-after", type=parse_date, help="only images listed on or after this date")
+    finder.add_argument("--listed-before", type=parse_date, help="only images listed on or before this date")
     back = sub.add_parser("index-rollback", help="serve the window index published before the current one")
     back.add_argument("--category", required=True)
     switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")

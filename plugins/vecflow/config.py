@@ -245,6 +245,12 @@ class CatalogSettings:
         _json(dict),
         shown_default="`{}`",
     )
+    delist_template: str = setting(
+        "VECFLOW_CATALOG_DELIST_TEMPLATE",
+        "delisted/date={date}/",
+        "the delist feed's partition under the catalog root (files of image_id, optional delisted_at and "
+        "reason): the images removed that day; a day without one removes nothing",
+    )
     storage_options: dict = setting(
         "VECFLOW_CATALOG_STORAGE_OPTIONS",
         {},

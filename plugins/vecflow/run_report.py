@@ -16,7 +16,7 @@ import pandas as pd
 from vecflow.resources import REPORT_TEMPLATES_DIR
 from vecflow.summary import published_indexes
 
-STAGE_ORDER = ["catalog", "embed", "validate", "dedup", "tags", "index", "search"]
+STAGE_ORDER = ["catalog", "delisted", "embed", "validate", "dedup", "tags", "index", "search"]
 STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPORT_TEMPLATES_DIR)), autoescape=True)
 

@@ -122,9 +122,14 @@ def load_vector_log(s: Settings, warehouse, run_date: dt.date, run_id: str, shar
 
 
 def clean(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
+    """The partition's clean vectors, and the day's delist feed (removals and the tombstone set)."""
     from vecflow.clean import clean_partition
+    from vecflow.lifecycle import apply_delist_feed
 
-    return clean_partition(s, warehouse, run_date, run_id)
+    return {
+        **clean_partition(s, warehouse, run_date, run_id),
+        "delist": apply_delist_feed(s, warehouse, run_date, run_id),
+    }
 
 
 def tag_images(s: Settings, warehouse, run_date: dt.date, run_id: str) -> None:

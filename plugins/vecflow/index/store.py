@@ -99,6 +99,15 @@ class IndexStore:
     def total_bytes(self) -> int:
         return sum(self.fs.du(self.root, total=False).values()) if self.exists("") else 0
 
+    def write_file(self, key: str, data: bytes) -> None:
+        """One file, whole or not at all for a reader: a local file is renamed into place, an object
+        is one upload."""
+        if self.local:
+            Path(self.path(key)).parent.mkdir(parents=True, exist_ok=True)
+            write_file_atomically(Path(self.path(key)), data)
+        else:
+            self.fs.pipe_file(self.path(key), data)
+
     # versions -------------------------------------------------------------------------------------------
 
     def write_version(self, prefix: str, files: dict[str, bytes], manifest: dict) -> dict:

@@ -36,7 +36,11 @@ class IndexGateError(RuntimeError):
 
 def model_categories(settings, model_version: str) -> list[str]:
     """The categories a model has indexes for (a folder each in the index store)."""
-    return index_store(settings).children(model_version)
+    return model_categories_in(index_store(settings), model_version)
+
+
+def model_categories_in(store: IndexStore, model_version: str) -> list[str]:
+    return store.children(model_version)
 
 
 def published_categories(settings, model_version: str) -> list[str]:
@@ -188,6 +192,24 @@ def long_tail(in_window: pd.DataFrame, expired: pd.DataFrame, max_similarity: fl
     return expired[nearest[:, 0] < max_similarity]
 
 
+METADATA_FORMAT = 2  # ids.parquet's columns (METADATA_COLUMNS); part of a version's content
+
+
+def window_metadata(ids: pd.DataFrame, vectors: pd.DataFrame) -> pd.DataFrame:
+    """The window's ids.parquet: one row per faiss id with what filtered search and results read
+    (METADATA_COLUMNS); an image listed on several days of the window has one id: its latest row."""
+    from vecflow.index.search import METADATA_COLUMNS
+
+    latest = vectors.sort_values("listed_date").drop_duplicates("image_id", keep="last")
+    meta = ids.drop_duplicates("id").merge(
+        latest[[c for c in METADATA_COLUMNS if c not in ("id", "image_id")] + ["image_id"]], on="image_id", how="left"
+    )
+    for column in ("tags", "duplicates"):
+        meta[column] = [[] if v is None or np.ndim(v) == 0 else [str(x) for x in v] for v in meta[column]]
+    meta["listed_date"] = pd.to_datetime(meta["listed_date"]).dt.date
+    return meta[METADATA_COLUMNS].reset_index(drop=True)
+
+
 def version_name(date_to: dt.date, content_key: str) -> str:
     """Named by content (the day indexes merged and the trained IVF): a rerun that changes nothing
     gives the same version, a fixed day gives a new one."""
@@ -243,12 +265,15 @@ def build_and_publish(settings, warehouse, run_date: dt.date, run_id: str, categ
         model_version=settings.model_version,
         categories=sorted(windows),
     )
+    delisted = set(warehouse.query("select_delisted")["image_id"])
     results, rows, failures, pointers = [], [], [], {}
     for category, (date_from, date_to) in windows.items():
         listed = vectors[vectors["category"] == category]
         # the pointer as it is before this run: publishing swaps it only if nobody has since
         pointers[category] = read_current(store, settings.model_version, category)
-        built = _build_window(settings, store, category, date_from, date_to, listed, run_id, pointers[category])
+        built = _build_window(
+            settings, store, category, date_from, date_to, listed, run_id, pointers[category], delisted
+        )
         if built is None:
             continue
         result, row, problem = built
@@ -291,12 +316,21 @@ def _build_window(
     vectors: pd.DataFrame,
     run_id: str,
     published: Pointer | None,
+    delisted: set[str],
 ):
-    """Merges, evaluates and writes one category's window version: (result, registry row, gate problem)."""
+    """Merges, evaluates and writes one category's window version: (result, registry row, gate problem).
+    Delisted images leave the merged index physically (the day indexes keep them: they are immutable)."""
+    import faiss
+
     built = merge_days(store, settings.model_version, category, date_from, date_to)
     if built is None:
         return None
     index, ids, counts = built
+    dropped = ids[ids["image_id"].isin(delisted)]
+    if len(dropped):
+        index.remove_ids(faiss.IDSelectorBatch(dropped["id"].to_numpy(dtype=np.int64)))
+        ids = ids[~ids["image_id"].isin(delisted)]
+    counts["delisted_removed"] = int(dropped["image_id"].nunique())
     listed_on = pd.to_datetime(vectors["listed_date"]).dt.date
     in_window = vectors[(listed_on >= date_from) & (listed_on <= date_to)]
     tail_from = date_to - dt.timedelta(days=settings.index.long_tail_days - 1)
@@ -315,7 +349,15 @@ def _build_window(
     if published:
         previous = store.manifest(window_key(settings.model_version, category, published.payload["version"]))
         previous_recall = previous.get("recall_at_10") if previous else None
-    version = version_name(date_to, counts.pop("content_key") + "|tail:" + ",".join(sorted(tail["image_id"])))
+    ids = window_metadata(ids, pd.concat([in_window, tail]))
+    removed = hashlib.sha1(",".join(sorted(dropped["image_id"].unique())).encode()).hexdigest()
+    version = version_name(
+        date_to,
+        counts.pop("content_key")
+        + "|tail:"
+        + ",".join(sorted(tail["image_id"]))
+        + f"|delisted:{removed}|metadata:{METADATA_FORMAT}",
+    )
     if published and published.payload["version"] == version:
         previous_recall = None  # an unchanged rerun is not compared with itself
     # the smallest nprobe that meets the gate (autofaiss's way), not a fixed one: the gate then
@@ -375,6 +417,7 @@ def _build_window(
         "days_merged": counts["days_merged"],
         "days_added": counts["days_added"],
         "long_tail_kept": counts["long_tail_kept"],
+        "delisted_removed": counts["delisted_removed"],
     }
     return result, row, problem
 

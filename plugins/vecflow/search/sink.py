@@ -167,7 +167,8 @@ def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt
         run_date=run_date,
         model_version=settings.model_version,
     )
-    docs = image_documents(rows, run_id)
+    delisted = rows[rows["delisted"].fillna(False).astype(bool)]
+    docs = image_documents(rows[~rows["image_id"].isin(delisted["image_id"])].drop(columns="delisted"), run_id)
     vector_dim = len(docs[0]["embedding"]) if docs and settings.search.index_vectors else None
     ensure_templates(es, indexes, dimensions, vector_dim)
     index = indexes.image_tags_of(run_date)  # a partition's documents live only in its quarter's index
@@ -186,8 +187,12 @@ def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt
         },
     )
     category = {d["image_id"]: d["_category"] for d in docs}
-    _record(warehouse, run_date, run_id, docs, failed, category)
+    _record(warehouse, run_date, run_id, docs, failed, category, delisted.drop_duplicates("image_id"))
+    # the images delisted by this partition's feed (any quarter) and this partition's delisted ones
+    removed = warehouse.query("select_delisted")
+    removed = set(removed.loc[pd.to_datetime(removed["partition_date"]).dt.date == run_date, "image_id"])
     stats = {
+        "delisted_deleted": delete_images(es, indexes, sorted(removed | set(delisted["image_id"]))),
         "documents": len(docs),
         "written": len(docs) - len(failed),
         "refused": len(failed),
@@ -205,7 +210,23 @@ def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt
     return stats
 
 
-def _record(warehouse, run_date, run_id, docs, failed, category) -> None:
+def delete_images(es, indexes: SearchIndexes, image_ids: list[str]) -> int:
+    """Deletes the image documents of `image_ids` from every quarter's index; returns how many went."""
+    deleted = 0
+    if not image_ids or not es.indices.exists(index=indexes.image_tags):
+        return 0
+    for start in range(0, len(image_ids), 1000):
+        answer = es.delete_by_query(
+            index=indexes.image_tags,
+            refresh=True,
+            conflicts="proceed",
+            query={"terms": {"image_id": image_ids[start : start + 1000]}},
+        )
+        deleted += int(answer.get("deleted", 0))
+    return deleted
+
+
+def _record(warehouse, run_date, run_id, docs, failed, category, delisted: pd.DataFrame) -> None:
     """Refused documents into rejects, and the search stage of the funnel (in / out / dropped)."""
     rejects = pd.DataFrame(
         {
@@ -221,6 +242,9 @@ def _record(warehouse, run_date, run_id, docs, failed, category) -> None:
     for d in docs:
         counts[(d["_category"], "in")] += 1
         counts[(d["_category"], refused.get(d["image_id"], "out"))] += 1
+    for image_category in delisted["predicted_category"].fillna("unknown"):  # not written: delisted
+        counts[(image_category, "in")] += 1
+        counts[(image_category, "dropped.delisted")] += 1
     replace_stage_funnel(warehouse, "search", run_date, run_id, counts)
 
 

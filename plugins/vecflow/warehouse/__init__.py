@@ -26,6 +26,7 @@ SCHEMA_FILES = (
     "create_alert_tables",
     "upgrade_tables",
     "vector_log_latest",
+    "delisted_view",
     "vectors_clean_view",
     "trend_views",
     "upgrade_backfill",

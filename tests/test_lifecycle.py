@@ -1,0 +1,174 @@
+"""Delisting and filtered search: a delisted image leaves search at once (tombstones) and the next
+window physically, comes back when listed again, and its quarter's trends stay; filtered search
+returns only matching items with recall >= 0.95 against exact search on the subset."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_index import DAYS, clustered, index_env  # noqa: F401  (a fixture)
+from warehouse_rows import catalog, load, row
+
+from vecflow.clean import clean_partition
+from vecflow.config import settings
+from vecflow.index.build import build_day_indexes
+from vecflow.index.search import SearchError, SearchFilter, Window, load_library, parse_filters
+from vecflow.index.store import index_store
+from vecflow.index.window import build_and_publish, load_published
+from vecflow.lifecycle import apply_delist_feed
+from vecflow.tags import compute_trends, tag_partition
+
+
+def day_rows(day, n, centers, run_id="run-1"):
+    colors = ["red", "blue", "black", "white"]
+    return [
+        row(f"{day:%m%d}-{i:03d}", day, category="coat", embedding=v, color=colors[i % 4], run_id=run_id)
+        for i, v in enumerate(clustered(day.toordinal(), n, centers))
+    ]
+
+
+def run_day(warehouse, day, rows, feed=None):
+    """One daily run of the stages that matter here: catalog, vectors, clean + delist feed, tags, indexes."""
+    s = settings()
+    catalog(warehouse, day, [r["image_id"] for r in rows], category="coat")
+    load(warehouse, rows, day)
+    if feed is not None:
+        folder = s.paths.catalog_dir / "delisted" / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(feed).to_csv(folder / "feed.csv", index=False)
+    clean_partition(s, warehouse, day, "run-1")
+    counts = apply_delist_feed(s, warehouse, day, "run-1")
+    tag_partition(warehouse, day, "run-1", "m1")
+    build_day_indexes(s, warehouse, day, "run-1")
+    build_and_publish(s, warehouse, day, "run-1", ["coat"])
+    return counts
+
+
+def served_ids(s) -> set[str]:
+    return set(load_published(index_store(s), "m1", "coat")[1]["image_id"])
+
+
+def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed_again(index_env):
+    warehouse, centers = index_env
+    s = settings()
+    for day in DAYS[:2]:
+        run_day(warehouse, day, day_rows(day, 50, centers))
+    gone = f"{DAYS[0]:%m%d}-007"
+    trends_before = compute_trends(warehouse, s.trends.flat_threshold)
+    # the feed of day 3: one removal, one id the catalog never listed, one malformed time
+    feed = {
+        "image_id": [gone, "never-listed", f"{DAYS[0]:%m%d}-008"],
+        "reason": ["sold_out", None, None],
+        "delisted_at": ["2026-05-03T09:00:00Z", None, "not a time"],
+    }
+    counts = run_day(warehouse, DAYS[2], day_rows(DAYS[2], 50, centers), feed)
+    assert (counts["delisted"], counts["rejected"], counts["tombstones"]) == (1, 2, 1)
+    rejects = warehouse.table("rejects").query("stage == 'delisted'")
+    assert sorted(rejects["reason"]) == ["bad_timestamp", "unknown_image"]
+    funnel = warehouse.table("funnel_metrics").query("stage == 'delisted'")
+    assert funnel.groupby("metric")["value"].sum().to_dict() == {
+        "in": 3,
+        "out": 1,
+        "dropped.bad_timestamp": 1,
+        "dropped.unknown_image": 1,
+    }
+    # the next window dropped it physically; vectors_clean keeps the row, with delisted_at in the view
+    assert gone not in served_ids(s)
+    assert gone in set(warehouse.table("vectors_clean")["image_id"])
+    view = warehouse.table("v_vectors_clean").set_index("image_id")
+    assert view.loc[gone, "delist_reason"] == "sold_out" and pd.notna(view.loc[gone, "delisted_at"])
+    # trends of its quarter do not change
+    assert compute_trends(warehouse, s.trends.flat_threshold).equals(trends_before) or trends_before.empty
+    # listed again on day 4: served again
+    back = day_rows(DAYS[3], 50, centers) + [row(gone, DAYS[3], category="coat", embedding=clustered(1, 1, centers)[0])]
+    run_day(warehouse, DAYS[3], back)
+    assert gone in served_ids(s)
+    assert warehouse.query("select_delisted").empty
+
+
+def test_tombstones_hide_a_delisted_image_before_the_next_merge(index_env):
+    warehouse, centers = index_env
+    s = settings()
+    rows = day_rows(DAYS[0], 100, centers)
+    run_day(warehouse, DAYS[0], rows)
+    target = np.asarray(rows[5]["embedding"], dtype=np.float32)
+    library = load_library(index_store(s), "m1")
+    assert library.search(target, 3)["image_id"].iloc[0] == rows[5]["image_id"]
+    # delisted by a feed applied outside the daily run (no merge since): the tombstone hides it
+    folder = s.paths.catalog_dir / "delisted" / f"date={DAYS[1]}"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"image_id": [rows[5]["image_id"]]}).to_csv(folder / "feed.csv", index=False)
+    catalog(warehouse, DAYS[1], [])
+    apply_delist_feed(s, warehouse, DAYS[1], "run-2")
+    refreshed = load_library(index_store(s), "m1", previous=library)
+    assert refreshed.windows["coat"].index is library.windows["coat"].index  # same version, new tombstones
+    assert rows[5]["image_id"] in served_ids(s)  # still in the index file
+    results = refreshed.search(target, 3)
+    assert rows[5]["image_id"] not in set(results["image_id"]) and len(results) == 3
+
+
+def test_filters_are_parsed_with_clear_errors():
+    flt = parse_filters(["color=red", "color=blue", "source=shop_a"], dt.date(2026, 1, 1))
+    assert flt.values("color") == {"red", "blue"} and flt.values("source") == {"shop_a"}
+    for bad, says in [("color", "key=value"), ("colour=red", "unknown key"), ("color=mauve", "not a color tag")]:
+        with pytest.raises(SearchError, match=says):
+            parse_filters([bad])
+
+
+def synthetic_window(n=60_000, d=32, nlist=64, nprobe=4, seed=0):
+    """An IVF window of clustered vectors with a colour tag per row drawn to give the selectivities."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(nlist, d))
+    x = centers[rng.integers(0, nlist, n)] + rng.normal(scale=0.4, size=(n, d))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)
+    index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add_with_ids(x, ids)
+    u = rng.random(n)
+    color = np.where(u < 0.005, "red", np.where(u < 0.05, "blue", np.where(u < 0.5, "black", "white")))
+    meta = pd.DataFrame(
+        {
+            "id": ids,
+            "image_id": [f"i{i}" for i in range(n)],
+            "listed_date": dt.date(2026, 5, 1),
+            "source": "shop_a",
+            "category": "coat",
+            "tags": [[f"color={c}"] for c in color],
+            "duplicates": [[] for _ in range(n)],
+            "attributes": None,
+        }
+    )
+    manifest = {"category": "coat", "version": "v-test", "nprobe": nprobe}
+    return Window(index, meta, manifest), x, color
+
+
+@pytest.mark.parametrize("colors, share", [(["red"], 0.005), (["red", "blue"], 0.05), (["black", "red", "blue"], 0.5)])
+def test_filtered_search_keeps_recall_at_every_selectivity(colors, share):
+    window, x, color = synthetic_window()
+    flt = parse_filters([f"color={c}" for c in colors])
+    keep = window.mask(flt)
+    assert abs(keep.mean() - share) < share * 0.25
+    subset = np.flatnonzero(np.isin(color, colors))
+    recalls = []
+    for q in np.random.default_rng(1).choice(len(x), 50, replace=False):
+        scores, rows = window.search(x[q], 10, keep)
+        assert len(rows) == 10 and set(rows) <= set(subset)  # always k, only matches
+        exact = subset[np.argsort(-(x[subset] @ x[q]), kind="stable")[:10]]
+        recalls.append(len(set(rows) & set(exact)) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_a_filter_with_fewer_matches_than_k_returns_all_of_them():
+    window, x, color = synthetic_window(n=5000, nlist=16)
+    few = np.flatnonzero(color == "red")
+    keep = np.zeros(len(x), dtype=bool)
+    keep[few] = True
+    _, rows = window.search(x[0], 50, keep)
+    assert set(rows) == set(few)
+    assert window.mask(SearchFilter()) is None
