@@ -9,7 +9,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from test_index import DAYS, clustered, index_env  # noqa: F401  (a fixture)
+from test_index import DAYS, clustered, index_env  # noqa: F401, F811  (a fixture)
 from warehouse_rows import catalog, load, row
 
 from vecflow.clean import clean_partition
@@ -51,7 +51,7 @@ def served_ids(s) -> set[str]:
     return set(load_published(index_store(s), "m1", "coat")[1]["image_id"])
 
 
-def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed_again(index_env):
+def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed_again(index_env):  # noqa: F811
     warehouse, centers = index_env
     s = settings()
     for day in DAYS[:2]:
@@ -89,7 +89,7 @@ def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed
     assert warehouse.query("select_delisted").empty
 
 
-def test_tombstones_hide_a_delisted_image_before_the_next_merge(index_env):
+def test_tombstones_hide_a_delisted_image_before_the_next_merge(index_env):  # noqa: F811
     warehouse, centers = index_env
     s = settings()
     rows = day_rows(DAYS[0], 100, centers)
