@@ -9,7 +9,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from test_index import DAYS, clustered, index_env  # noqa: F401, F811  (a fixture)
+from test_index import DAYS, clustered, index_env  # noqa: F401  (a fixture)
 from warehouse_rows import catalog, load, row
 
 from vecflow.clean import clean_partition
