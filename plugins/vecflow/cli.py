@@ -65,6 +65,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vecflow.serve import serve
+
+    serve(settings(), args.host, args.port, args.poll_seconds)
+    return 0
+
+
 def cmd_index_rollback(args: argparse.Namespace) -> int:
     from vecflow.index.window import rollback
 
@@ -168,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     finder.add_argument("--listed-after", type=parse_date, help="only images listed on or after this date")
     finder.add_argument("--listed-before", type=parse_date, help="only images listed on or before this date")
+    server_cmd = sub.add_parser("serve", help="the search service: HTTP search over the published indexes")
+    server_cmd.add_argument("--host", default="127.0.0.1")
+    server_cmd.add_argument("--port", type=int, default=8000)
+    server_cmd.add_argument(
+        "--poll-seconds", type=float, default=30.0, help="how often to look for new published versions"
+    )
     back = sub.add_parser("index-rollback", help="serve the window index published before the current one")
     back.add_argument("--category", required=True)
     switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")
@@ -206,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {
             "search-server": demo.cmd_search_server,
             "search": cmd_search,
+            "serve": cmd_serve,
             "index-rollback": cmd_index_rollback,
             "run": demo.cmd_run,
             "switch-model": cmd_switch_model,
