@@ -26,6 +26,7 @@ from fastapi import Query, Request  # at module level: the route signatures' ann
 from vecflow.index.search import ImageEmbedder, Library, SearchError, load_library, parse_filters
 
 log = logging.getLogger(__name__)
+FILTERS = Query(default=[], description="key=value: a tag (color=red), source=..., attributes.<name>=...")
 
 
 class SearchService:
@@ -51,7 +52,7 @@ class SearchService:
             switched = self.store.read_pointer(SERVING)  # a reindex's switch is followed without a restart
             model_version = switched.payload["model_version"] if switched else self.settings.model_version
             library = load_library(self.store, model_version, previous=self.library)
-        except Exception as exc:  # noqa: BLE001 - a damaged or half-written version: keep serving the old one
+        except Exception as exc:  # a damaged or half-written version, an unreachable store: keep the old one
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.error("index refresh failed, still serving %s: %s", self.versions(), self.last_error)
             return False
@@ -137,7 +138,7 @@ def create_app(service: SearchService):
         image_id: str,
         k: int = 10,
         category: str | None = None,
-        filter: list[str] = Query(default=[]),  # noqa: A002 - the query parameter's name
+        filter: list[str] = FILTERS,
         listed_after: str | None = None,
         listed_before: str | None = None,
     ):
@@ -150,7 +151,7 @@ def create_app(service: SearchService):
         request: Request,
         k: int = 10,
         category: str | None = None,
-        filter: list[str] = Query(default=[]),  # noqa: A002
+        filter: list[str] = FILTERS,
         listed_after: str | None = None,
         listed_before: str | None = None,
     ):
