@@ -32,7 +32,7 @@ def dagbag():
 
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"vecflow_daily", "vecflow_trends"} <= set(dagbag.dag_ids)
+    assert {"vecflow_daily", "vecflow_trends", "vecflow_catalog_health"} <= set(dagbag.dag_ids)
 
 
 def test_every_dag_has_owner_tags_and_retries(dagbag):
@@ -121,3 +121,10 @@ def test_the_daily_dag_maps_build_indexes_over_the_groups(monkeypatch):
     dag = DagBag(dag_folder=str(REPO / "dags" / "vecflow_daily.py")).dags["vecflow_daily"]
     task = dag.get_task("build_indexes")
     assert task.is_mapped and task.op_kwargs_expand_input.value == {"group": [0, 1, 2, 3]}
+
+
+def test_the_catalog_health_dag_sweeps_once_a_day(dagbag):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = dagbag.dags["vecflow_catalog_health"]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable) and [t.task_id for t in dag.tasks] == ["sweep_links"]

@@ -172,3 +172,71 @@ def test_a_filter_with_fewer_matches_than_k_returns_all_of_them():
     _, rows = window.search(x[0], 50, keep)
     assert set(rows) == set(few)
     assert window.mask(SearchFilter()) is None
+
+
+def test_the_sweep_delists_a_link_dead_twice_and_keeps_one_that_failed_once(index_env, monkeypatch):  # noqa: F811
+    import io as _io
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from loopback import serving
+    from PIL import Image
+
+    from vecflow.lifecycle import sweep_links
+
+    warehouse, centers = index_env
+    png = _io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    dead = {"/a.png", "/c.png"}  # c comes back before the second sweep
+
+    class Images(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path in dead:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png.getvalue())))
+            self.end_headers()
+            self.wfile.write(png.getvalue())
+
+        def log_message(self, *args):
+            pass
+
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Images)) as server:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("VECFLOW_FETCH_ALLOWED_HOSTS", host)
+        s = settings()
+        rows = [row(name, DAYS[0], category="coat") for name in ("a", "b", "c")]
+        load(warehouse, rows, DAYS[0])
+        frame = pd.DataFrame(
+            {
+                "image_id": ["a", "b", "c"],
+                "uri": [f"http://{host}/{n}.png" for n in "abc"],
+                "source": "shop_a",
+                "listed_date": DAYS[0],
+                "category": "coat",
+                "attributes": None,
+                "run_id": "run-1",
+                "loaded_at": pd.Timestamp("2026-05-01", tz="UTC"),
+            }
+        )
+        warehouse.run(
+            "replace_partition",
+            rows=frame,
+            names={"table": "catalog", "partition_column": "listed_date", "columns": list(frame.columns)},
+            partition_value=DAYS[0],
+        )
+        clean_partition(s, warehouse, DAYS[0], "run-1")
+        first = sweep_links(s, warehouse, DAYS[0], "sweep-1")
+        assert (first["checked"], first["outcome.dead_link"], first["delisted"]) == (3, 2, 0)
+        dead.discard("/c.png")
+        second = sweep_links(s, warehouse, DAYS[1], "sweep-2")
+        assert second["delisted_ids"] == ["a"] and second["outcome.dead_link"] == 1
+        rerun = sweep_links(s, warehouse, DAYS[1], "sweep-2")  # idempotent per day
+        assert rerun["delisted_ids"] == ["a"]
+        delisted = warehouse.query("select_delisted")
+        assert delisted[["image_id", "reason", "origin"]].to_dict("records") == [
+            {"image_id": "a", "reason": "dead_link", "origin": "sweep"}
+        ]
+        third = sweep_links(s, warehouse, DAYS[2], "sweep-3")
+        assert third["checked"] == 2  # a is no longer served

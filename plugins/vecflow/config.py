@@ -251,6 +251,13 @@ class CatalogSettings:
         "the delist feed's partition under the catalog root (files of image_id, optional delisted_at and "
         "reason): the images removed that day; a day without one removes nothing",
     )
+    sweep_per_category: int = setting(
+        "VECFLOW_CATALOG_SWEEP_PER_CATEGORY",
+        0,
+        "the dead-link sweep (vecflow_catalog_health) checks this many served images per category a day, "
+        "a different sample each day, plus every image whose last check found a dead link; 0: all of them",
+        _int(0),
+    )
     storage_options: dict = setting(
         "VECFLOW_CATALOG_STORAGE_OPTIONS",
         {},

@@ -221,6 +221,25 @@ def write_summary(s: Settings, warehouse) -> dict:
     return write(s, warehouse, search_client(s.search.conn_id), load_taxonomy().dimensions)
 
 
+# --- vecflow_catalog_health -----------------------------------------------------------------------
+
+
+def sweep_links(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
+    """The dead-link sweep of the served images; the delisted ones' Elasticsearch documents go too."""
+    from vecflow.lifecycle import sweep_links as sweep
+    from vecflow.warehouse import migrate
+
+    migrate(warehouse)
+    done = sweep(s, warehouse, run_date, run_id)
+    if s.search.sink == "elasticsearch":
+        from vecflow.search.client import search_client
+        from vecflow.search.sink import SearchIndexes, delete_images
+
+        es = search_client(s.search.conn_id)
+        done["search_deleted"] = delete_images(es, SearchIndexes(s.search.index_prefix), done["delisted_ids"])
+    return done
+
+
 # --- vecflow_watchdog ------------------------------------------------------------------------------
 
 
