@@ -70,15 +70,21 @@ def build_summary(settings, warehouse) -> dict:
     return summary
 
 
-def search_check(es, settings, trends: pd.DataFrame, dimensions: list[str]) -> dict:
+def search_check(es, settings, warehouse, trends: pd.DataFrame, dimensions: list[str]) -> dict:
     """What Elasticsearch holds against the warehouse: tag counts per quarter from the image-tags
-    aggregation against tag_trends."""
+    aggregation against tag_trends less the delisted images (whose documents are deleted)."""
     from vecflow.search.queries import quarterly_tag_shares, trend_documents
-    from vecflow.search.sink import SearchIndexes
+    from vecflow.search.sink import SearchIndexes, quarter_label
 
     indexes = SearchIndexes(settings.search.index_prefix)
     from_search = pd.concat([quarterly_tag_shares(es, settings.search.index_prefix, d) for d in dimensions])
-    merged = trends[trends["tag_count"] > 0].merge(from_search, on=["quarter", "dimension", "tag"], how="outer")
+    delisted = warehouse.query("select_delisted_tags")
+    delisted["quarter"] = [quarter_label(pd.Timestamp(d).date()) for d in delisted["listed_date"]]
+    delisted = delisted.groupby(["quarter", "dimension", "tag"], as_index=False)["delisted_count"].sum()
+    served = trends[trends["tag_count"] > 0].merge(delisted, on=["quarter", "dimension", "tag"], how="left")
+    served["tag_count"] = served["tag_count"] - served["delisted_count"].fillna(0)
+    served = served[served["tag_count"] > 0].drop(columns="delisted_count")
+    merged = served.merge(from_search, on=["quarter", "dimension", "tag"], how="outer")
     differ = merged[merged["tag_count"].fillna(-1) != merged["count"].fillna(-1)]
     return {
         "image_documents": int(es.count(index=indexes.image_tags)["count"]),
@@ -129,7 +135,7 @@ def write_summary(settings, warehouse, search=None, dimensions: list[str] | None
             tag_share_chart(trends, settings.paths.reports_dir / "tag_share_by_quarter.png")
         )
     if search is not None:
-        summary["search"] = search_check(search, settings, trends, dimensions)
+        summary["search"] = search_check(search, settings, warehouse, trends, dimensions)
     path = settings.paths.reports_dir / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=str))
