@@ -115,6 +115,19 @@ def test_nprobe_is_tuned_to_the_recall_target_and_recorded(index_env, monkeypatc
     assert manifest["nprobe"] == 2 and manifest["nprobe_recall"]["1"] < 0.98 <= manifest["nprobe_recall"]["2"]
 
 
+@pytest.mark.parametrize("seed, per_day, nlist", [(90417, 30, 4), (7, 120, 8), (2026, 400, 16)])
+def test_clean_data_of_any_seed_and_size_never_fails_the_gate(index_env, monkeypatch, seed, per_day, nlist):
+    """New users' catalogs (other seeds and sizes, more lists than the demo, nprobe starting at 1):
+    tuning finds an nprobe that meets the target for every window, so no gate failure on clean data."""
+    warehouse, _ = index_env
+    monkeypatch.setenv("VECFLOW_INDEX_NLIST", str(nlist))
+    monkeypatch.setenv("VECFLOW_INDEX_NPROBE", "1")
+    centers = np.random.default_rng(seed).normal(size=(nlist * 3, 256))
+    for i, day in enumerate(DAYS):
+        [result] = run_day(warehouse, day, per_day, centers, seed=seed + i)
+        assert result["status"] == "published" and result["recall_at_10"] >= settings().index.min_recall
+
+
 def test_the_gate_blocks_a_broken_index_at_every_nprobe_and_the_published_one_keeps_serving(index_env):
     """A day index whose vectors are not the warehouse's (a broken build or model): no nprobe up to
     every list reaches the target, the window is blocked and the published one keeps serving."""
