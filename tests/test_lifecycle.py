@@ -238,5 +238,11 @@ def test_the_sweep_delists_a_link_dead_twice_and_keeps_one_that_failed_once(inde
         assert delisted[["image_id", "reason", "origin"]].to_dict("records") == [
             {"image_id": "a", "reason": "dead_link", "origin": "sweep"}
         ]
+        report = warehouse.query("select_lifecycle_report", run_date=DAYS[1])
+        assert report[["kind", "outcome", "images"]].values.tolist() == [
+            ["removed", "dead_link", 1],
+            ["link sweep", "dead_link", 1],
+            ["link sweep", "ok", 2],
+        ]
         third = sweep_links(s, warehouse, DAYS[2], "sweep-3")
         assert third["checked"] == 2  # a is no longer served

@@ -103,6 +103,7 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
         generated_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
         funnel=_funnel(funnel),
         rejects=warehouse.query("select_partition_rejects", run_date=run_date).to_dict("records"),
+        lifecycle=warehouse.query("select_lifecycle_report", run_date=run_date).to_dict("records"),
         movers=movers.head(15).to_dict("records"),
         tag_shares=_tag_shares(trends),
         indexes=[{"category": category, **index} for category, index in published.items()],
