@@ -4,7 +4,9 @@ attributes; without the images delisted since the version was built (the tombsto
 
 Filters are applied inside faiss: the ids that match go into an id selector in the per-query search
 parameters (faiss IDSelectorBatch, or IDSelectorNot of the ids that do not match when those are
-fewer), so IVF ranks only matching vectors. IVF visits `nprobe` lists, and a narrow filter leaves
+fewer), so IVF ranks only matching vectors; a broad filter (a fifth of the window or more) ranks
+2k / selectivity results without a selector and keeps the matches, falling back to the selector
+when too few match. IVF visits `nprobe` lists, and a narrow filter leaves
 few matches in them (faiss #3112: fewer than k results), so a filtered search visits nprobe divided
 by the filter's selectivity lists (capped at every list), searches a small subset exactly (its
 vectors reconstructed), and repeats over every list when it still found fewer than k of the matches.
@@ -40,6 +42,7 @@ RESULT_COLUMNS = [
     "index_version",
 ]
 EXACT_SUBSET = 4096  # a filtered subset this small is searched exactly, from its reconstructed vectors
+POST_FILTER_SELECTIVITY = 0.2  # a filter matching this share or more is applied to an over-fetched result
 TOMBSTONES = "TOMBSTONES.parquet"  # the index store's tombstone set (vecflow.lifecycle writes it)
 
 
@@ -218,8 +221,16 @@ class Window:
         nlist = self.ivf.nlist if self.ivf is not None else 1
         nprobe = self.nprobe
         selector = batch = None
+        selectivity = allowed / max(self.size, 1)
+        if keep is not None and selectivity >= POST_FILTER_SELECTIVITY:
+            # a broad filter: an id selector over so many ids costs more than the search, so rank
+            # k / selectivity (twice over) without one and keep the matches; too few: the selector
+            scores, found = self._search(query, min(self.size, math.ceil(2 * k / selectivity)), nprobe, None)
+            rows = self.row_of.get_indexer(found)
+            hit = keep[rows]
+            if hit.sum() >= want:
+                return scores[hit][:want], rows[hit][:want]
         if keep is not None:
-            selectivity = allowed / max(self.size, 1)
             nprobe = min(nlist, math.ceil(self.nprobe / selectivity))
             # the smaller id set: the matches, or (IDSelectorNot) those that do not match
             batch = faiss.IDSelectorBatch(self.ids[keep] if 2 * allowed <= self.size else self.ids[~keep])
