@@ -86,6 +86,7 @@ bench: setup
 	$(VENV)/bin/python bench/index.py
 	$(VENV)/bin/python bench/quality.py
 	$(VENV)/bin/python bench/fetch.py
+	$(VENV)/bin/python bench/search.py
 
 # Airflow UI on http://127.0.0.1:8080 with these DAGs (login printed by standalone), and the loopback
 # search server on $(SEARCH_PORT). Each runs in its own process group so Ctrl-C stops every child.
