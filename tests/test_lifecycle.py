@@ -208,24 +208,7 @@ def test_the_sweep_delists_a_link_dead_twice_and_keeps_one_that_failed_once(inde
         s = settings()
         rows = [row(name, DAYS[0], category="coat") for name in ("a", "b", "c")]
         load(warehouse, rows, DAYS[0])
-        frame = pd.DataFrame(
-            {
-                "image_id": ["a", "b", "c"],
-                "uri": [f"http://{host}/{n}.png" for n in "abc"],
-                "source": "shop_a",
-                "listed_date": DAYS[0],
-                "category": "coat",
-                "attributes": None,
-                "run_id": "run-1",
-                "loaded_at": pd.Timestamp("2026-05-01", tz="UTC"),
-            }
-        )
-        warehouse.run(
-            "replace_partition",
-            rows=frame,
-            names={"table": "catalog", "partition_column": "listed_date", "columns": list(frame.columns)},
-            partition_value=DAYS[0],
-        )
+        catalog(warehouse, DAYS[0], ["a", "b", "c"], category="coat", uris=[f"http://{host}/{n}.png" for n in "abc"])
         clean_partition(s, warehouse, DAYS[0], "run-1")
         first = sweep_links(s, warehouse, DAYS[0], "sweep-1")
         assert (first["checked"], first["outcome.dead_link"], first["delisted"]) == (3, 2, 0)

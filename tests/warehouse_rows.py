@@ -126,11 +126,11 @@ def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
     append_vectors(warehouse, table, day, run_id, shard_id, attempt)
 
 
-def catalog(warehouse, day, ids, category="dress", attributes=None):
+def catalog(warehouse, day, ids, category="dress", attributes=None, uris=None):
     frame = pd.DataFrame(
         {
             "image_id": ids,
-            "uri": [f"{i}.jpg" for i in ids],
+            "uri": uris if uris is not None else [f"{i}.jpg" for i in ids],
             "source": "shop_a",
             "listed_date": day,
             "category": category,
