@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags (
   tag STRING NOT NULL,
   confidence FLOAT64,
   tag_source STRING NOT NULL,
-  run_id STRING
+  run_id STRING,
+  source STRING  -- the image's catalog source, a facet of tag_trends
 ) PARTITION BY listed_date CLUSTER BY dimension, tag;
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.index_registry (
@@ -117,9 +118,16 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.funnel_metrics (
   recorded_at TIMESTAMP
 ) PARTITION BY partition_date;
 
+-- One row per period (month or quarter) x facet x dimension x tag (include/sql/tag_trends.sql says how
+-- they are computed); facet '' is the whole catalog, 'category=dress,source=shop_b' a pair.
 CREATE TABLE IF NOT EXISTS {{ dataset }}.tag_trends (
-  quarter_start DATE NOT NULL,
-  quarter STRING NOT NULL,
+  period_kind STRING NOT NULL,
+  period_start DATE NOT NULL,
+  period STRING NOT NULL,
+  coverage FLOAT64,
+  partial BOOL,
+  facet_keys STRING NOT NULL,
+  facet STRING NOT NULL,
   dimension STRING NOT NULL,
   tag STRING NOT NULL,
   tag_count INT64 NOT NULL,
@@ -127,8 +135,18 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.tag_trends (
   share FLOAT64 NOT NULL,
   previous_share FLOAT64,
   share_change FLOAT64,
+  change_low FLOAT64,
+  change_high FLOAT64,
+  z_score FLOAT64,
+  p_value FLOAT64,
+  p_adjusted FLOAT64,
+  tests_in_period INT64,
   direction STRING NOT NULL,
-  mover_rank INT64
+  mover_rank INT64,
+  year_ago_share FLOAT64,
+  year_ago_change FLOAT64,
+  year_ago_p_adjusted FLOAT64,
+  year_ago_direction STRING
 );
 
 -- Removals from the catalog (vecflow.lifecycle, the one writer): the delist feed's rows and the

@@ -1,58 +1,175 @@
--- Tag trends per quarter over all partitions: count, share within the dimension, change in share
--- vs the previous quarter, direction by @flat_threshold (absolute share points), rank of movers.
--- Every taxonomy tag appears in every quarter, so a tag that vanishes shows a share of 0.
--- Replaced as a whole: trends span every partition.
+-- Tag trends per period ({{ periods | join(', ') }}) and facet over all partitions. A facet is a
+-- condition on the image (source=shop_b, category=dress, or a pair of them; '' is the whole catalog)
+-- within which a dimension's shares are counted; a facet's own keys (and the dimensions derived from
+-- them) are not trended within it. Each tag's share is compared with the previous period and with the
+-- same period a year before: a two-proportion z-test, Bonferroni-corrected for every test of the
+-- period, and a (1 - alpha) interval on the change. A tag is rising or falling only when its change is
+-- at least @min_effect and the corrected p-value is under @alpha; a period (or the one it is compared
+-- with) that covers less than @min_coverage of its days is `insufficient`, and one not fully covered by
+-- the catalog is `partial`. Every taxonomy tag appears in every period and facet (a vanished tag shows
+-- share 0). Replaced as a whole: trends span every partition.
 DELETE FROM {{ dataset }}.tag_trends WHERE TRUE;
 INSERT INTO {{ dataset }}.tag_trends (
-  quarter_start, quarter, dimension, tag, tag_count, dimension_total, share, previous_share, share_change,
-  direction, mover_rank)
+  period_kind, period_start, period, coverage, partial, facet_keys, facet, dimension, tag,
+  tag_count, dimension_total, share, previous_share, share_change, change_low, change_high, z_score, p_value,
+  p_adjusted, tests_in_period, direction, mover_rank,
+  year_ago_share, year_ago_change, year_ago_p_adjusted, year_ago_direction)
 WITH settings AS (
-  SELECT @flat_threshold AS flat_threshold
+  SELECT @min_effect AS min_effect, @alpha AS alpha, @z_interval AS z_interval, @min_coverage AS min_coverage
 ),
-tagged AS (
-  SELECT CAST(DATE_TRUNC(listed_date, QUARTER) AS DATE) AS quarter_start, dimension, tag, image_id
+span AS (
+  SELECT MIN(listed_date) AS first_day, MAX(listed_date) AS last_day FROM {{ dataset }}.image_tags
+),
+-- each image's facet keys: its source, and its tag in each dimension a facet uses
+image_keys AS (
+  SELECT image_id, listed_date, MAX(source) AS source
+  {%- for key in key_dimensions %},
+    MAX(IF(dimension = '{{ key }}', tag, NULL)) AS {{ key }}
+  {%- endfor %}
   FROM {{ dataset }}.image_tags
+  GROUP BY image_id, listed_date
 ),
-quarters AS (
-  SELECT DISTINCT quarter_start FROM tagged
+keyed AS (
+  SELECT t.listed_date, t.dimension, t.tag, t.image_id, k.source
+  {%- for key in key_dimensions %}, k.{{ key }}{% endfor %}
+  FROM {{ dataset }}.image_tags AS t
+  JOIN image_keys AS k USING (image_id, listed_date)
 ),
-grid AS (
-  SELECT q.quarter_start, t.dimension, t.tag
-  FROM quarters AS q CROSS JOIN {{ dataset }}.taxonomy AS t
+-- one pass over the tags: per day and finest key combination, images per tag and per dimension (tag
+-- NULL); every coarser facet sums these (an image has one value of each key, one listing date)
+daily AS (
+  SELECT listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension, tag,
+         COUNT(DISTINCT image_id) AS images
+  FROM keyed
+  GROUP BY listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension, tag
+  UNION ALL
+  SELECT listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension, NULL,
+         COUNT(DISTINCT image_id)
+  FROM keyed
+  GROUP BY listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension
 ),
-counts AS (
-  SELECT quarter_start, dimension, tag, COUNT(DISTINCT image_id) AS tag_count
-  FROM tagged GROUP BY quarter_start, dimension, tag
+facet_counts AS (
+{%- for period in periods %}
+{%- set period_loop = loop %}
+{%- for facet in facets %}
+  SELECT '{{ period }}' AS period_kind, CAST(DATE_TRUNC(listed_date, {{ period | upper }}) AS DATE) AS period_start,
+    '{{ facet | join(",") }}' AS facet_keys,
+    {% if facet %}CONCAT({% for key in facet %}{% if not loop.first %}',', {% endif %}'{{ key }}=', {{ key }}{% if not loop.last %}, {% endif %}{% endfor %}){% else %}''{% endif %} AS facet,
+    dimension, tag, SUM(images) AS images
+  FROM daily
+  WHERE TRUE
+  {%- for key in facet %}
+    AND {{ key }} IS NOT NULL AND dimension != '{{ key }}'
+    AND dimension NOT IN (SELECT dimension FROM {{ dataset }}.tag_derivations WHERE from_dimension = '{{ key }}')
+  {%- endfor %}
+  GROUP BY period_kind, period_start, facet_keys, facet, dimension, tag
+  {%- if not (loop.last and period_loop.last) %}
+  UNION ALL
+  {%- endif %}
+{%- endfor %}
+{%- endfor %}
 ),
 totals AS (
-  SELECT quarter_start, dimension, COUNT(DISTINCT image_id) AS dimension_total
-  FROM tagged GROUP BY quarter_start, dimension
+  SELECT period_kind, period_start, facet_keys, facet, dimension, images AS dimension_total
+  FROM facet_counts WHERE tag IS NULL
 ),
 shares AS (
   SELECT
-    g.quarter_start, g.dimension, g.tag,
-    COALESCE(c.tag_count, 0) AS tag_count,
-    COALESCE(t.dimension_total, 0) AS dimension_total,
-    IF(COALESCE(t.dimension_total, 0) = 0, 0.0, COALESCE(c.tag_count, 0) / t.dimension_total) AS share
-  FROM grid AS g
-  LEFT JOIN counts AS c USING (quarter_start, dimension, tag)
-  LEFT JOIN totals AS t USING (quarter_start, dimension)
+    t.period_kind, t.period_start, t.facet_keys, t.facet, t.dimension, x.tag,
+    COALESCE(c.images, 0) AS tag_count, t.dimension_total,
+    COALESCE(c.images, 0) / t.dimension_total AS share
+  FROM totals AS t
+  JOIN {{ dataset }}.taxonomy AS x ON x.dimension = t.dimension
+  LEFT JOIN facet_counts AS c
+    ON c.period_kind = t.period_kind AND c.period_start = t.period_start AND c.facet_keys = t.facet_keys
+    AND c.facet = t.facet AND c.dimension = t.dimension AND c.tag = x.tag
 ),
-changes AS (
+periods AS (
+  SELECT
+    period_kind, period_start,
+    IF(period_kind = 'month', DATE_ADD(period_start, INTERVAL 1 MONTH), DATE_ADD(period_start, INTERVAL 3 MONTH))
+      AS next_start,
+    IF(period_kind = 'month', DATE_SUB(period_start, INTERVAL 1 MONTH), DATE_SUB(period_start, INTERVAL 3 MONTH))
+      AS previous_start
+  FROM (SELECT DISTINCT period_kind, period_start FROM totals)
+),
+coverage AS (
+  SELECT
+    p.period_kind, p.period_start, p.previous_start,
+    IF(p.period_kind = 'month', FORMAT_DATE('%Y-%m', p.period_start),
+       CONCAT(CAST(EXTRACT(YEAR FROM p.period_start) AS STRING), '-Q',
+              CAST(EXTRACT(QUARTER FROM p.period_start) AS STRING))) AS period,
+    (DATE_DIFF(LEAST(DATE_SUB(p.next_start, INTERVAL 1 DAY), s.last_day), GREATEST(p.period_start, s.first_day), DAY) + 1)
+      / DATE_DIFF(p.next_start, p.period_start, DAY) AS coverage
+  FROM periods AS p CROSS JOIN span AS s
+),
+-- each period against its previous period and the same period a year before
+bases AS (
+  SELECT period_kind, period_start, 'previous' AS compared_with, previous_start AS base_start FROM coverage
+  UNION ALL
+  SELECT period_kind, period_start, 'year_ago', DATE_SUB(period_start, INTERVAL 1 YEAR) FROM coverage
+),
+compared AS (
+  SELECT
+    s.*, b.compared_with, cv.period, cv.coverage,
+    o.tag_count AS base_count, o.dimension_total AS base_total, o.share AS base_share,
+    o.share IS NOT NULL AND cv.coverage >= st.min_coverage AND ocv.coverage >= st.min_coverage AS tested,
+    (s.tag_count + o.tag_count) / (s.dimension_total + o.dimension_total) AS pooled
+  FROM shares AS s
+  CROSS JOIN settings AS st
+  JOIN coverage AS cv ON cv.period_kind = s.period_kind AND cv.period_start = s.period_start
+  JOIN bases AS b ON b.period_kind = s.period_kind AND b.period_start = s.period_start
+  LEFT JOIN coverage AS ocv ON ocv.period_kind = s.period_kind AND ocv.period_start = b.base_start
+  LEFT JOIN shares AS o
+    ON o.period_kind = s.period_kind AND o.period_start = b.base_start AND o.facet_keys = s.facet_keys
+    AND o.facet = s.facet AND o.dimension = s.dimension AND o.tag = s.tag
+),
+z_scores AS (
   SELECT *,
-    LAG(share) OVER (PARTITION BY dimension, tag ORDER BY quarter_start) AS previous_share
-  FROM shares
+    share - base_share AS change,
+    SQRT(share * (1 - share) / dimension_total + base_share * (1 - base_share) / base_total) AS change_se,
+    IF(pooled > 0 AND pooled < 1,
+       (share - base_share) / SQRT(pooled * (1 - pooled) * (1 / dimension_total + 1 / base_total)), 0) AS z
+  FROM compared
+),
+-- two-sided p = erfc(|z| / sqrt 2), Abramowitz & Stegun 7.1.26 (absolute error under 1.5e-7)
+p_values AS (
+  SELECT *,
+    IF(tested,
+       t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+         * EXP(-x * x),
+       NULL) AS p_value,
+    SUM(IF(tested, 1, 0)) OVER (PARTITION BY period_kind, period_start, compared_with) AS tests
+  FROM (SELECT *, 1 / (1 + 0.3275911 * x) AS t FROM (SELECT *, ABS(z) / SQRT(2) AS x FROM z_scores))
+),
+directions AS (
+  SELECT p.*, LEAST(1.0, p.p_value * p.tests) AS p_adjusted,
+    CASE
+      WHEN p.base_share IS NULL THEN 'new'
+      WHEN NOT p.tested THEN 'insufficient'
+      WHEN p.change >= st.min_effect AND p.p_value * p.tests < st.alpha THEN 'rising'
+      WHEN p.change <= -st.min_effect AND p.p_value * p.tests < st.alpha THEN 'falling'
+      ELSE 'flat'
+    END AS direction,
+    p.change - st.z_interval * p.change_se AS change_low,
+    p.change + st.z_interval * p.change_se AS change_high
+  FROM p_values AS p CROSS JOIN settings AS st
+),
+previous AS (
+  SELECT *,
+    IF(direction IN ('rising', 'falling'),
+       RANK() OVER (PARTITION BY period_kind, period_start, facet_keys, facet, direction IN ('rising', 'falling')
+                    ORDER BY ABS(change) DESC, p_adjusted, dimension, tag),
+       NULL) AS mover_rank
+  FROM directions WHERE compared_with = 'previous'
 )
 SELECT
-  quarter_start,
-  CONCAT(CAST(EXTRACT(YEAR FROM quarter_start) AS STRING), '-Q', CAST(EXTRACT(QUARTER FROM quarter_start) AS STRING)) AS quarter,
-  dimension, tag, tag_count, dimension_total, share, previous_share,
-  share - previous_share AS share_change,
-  CASE
-    WHEN previous_share IS NULL THEN 'new'
-    WHEN share - previous_share > flat_threshold THEN 'rising'
-    WHEN share - previous_share < -flat_threshold THEN 'falling'
-    ELSE 'flat'
-  END AS direction,
-  RANK() OVER (PARTITION BY quarter_start ORDER BY ABS(COALESCE(share - previous_share, 0)) DESC) AS mover_rank
-FROM changes CROSS JOIN settings;
+  p.period_kind, p.period_start, p.period, p.coverage, p.coverage < 1 AS partial, p.facet_keys, p.facet,
+  p.dimension, p.tag, p.tag_count, p.dimension_total, p.share, p.base_share AS previous_share,
+  p.change AS share_change, IF(p.tested, p.change_low, NULL), IF(p.tested, p.change_high, NULL),
+  IF(p.tested, p.z, NULL), p.p_value, IF(p.tested, p.p_adjusted, NULL), p.tests, p.direction, p.mover_rank,
+  y.base_share, y.change, IF(y.tested, y.p_adjusted, NULL), IF(y.base_share IS NULL, NULL, y.direction)
+FROM previous AS p
+JOIN directions AS y
+  ON y.compared_with = 'year_ago' AND y.period_kind = p.period_kind AND y.period_start = p.period_start
+  AND y.facet_keys = p.facet_keys AND y.facet = p.facet AND y.dimension = p.dimension AND y.tag = p.tag;

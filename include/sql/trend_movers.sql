@@ -1,6 +1,6 @@
--- Tags whose share rose or fell beyond the threshold in the latest quarter, biggest movers first.
-SELECT quarter, dimension, tag, previous_share, share, share_change, direction
-FROM {{ dataset }}.tag_trends
-WHERE quarter_start = (SELECT MAX(quarter_start) FROM {{ dataset }}.tag_trends)
-  AND ABS(share_change) > @flat_threshold
-ORDER BY ABS(share_change) DESC, dimension, tag;
+-- The movers of the latest period of each period kind, in every facet: biggest changes first.
+SELECT period_kind, period, partial, facet, dimension, tag, previous_share, share, share_change, change_low,
+       change_high, p_adjusted, direction, mover_rank
+FROM {{ dataset }}.v_tag_trends_latest
+WHERE direction IN ('rising', 'falling')
+ORDER BY period_kind, facet_keys, facet, mover_rank;

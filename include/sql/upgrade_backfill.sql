@@ -11,3 +11,7 @@ SET vector_run_id = v.run_id, shard_id = v.shard_id, attempt = v.attempt
 FROM {{ dataset }}.v_vector_log_latest AS v
 WHERE c.vector_run_id IS NULL
   AND v.listed_date = c.listed_date AND v.image_id = c.image_id AND v.model_version = c.model_version;
+UPDATE {{ dataset }}.image_tags AS t
+SET source = c.source
+FROM {{ dataset }}.catalog AS c
+WHERE t.source IS NULL AND c.listed_date = t.listed_date AND c.image_id = t.image_id;

@@ -17,3 +17,24 @@ ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS attempt INT64;
 -- vectors are stored once, in vector_log: vectors_clean names its vector_log row instead
 ALTER TABLE {{ dataset }}.vectors_clean DROP COLUMN IF EXISTS embedding;
 ALTER TABLE {{ dataset }}.vectors_clean DROP COLUMN IF EXISTS edge_signature;
+ALTER TABLE {{ dataset }}.image_tags ADD COLUMN IF NOT EXISTS source STRING;
+-- tag_trends by period and facet (it is recomputed as a whole by the next trends run)
+ALTER TABLE {{ dataset }}.tag_trends DROP COLUMN IF EXISTS quarter_start;
+ALTER TABLE {{ dataset }}.tag_trends DROP COLUMN IF EXISTS quarter;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS period_kind STRING;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS period_start DATE;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS period STRING;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS coverage FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS partial BOOL;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS facet_keys STRING;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS facet STRING;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS change_low FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS change_high FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS z_score FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS p_value FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS p_adjusted FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS tests_in_period INT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_share FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_change FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_p_adjusted FLOAT64;
+ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_direction STRING;

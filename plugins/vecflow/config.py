@@ -125,6 +125,29 @@ def _names(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _period_kinds(raw: str) -> tuple[str, ...]:
+    kinds = _names(raw)
+    unknown = sorted(set(kinds) - {"month", "quarter"})
+    if unknown:
+        raise ValueError(f"has unknown period(s) {unknown}: use month, quarter")
+    return tuple(k for k in ("month", "quarter") if k in kinds)
+
+
+def _facet_kinds(raw: str) -> tuple[tuple[str, ...], ...]:
+    """Facets as key tuples: `category,source,category+source` -> (category,), (source,), (category, source).
+    Keys are checked against the taxonomy where trends are computed (vecflow.tags.facet_kinds)."""
+    if raw.strip().lower() == "none":
+        return ()
+    facets = []
+    for name in _names(raw):
+        keys = tuple(sorted(k.strip() for k in name.split("+")))
+        if not all(k.replace("_", "").isalnum() for k in keys) or len(set(keys)) != len(keys):
+            raise ValueError(f"facet {name!r} must be names joined by '+', each once")
+        if keys not in facets:
+            facets.append(keys)
+    return tuple(facets)
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -250,6 +273,12 @@ class CatalogSettings:
         "delisted/date={date}/",
         "the delist feed's partition under the catalog root (files of image_id, optional delisted_at and "
         "reason): the images removed that day; a day without one removes nothing",
+    )
+    delist_table: str | None = setting(
+        "VECFLOW_CATALOG_DELIST_TABLE",
+        None,
+        "the delist feed for the `warehouse` source (`dataset.table` of image_id, delisted_at TIMESTAMP, reason), "
+        "read by day of delisted_at (UTC); unset: the catalog table's removals are not read",
     )
     sweep_per_category: int = setting(
         "VECFLOW_CATALOG_SWEEP_PER_CATEGORY",
@@ -442,12 +471,47 @@ class CleanSettings:
 
 @dataclass(frozen=True)
 class TrendSettings:
-    flat_threshold: float = setting(
-        "VECFLOW_TREND_FLAT_THRESHOLD",
+    min_effect: float = setting(
+        "VECFLOW_TREND_MIN_EFFECT",
         0.03,
-        "share change (within the dimension) under which a tag is `flat`",
-        _float(),
+        "smallest change in share (within the dimension and facet) that can make a tag `rising` or `falling`",
+        _float(0.0, 1.0),
     )
+    alpha: float = setting(
+        "VECFLOW_TREND_ALPHA",
+        0.05,
+        "significance level of a change, after the Bonferroni correction for every tag and facet tested in the period",
+        _float(1e-12, 0.5),
+    )
+    min_coverage: float = setting(
+        "VECFLOW_TREND_MIN_COVERAGE",
+        0.3,
+        "share of a period's days the catalog must cover, in the period and in the one it is compared with, "
+        "before its tags can move (a period barely begun is `insufficient`)",
+        _float(0.0, 1.0),
+    )
+    periods: tuple[str, ...] = setting(
+        "VECFLOW_TREND_PERIODS",
+        ("month", "quarter"),
+        "trend periods (comma-separated): `month`, `quarter`",
+        _period_kinds,
+        shown_default="month,quarter",
+    )
+    facets: tuple[tuple[str, ...], ...] = setting(
+        "VECFLOW_TREND_FACETS",
+        (("category",), ("source",), ("category", "source")),
+        "facets precomputed besides the whole catalog (comma-separated; `+` joins keys into a pair): each a "
+        "condition on `source` or a tag dimension, within which the other dimensions' trends are computed",
+        _facet_kinds,
+        shown_default="category,source,category+source",
+    )
+
+    @property
+    def z_interval(self) -> float:
+        """z of the (1 - alpha) interval stored around each change."""
+        from statistics import NormalDist
+
+        return NormalDist().inv_cdf(1 - self.alpha / 2)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ not change (a failed index gate or quality suite) is an AirflowFailException, wh
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -196,10 +197,11 @@ def check_quality(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dic
 
 def tag_trends(s: Settings, warehouse) -> list[dict]:
     from vecflow.tags import compute_trends
+    from vecflow.taxonomy import load_taxonomy
 
-    movers = compute_trends(warehouse, s.trends.flat_threshold)
-    log.info("trend movers in the latest quarter:\n%s", movers.to_string(index=False))
-    return movers.astype({"previous_share": float, "share": float, "share_change": float}).to_dict("records")
+    movers = compute_trends(warehouse, s.trends, load_taxonomy())
+    log.info("trend movers in the latest periods, by facet:\n%s", movers.to_string(index=False))
+    return json.loads(movers.to_json(orient="records", date_format="iso"))
 
 
 def search_index_trends(s: Settings, warehouse, run_id: str) -> dict:

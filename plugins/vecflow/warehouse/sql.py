@@ -19,12 +19,20 @@ _env = jinja2.Environment(
 def render_sql(name: str, dataset: str, **names) -> str:
     """The BigQuery text of include/sql/<name>.sql with table names qualified by `dataset`.
 
-    `names` fill identifiers only (tables, columns); values always go as query parameters."""
-    for value in names.values():
-        for ident in value if isinstance(value, (list, tuple)) else [value]:
-            if not isinstance(ident, str) or not ident.replace("_", "").replace(".", "").isalnum():
-                raise ValueError(f"{ident!r} is not a plain SQL identifier")
+    `names` fill identifiers only (tables, columns; lists of them, nested); values always go as query
+    parameters."""
+    for ident in _identifiers(list(names.values())):
+        if not isinstance(ident, str) or not ident.replace("_", "").replace(".", "").isalnum():
+            raise ValueError(f"{ident!r} is not a plain SQL identifier")
     return _env.get_template(f"{name}.sql").render(dataset=dataset, **names)
+
+
+def _identifiers(value):
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _identifiers(item)
+    else:
+        yield value
 
 
 def used_parameters(statement: str, marker: str, params: dict) -> dict:
