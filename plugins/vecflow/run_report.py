@@ -16,6 +16,7 @@ import pandas as pd
 from vecflow.resources import REPORT_TEMPLATES_DIR
 from vecflow.summary import published_indexes
 
+MOVERS_PER_FACET = 5  # movers listed per facet and period kind in the run report
 STAGE_ORDER = ["catalog", "delisted", "embed", "validate", "dedup", "tags", "index", "search"]
 STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPORT_TEMPLATES_DIR)), autoescape=True)
@@ -50,7 +51,8 @@ def _funnel(frame: pd.DataFrame) -> list[dict]:
 
 
 def _tag_shares(trends: pd.DataFrame) -> list[dict]:
-    """Per dimension, per quarter: the tags' shares as stacked bar segments."""
+    """The whole catalog's shares per period kind and dimension: stacked bar segments per period and a
+    donut of the latest period."""
     palette = [
         "#4e79a7",
         "#f28e2b",
@@ -65,32 +67,61 @@ def _tag_shares(trends: pd.DataFrame) -> list[dict]:
         "#86bcb6",
         "#d37295",
     ]
-    dimensions = []
-    for dimension, rows in trends.groupby("dimension"):
+    charts = []
+    catalog = trends[trends["facet"] == ""]
+    for (kind, dimension), rows in catalog.groupby(["period_kind", "dimension"]):
         tags = sorted(rows["tag"].unique())
         color = {tag: palette[i % len(palette)] for i, tag in enumerate(tags)}
-        quarters = [
+        periods = [
             {
-                "quarter": quarter,
+                "period": period + ("*" if group["partial"].astype(bool).any() else ""),
                 "segments": [
                     {"tag": r.tag, "pct": 100 * float(r.share), "color": color[r.tag]}
                     for r in group.sort_values("tag").itertuples()
                     if r.share > 0
                 ],
             }
-            for quarter, group in rows.groupby("quarter")
+            for period, group in rows.groupby("period")
         ]
-        dimensions.append(
-            {"dimension": dimension, "quarters": quarters, "legend": [{"tag": t, "color": color[t]} for t in tags]}
+        # the latest period as a donut: a conic gradient of the same segments
+        stops, start = [], 0.0
+        for segment in periods[-1]["segments"]:
+            stops.append(f"{segment['color']} {start:.2f}% {start + segment['pct']:.2f}%")
+            start += segment["pct"]
+        charts.append(
+            {
+                "period_kind": kind,
+                "dimension": dimension,
+                "periods": periods,
+                "donut": ", ".join(stops),
+                "legend": [{"tag": t, "color": color[t]} for t in tags],
+            }
         )
-    return dimensions
+    return charts
+
+
+def _movers_by_facet(movers: pd.DataFrame) -> list[dict]:
+    """The latest periods' movers, grouped by period kind and facet (the whole catalog first), at most
+    MOVERS_PER_FACET each."""
+    groups = []
+    for (kind, facet), rows in movers.groupby(["period_kind", "facet"], sort=True):
+        groups.append(
+            {
+                "period_kind": kind,
+                "period": rows["period"].iloc[0],
+                "facet": facet or "whole catalog",
+                "movers": rows.sort_values("mover_rank").head(MOVERS_PER_FACET).to_dict("records"),
+                "more": max(0, len(rows) - MOVERS_PER_FACET),
+            }
+        )
+    return groups
 
 
 def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, quality: dict | None = None) -> Path:
     """Writes reports/<date>/index.html (replacing a rerun's) and refreshes reports/index.html."""
     published = published_indexes(warehouse.table("index_registry"), settings.model_version)
     trends = warehouse.table("tag_trends")
-    movers = warehouse.query("trend_movers", flat_threshold=settings.trends.flat_threshold) if len(trends) else trends
+    movers = warehouse.query("trend_movers") if len(trends) else pd.DataFrame()
     balance = warehouse.query("funnel_balance", run_date=run_date)
     funnel = balance[balance["rule"] == STAGE_RULE]
     out_dir = settings.paths.reports_dir / run_date.isoformat()
@@ -104,7 +135,7 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
         funnel=_funnel(funnel),
         rejects=warehouse.query("select_partition_rejects", run_date=run_date).to_dict("records"),
         lifecycle=warehouse.query("select_lifecycle_report", run_date=run_date).to_dict("records"),
-        movers=movers.head(15).to_dict("records"),
+        movers=_movers_by_facet(movers) if len(movers) else [],
         tag_shares=_tag_shares(trends),
         indexes=[{"category": category, **index} for category, index in published.items()],
         quality=quality,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 
 from vecflow.index.store import index_store
+from vecflow.trend_charts import facet_share_charts
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,7 @@ def build_summary(settings, warehouse) -> dict:
     breakdown = warehouse.query("summary_breakdown")
     trends = warehouse.table("tag_trends")
     by_kind = {kind: dict(zip(group["name"], group["value"].astype(int))) for kind, group in breakdown.groupby("kind")}
-    latest = trends[trends["quarter_start"] == trends["quarter_start"].max()]
-    movers = latest[latest["direction"].isin(["rising", "falling"])].sort_values(
-        "share_change", key=abs, ascending=False
-    )
+    movers = warehouse.query("trend_movers") if len(trends) else pd.DataFrame()
     summary = {
         "vecflow_home": str(settings.paths.home),
         "model_version": settings.model_version,
@@ -53,15 +50,30 @@ def build_summary(settings, warehouse) -> dict:
         "index_vectors_by_category": by_kind.get("index_vectors", {}),
         "index_files_by_category": by_kind.get("index_files", {}),
         "index_bytes": index_store(settings).total_bytes(),
-        "quarters": sorted(trends["quarter"].unique().tolist()),
+        "periods": {
+            kind: {
+                "periods": sorted(group["period"].unique().tolist()),
+                "partial": sorted(group.loc[group["partial"].astype(bool), "period"].unique().tolist()),
+            }
+            for kind, group in trends.groupby("period_kind")
+        },
+        "trend_facets": {
+            keys or "(catalog)": {"facets": int(group["facet"].nunique()), "rows": len(group)}
+            for keys, group in trends.groupby("facet_keys")
+        },
         "published_indexes": published_indexes(warehouse.table("index_registry"), settings.model_version),
-        "trend_movers_latest_quarter": [
+        "trend_movers_latest": [
             {
+                "period_kind": r.period_kind,
+                "period": r.period,
+                "facet": r.facet,
                 "dimension": r.dimension,
                 "tag": r.tag,
                 "from": round(float(r.previous_share), 4),
                 "to": round(float(r.share), 4),
                 "change": round(float(r.share_change), 4),
+                "interval": [round(float(r.change_low), 4), round(float(r.change_high), 4)],
+                "p_adjusted": float(r.p_adjusted),
                 "direction": r.direction,
             }
             for r in movers.itertuples()
@@ -71,69 +83,62 @@ def build_summary(settings, warehouse) -> dict:
 
 
 def search_check(es, settings, warehouse, trends: pd.DataFrame, dimensions: list[str]) -> dict:
-    """What Elasticsearch holds against the warehouse: tag counts per quarter from the image-tags
-    aggregation against tag_trends less the delisted images (whose documents are deleted)."""
-    from vecflow.search.queries import quarterly_tag_shares, trend_documents
-    from vecflow.search.sink import SearchIndexes, quarter_label
+    """What Elasticsearch holds against the warehouse: per period kind, facet kind (the whole catalog
+    and each of settings.trends.facets) and dimension trended within it, the tag counts of the
+    image-tags aggregations against tag_trends less the delisted images (whose documents are
+    deleted while tag_trends keeps counting them)."""
+    from collections import Counter
 
-    indexes = SearchIndexes(settings.search.index_prefix)
-    from_search = pd.concat([quarterly_tag_shares(es, settings.search.index_prefix, d) for d in dimensions])
-    delisted = warehouse.query("select_delisted_tags")
-    delisted["quarter"] = [quarter_label(pd.Timestamp(d).date()) for d in delisted["listed_date"]]
-    delisted = delisted.groupby(["quarter", "dimension", "tag"], as_index=False)["delisted_count"].sum()
-    served = trends[trends["tag_count"] > 0].merge(delisted, on=["quarter", "dimension", "tag"], how="left")
-    served["tag_count"] = served["tag_count"] - served["delisted_count"].fillna(0)
-    served = served[served["tag_count"] > 0].drop(columns="delisted_count")
-    merged = served.merge(from_search, on=["quarter", "dimension", "tag"], how="outer")
-    differ = merged[merged["tag_count"].fillna(-1) != merged["count"].fillna(-1)]
+    from vecflow.search.queries import facet_label, facet_tag_shares
+    from vecflow.search.sink import SearchIndexes, period_label
+
+    prefix = settings.search.index_prefix
+    key = ["period_kind", "period", "facet_keys", "facet", "dimension", "tag"]
+    derivations = warehouse.table("tag_derivations")
+    trended = {}  # facet keys -> the dimensions trended within its facets: not a key, nor derived from one
+    for keys in [(), *settings.trends.facets]:
+        excluded = set(keys) | set(derivations.loc[derivations["from_dimension"].isin(keys), "dimension"])
+        trended[keys] = [d for d in dimensions if d not in excluded]
+    delisted: Counter = Counter()
+    for (_, listed), image in warehouse.query("select_delisted_tags").groupby(["image_id", "listed_date"]):
+        values = {"source": image["source"].iloc[0], **dict(zip(image["dimension"], image["tag"]))}
+        for keys, dims in trended.items():
+            if any(pd.isna(values.get(k)) for k in keys):
+                continue  # in none of this kind's facets
+            facet = facet_label({k: values[k] for k in keys})
+            for kind in settings.trends.periods:
+                period = period_label(pd.Timestamp(listed).date(), kind)
+                for r in image[image["dimension"].isin(dims)].itertuples():
+                    delisted[(kind, period, ",".join(keys), facet, r.dimension, r.tag)] += 1
+    served = trends.loc[trends["tag_count"] > 0, [*key, "tag_count"]].copy()
+    served["tag_count"] -= [delisted.get(tuple(r), 0) for r in served[key].itertuples(index=False)]
+    served = served[served["tag_count"] > 0]
+    from_search = pd.concat(
+        [
+            facet_tag_shares(es, prefix, dimension, kind, keys)[[*key, "tag_count"]]
+            for kind in settings.trends.periods
+            for keys, dims in trended.items()
+            for dimension in dims
+        ]
+    )
+    merged = served.merge(from_search, on=key, how="outer", suffixes=("", "_search"))
+    differ = merged[merged["tag_count"].fillna(-1) != merged["tag_count_search"].fillna(-1)]
+    indexes = SearchIndexes(prefix)
     return {
         "image_documents": int(es.count(index=indexes.image_tags)["count"]),
-        "trend_documents": len(trend_documents(es, settings.search.index_prefix)),
+        "trend_documents": int(es.count(index=indexes.tag_trends)["count"]),
+        "period_kinds": list(settings.trends.periods),
+        "facet_kinds": ["+".join(keys) or "(catalog)" for keys in trended],
         "tag_counts_compared": len(merged),
         "tag_counts_differing": len(differ),
     }
-
-
-def tag_share_chart(trends: pd.DataFrame, path: Path) -> Path:
-    """PNG: per dimension, a stacked bar of tag shares per quarter (a tag's band growing from one
-    bar to the next is a rising trend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dimensions = sorted(trends["dimension"].unique())
-    fig, axes = plt.subplots(1, len(dimensions), figsize=(4.2 * len(dimensions), 4.6), squeeze=False)
-    for ax, dim in zip(axes[0], dimensions):
-        shares = (
-            trends[trends["dimension"] == dim]
-            .pivot_table(index="quarter", columns="tag", values="share", aggfunc="sum")
-            .fillna(0.0)
-            .sort_index()
-        )
-        bottom = pd.Series(0.0, index=shares.index)
-        colors = plt.get_cmap("tab20").colors
-        for i, tag in enumerate(shares.columns):
-            ax.bar(shares.index, shares[tag], bottom=bottom, label=tag, color=colors[i % len(colors)])
-            bottom += shares[tag]
-        ax.set_title(f"{dim}: share by quarter")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def write_summary(settings, warehouse, search=None, dimensions: list[str] | None = None) -> dict:
     """search: an Elasticsearch client when the search sink is on, to check what it holds."""
     summary = build_summary(settings, warehouse)
     trends = warehouse.table("tag_trends")
-    if len(trends):
-        summary["tag_share_chart"] = str(
-            tag_share_chart(trends, settings.paths.reports_dir / "tag_share_by_quarter.png")
-        )
+    summary["trend_charts"] = facet_share_charts(trends, settings.paths.reports_dir / "trends")
     if search is not None:
         summary["search"] = search_check(search, settings, warehouse, trends, dimensions)
     path = settings.paths.reports_dir / "summary.json"

@@ -175,8 +175,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         truth = planted_truth(s, get_warehouse(s), search)
     summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
     print(format_summary({**summary, **truth}))
-    failed = [c for c in truth.get("planted_trends", []) if not c["ok"]]
-    return 1 if failed else 0
+    trends = truth.get("trends", {})
+    missed = [c for c in trends.get("planted", []) if not c["ok"]]
+    return 1 if missed or trends.get("false_movers") else 0
 
 
 def cmd_search_server(args: argparse.Namespace) -> int:

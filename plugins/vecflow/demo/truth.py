@@ -11,59 +11,137 @@ from pathlib import Path
 import pandas as pd
 
 log = logging.getLogger(__name__)
+MOVERS_SHOWN = 8  # per period kind in the printed summary
 
 
-def planted_trend_check(truth_dir: Path, trends: pd.DataFrame) -> list[dict]:
-    """For each planted trend: the direction it must have (sign of to - from) and what tag_trends says
-    for every quarter after the first."""
+PERIOD_OFFSETS = {"month": pd.DateOffset(months=1), "quarter": pd.DateOffset(months=3)}
+
+
+def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
+    """What the generator planned, in the facets and periods tag_trends holds: per period, facet,
+    dimension and tag, the mean over the facet's unique images of each image's planned probability of
+    the tag (its day's planned shares in its group: within a planted category or source, or the rest).
+    Facets are the images' true category and source."""
+    from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, daily_shares, parse_trend_spec, within_groups
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
     params = json.loads((truth_dir / "params.json").read_text())
+    spec = parse_trend_spec(params["spec"], taxonomy)
+    images = pd.read_parquet(truth_dir / "images.parquet")
+    images = images[images["kind"] == "original"].reset_index(drop=True)
+    day = (pd.to_datetime(images["listed_date"]) - pd.Timestamp(params["start_date"])).dt.days.to_numpy()
+    probabilities = {}
+    for dim in GENERATED_DIMENSIONS:
+        key, values = within_groups(spec, dim)
+        matrix = None
+        for value in [*values, None]:
+            tags, shares = daily_shares(spec, taxonomy, dim, params["days"], (key, value) if value else None)
+            member = (images[key] == value) if value else ~images[key].isin(values) if key else True
+            rows = pd.DataFrame(shares[day], columns=tags).where(pd.Series(member, index=images.index), axis=0)
+            matrix = rows if matrix is None else matrix.fillna(rows)
+        probabilities[dim] = matrix
+    style = taxonomy.style_of_category()
+    probabilities["style"] = (
+        probabilities["category"].T.groupby(style).sum().T.reindex(columns=taxonomy.tags("style"), fill_value=0.0)
+    )
+    frames = []
+    for (kind, keys), _ in trends.groupby(["period_kind", "facet_keys"]):
+        keys = [k for k in keys.split(",") if k]
+        start = pd.to_datetime(images["listed_date"]).dt.to_period("M" if kind == "month" else "Q").dt.start_time
+        facet = images[keys].apply(lambda r: ",".join(f"{k}={r[k]}" for k in keys), axis=1) if keys else ""
+        derived = {"style"} if "category" in keys else set()
+        for dim, matrix in probabilities.items():
+            if dim in keys or dim in derived:
+                continue
+            mean = matrix.groupby(
+                [start.rename("period_start"), pd.Series(facet, index=images.index, name="facet")]
+            ).mean()
+            long = mean.stack().rename("expected_share").reset_index().rename(columns={"level_2": "tag"})
+            frames.append(long.assign(period_kind=kind, facet_keys=",".join(keys), dimension=dim))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _comparisons(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
+    """Every tested comparison with the previous period, with the planned change and the z a planned
+    change would reach at these sizes (under it, the test cannot be expected to see the change)."""
+    from statistics import NormalDist
+
+    keys = ["period_kind", "period_start", "facet_keys", "facet", "dimension", "tag"]
+    trends = trends.assign(period_start=pd.to_datetime(trends["period_start"]))
+    expected = expected_shares(truth_dir, trends)
+    rows = trends[~trends["direction"].isin(["new", "insufficient"])].merge(expected, on=keys, how="left")
+    previous = trends[keys + ["dimension_total"]].merge(expected, on=keys, how="left")
+    previous["period_start"] = [
+        start + PERIOD_OFFSETS[kind] for start, kind in zip(previous["period_start"], previous["period_kind"])
+    ]
+    rows = rows.merge(
+        previous.rename(columns={"dimension_total": "previous_total", "expected_share": "expected_previous"}),
+        on=keys,
+        how="left",
+    )
+    rows["expected_change"] = rows["expected_share"] - rows["expected_previous"]
+    pooled = (rows["expected_share"] + rows["expected_previous"]) / 2
+    se = (pooled * (1 - pooled) * (1 / rows["dimension_total"] + 1 / rows["previous_total"])) ** 0.5
+    rows["expected_z"] = (rows["expected_change"].abs() / se).fillna(0.0)
+    rows["critical_z"] = [NormalDist().inv_cdf(1 - 0.025 / max(int(n), 1)) for n in rows["tests_in_period"]]
+    return rows
+
+
+def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, min_effect: float) -> dict:
+    """Each planted trend (in its facet) against tag_trends, every period kind; and the false movers:
+    tags called rising or falling in any facet whose planned change is under half the minimum effect or
+    of the other sign. A planted trend is found when every comparison with the power to see it (planned
+    change of at least the minimum effect, planned z a unit above the critical one) has its direction;
+    the others are shown as underpowered."""
+    params = json.loads((truth_dir / "params.json").read_text())
+    rows = _comparisons(truth_dir, trends)
     checks = []
     for planted in params["spec"]["trends"]:
+        within = planted.get("within") or {}
+        facet = ",".join(f"{k}={v}" for k, v in sorted(within.items()))
         expected = "rising" if planted["to_share"] > planted["from_share"] else "falling"
-        rows = trends[
-            (trends["dimension"] == planted["dimension"])
-            & (trends["tag"] == planted["tag"])
-            & (trends["direction"] != "new")
-        ].sort_values("quarter")
-        found = rows["direction"].tolist()
+        mine = rows[
+            (rows["facet"] == facet) & (rows["dimension"] == planted["dimension"]) & (rows["tag"] == planted["tag"])
+        ].sort_values(["period_kind", "period_start"])
+        powered = (mine["expected_change"].abs() >= min_effect) & (mine["expected_z"] >= mine["critical_z"] + 1)
+        found = {
+            kind: {
+                r.period: r.direction + ("" if p else " (underpowered)")
+                for r, p in zip(group.itertuples(), powered[group.index])
+            }
+            for kind, group in mine.groupby("period_kind")
+        }
+        required = mine[powered]
         checks.append(
             {
                 **planted,
+                "facet": facet,
                 "expected": expected,
-                "found_by_quarter": dict(zip(rows["quarter"], found)),
-                "ok": bool(found) and all(d == expected for d in found),
+                "found": found,
+                "comparisons_powered": int(len(required)),
+                "ok": bool(len(required)) and bool((required["direction"] == expected).all()),
             }
         )
-    return checks
-
-
-def trend_agreement(truth_dir: Path, trends: pd.DataFrame, flat_threshold: float) -> dict:
-    """Direction of every tag in every quarter after the first, from the planted truth (same
-    threshold) against what tag_trends found."""
-    truth = pd.read_csv(truth_dir / "tag_shares.csv").dropna(subset=["change"])
-    truth["expected"] = truth["change"].map(
-        lambda c: "rising" if c > flat_threshold else "falling" if c < -flat_threshold else "flat"
-    )
-    merged = truth.merge(
-        trends[["quarter", "dimension", "tag", "direction", "share"]],
-        on=["quarter", "dimension", "tag"],
-        how="left",
-        suffixes=("_truth", ""),
-    )
-    wrong = merged[merged["expected"] != merged["direction"]]
+    movers = rows[rows["direction"].isin(["rising", "falling"])]
+    sign = movers["direction"].map({"rising": 1, "falling": -1})
+    false = movers[(movers["expected_change"].abs() < min_effect / 2) | (sign * movers["expected_change"] < 0)]
     return {
-        "tags_compared": len(merged),
-        "same_direction": int(len(merged) - len(wrong)),
-        "different": [
+        "planted": checks,
+        "movers": int(len(movers)),
+        "comparisons": int(len(rows)),
+        "false_movers": [
             {
-                "quarter": r.quarter,
+                "period": r.period,
+                "facet": r.facet,
                 "dimension": r.dimension,
                 "tag": r.tag,
-                "expected": r.expected,
                 "found": r.direction,
-                "true_change": round(float(r.change), 4),
+                "change": round(float(r.share_change), 4),
+                "planned_change": round(float(r.expected_change), 4),
+                "p_adjusted": float(r.p_adjusted),
             }
-            for r in wrong.itertuples()
+            for r in false.itertuples()
         ],
     }
 
@@ -97,15 +175,16 @@ def planted_truth(settings, warehouse, search=None) -> dict:
         return {}
     trends = warehouse.table("tag_trends")
     truth = {
-        "planted_trends": planted_trend_check(truth_dir, trends),
-        "trend_agreement": trend_agreement(truth_dir, trends, settings.trends.flat_threshold),
+        "trends": planted_trend_check(truth_dir, trends, settings.trends.min_effect),
         "planted_duplicates": duplicate_check(truth_dir, warehouse.table("dedup_map")),
     }
     if search is not None:
         from vecflow.search.queries import trend_documents
 
         documents = trend_documents(search, settings.search.index_prefix)
-        truth["search_planted_trends"] = planted_trend_check(truth_dir, documents) if len(documents) else []
+        truth["search_trends"] = (
+            planted_trend_check(truth_dir, documents, settings.trends.min_effect) if len(documents) else {}
+        )
     path = settings.paths.reports_dir / "planted_truth.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(truth, indent=2, default=str))
@@ -124,7 +203,13 @@ def format_summary(summary: dict) -> str:
         f"  duplicates removed    {sum(summary['duplicates_removed'].values())}  {summary['duplicates_removed']}",
         f"  rejects by reason     {summary['rejects_by_reason']}",
         f"  tags written          {summary['tags_written']}  on {summary['images_tagged']} images",
-        f"  quarters              {', '.join(summary['quarters'])}",
+        *(
+            f"  {kind + 's':21s} {', '.join(p + ('*' if p in info['partial'] else '') for p in info['periods'])}"
+            "  (* partial)"
+            for kind, info in summary["periods"].items()
+        ),
+        "  trend facets          "
+        + ", ".join(f"{k}: {v['facets']} facets, {v['rows']} rows" for k, v in summary["trend_facets"].items()),
         f"  index vectors         {sum(summary['index_vectors_by_category'].values())} in "
         f"{sum(summary['index_files_by_category'].values())} day indexes ({summary['index_bytes'] / 1e6:.1f} MB)",
         "  published window indexes (recall@10 vs exact, same-category precision@10):",
@@ -134,34 +219,49 @@ def format_summary(summary: dict) -> str:
         f"recall {i['recall_at_10']}  precision {i['precision_at_10']}"
         for category, i in summary.get("published_indexes", {}).items()
     ]
-    lines += ["  trend movers (latest quarter vs previous):"]
-    lines += [
-        f"    {m['direction']:8s} {m['dimension']}={m['tag']}: {m['from']:.3f} -> {m['to']:.3f}"
-        for m in summary["trend_movers_latest_quarter"]
-    ]
-    if "tag_share_chart" in summary:
-        lines.append(f"  chart                 {summary['tag_share_chart']}")
-    for check in summary.get("planted_trends", []):
+    movers = summary["trend_movers_latest"]
+    for kind in summary["periods"]:
+        of_kind = [m for m in movers if m["period_kind"] == kind]
+        if not of_kind:
+            continue
         lines.append(
-            f"  planted {check['dimension']}={check['tag']} {check['expected']}: "
-            f"{'FOUND' if check['ok'] else 'NOT FOUND'} {check['found_by_quarter']}"
-        )
-    if "trend_agreement" in summary:
-        agreement = summary["trend_agreement"]
-        lines.append(
-            f"  trend directions      {agreement['same_direction']}/{agreement['tags_compared']} "
-            "tags x quarters as planted"
+            f"  trend movers, {of_kind[0]['period']} vs the {kind} before ({len(of_kind)} in "
+            f"{len({m['facet'] for m in of_kind})} facets; change [interval], Bonferroni p):"
         )
         lines += [
-            f"    differs: {d['quarter']} {d['dimension']}={d['tag']} planted {d['expected']} "
-            f"(true change {d['true_change']:+.3f}), found {d['found']}"
-            for d in agreement["different"]
+            f"    {m['facet'] or '(catalog)':30s} {m['direction']:8s} {m['dimension']}={m['tag']}: "
+            f"{m['from']:.3f} -> {m['to']:.3f} {m['change']:+.3f} [{m['interval'][0]:+.3f}, {m['interval'][1]:+.3f}] "
+            f"p {m['p_adjusted']:.1g}"
+            for m in sorted(of_kind, key=lambda m: (m["facet"] != "", m["p_adjusted"]))[:MOVERS_SHOWN]
+        ]
+        if len(of_kind) > MOVERS_SHOWN:
+            lines.append(f"    ... {len(of_kind) - MOVERS_SHOWN} more: reports/summary.json, view v_trend_movers")
+    if summary.get("trend_charts"):
+        lines.append(
+            f"  charts                {len(summary['trend_charts'])} in {Path(summary['trend_charts'][0]).parents[1]}"
+        )
+    trends = summary.get("trends", {})
+    for check in trends.get("planted", []):
+        within = f" within {check['facet']}" if check["facet"] else ""
+        lines.append(
+            f"  planted {check['dimension']}={check['tag']}{within} {check['expected']}: "
+            f"{'FOUND' if check['ok'] else 'NOT FOUND'} {check['found']}"
+        )
+    if trends:
+        lines.append(
+            f"  false movers          {len(trends['false_movers'])} of {trends['movers']} movers "
+            f"({trends['comparisons']} tag x facet x period comparisons)"
+        )
+        lines += [
+            f"    false: {m['period']} {m['facet'] or '(catalog)'} {m['dimension']}={m['tag']} {m['found']} "
+            f"{m['change']:+.3f} (planned {m['planned_change']:+.3f}, p_adj {m['p_adjusted']:.2g})"
+            for m in trends["false_movers"]
         ]
     if "search" in summary:
         search = summary["search"]
         found = [
-            f"{c['dimension']}={c['tag']} {'FOUND' if c['ok'] else 'NOT FOUND'}"
-            for c in summary.get("search_planted_trends", [])
+            f"{c['dimension']}={c['tag']}{'@' + c['facet'] if c['facet'] else ''} {'FOUND' if c['ok'] else 'NOT FOUND'}"
+            for c in summary.get("search_trends", {}).get("planted", [])
         ]
         lines.append(
             f"  elasticsearch         {search['image_documents']} image docs, {search['trend_documents']} "

@@ -26,14 +26,13 @@ from tqdm import tqdm
 from vecflow.catalog import partition_dir
 from vecflow.demo.catalog import fashion_mnist
 from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
-from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, TrendSpec, daily_shares
+from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, SOURCES, TrendSpec, daily_shares, within_groups
 from vecflow.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
 # Bumped whenever the same parameters would give a different catalog, so a kept catalog is redone.
-GENERATOR_VERSION = 2
-SOURCES = ("shop_a", "shop_b", "shop_c")
+GENERATOR_VERSION = 3
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
 # Fashion-MNIST holds near-identical pictures (many trousers differ by a few pixels). Two originals
@@ -115,6 +114,33 @@ def distinct_sources(images: np.ndarray, candidates: np.ndarray, max_correlation
     return kept
 
 
+def plan_original_tags(
+    spec: TrendSpec, taxonomy: Taxonomy, originals_per_day: np.ndarray, rng: np.random.Generator
+) -> dict[str, list[list[str]]]:
+    """Per day, the source and the tag of every dimension of each original, in listing order. Sources
+    are drawn first and dimensions in order, so that a trend planted within a source or a category is
+    apportioned among that group's images (and the dimension's catalog-wide plan among the rest)."""
+    days = len(originals_per_day)
+    plan = {"source": [[str(x) for x in rng.choice(SOURCES, size=int(k))] for k in originals_per_day]}
+    for dim in GENERATED_DIMENSIONS:
+        key, values = within_groups(spec, dim)
+        plan[dim] = [[""] * int(k) for k in originals_per_day]
+        for value in [*values, None]:
+            members = [
+                [i for i, v in enumerate(plan[key][d]) if (v == value if value else v not in values)]
+                if key
+                else list(range(int(originals_per_day[d])))
+                for d in range(days)
+            ]
+            sizes = np.array([len(m) for m in members])
+            tags, shares = daily_shares(spec, taxonomy, dim, days, (key, value) if value else None)
+            counts = apportion(shares * sizes[:, None], sizes)
+            for d in range(days):
+                for i, tag in zip(members[d], _quota_tags(counts[d], tags, rng)):
+                    plan[dim][d][i] = tag
+    return plan
+
+
 def _quota_tags(counts: np.ndarray, tags: list[str], rng: np.random.Generator) -> list[str]:
     out = [tag for tag, n in zip(tags, counts) for _ in range(int(n))]
     rng.shuffle(out)
@@ -147,13 +173,9 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
         np.tile([n * spec.exact_duplicate_rate, n * spec.near_duplicate_rate, n * spec.corrupt_rate], (params.days, 1))
     )
     originals_per_day = n - planted.sum(axis=1)
-    tag_plan = {}
-    for dim in GENERATED_DIMENSIONS:
-        tags, shares = daily_shares(spec, taxonomy, dim, params.days)
-        tag_plan[dim] = (tags, apportion(shares * originals_per_day[:, None], originals_per_day))
+    plan = plan_original_tags(spec, taxonomy, originals_per_day, rng)
     # every original of a category and any corrupt image may need its own source
-    category_tags, category_counts = tag_plan["category"]
-    needed = dict(zip(category_tags, category_counts.sum(axis=0) + planted[:, 2].sum()))
+    needed = {c: sum(day.count(c) for day in plan["category"]) + planted[:, 2].sum() for c in taxonomy.tags("category")}
     pools = {
         label: distinct_sources(
             images, rng.permutation(np.flatnonzero(labels == label)), SOURCE_MAX_CORRELATION, int(needed[category])
@@ -180,7 +202,12 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
             image_id = f"{day:%Y%m%d}-{seq:05d}"
             rel = f"{part.name}/images/{image_id}.jpg"
             (catalog_dir / rel).write_bytes(data)
-            row = {"image_id": image_id, "listed_date": day, "source": str(rng.choice(SOURCES)), **row}
+            row = {
+                "image_id": image_id,
+                "listed_date": day,
+                "source": row.pop("source", None) or str(rng.choice(SOURCES)),
+                **row,
+            }
             manifest.append(
                 {
                     "image_id": image_id,
@@ -193,7 +220,6 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
             truth_rows.append(row)
             return image_id
 
-        day_tags = {dim: _quota_tags(tag_plan[dim][1][d], tag_plan[dim][0], rng) for dim in GENERATED_DIMENSIONS}
         n_exact, n_near, n_corrupt = planted[d]
         kinds = ["original"] * int(originals_per_day[d]) + ["corrupt"] * int(n_corrupt)
         kinds += ["exact_duplicate"] * int(n_exact) + ["near_duplicate"] * int(n_near)
@@ -203,10 +229,10 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
         for kind in order:
             if kind in ("original", "corrupt"):
                 if kind == "original":
-                    tags = {dim: day_tags[dim][next_original] for dim in GENERATED_DIMENSIONS}
+                    tags = {dim: plan[dim][d][next_original] for dim in ("source", *GENERATED_DIMENSIONS)}
                     next_original += 1
                 else:  # corrupt images carry random tags; they never reach the warehouse
-                    tags = {dim: str(rng.choice(tag_plan[dim][0])) for dim in GENERATED_DIMENSIONS}
+                    tags = {dim: str(rng.choice(taxonomy.tags(dim))) for dim in GENERATED_DIMENSIONS}
                 label = label_by_category[tags["category"]]
                 mnist_index = pools[label][pool_pos[label] % len(pools[label])]
                 pool_pos[label] += 1
@@ -223,7 +249,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
                     data, how = _corrupt(data, rng)
                 row = {
                     "kind": kind,
-                    **tags,
+                    **tags,  # an original's source too
                     "canonical_image_id": None,
                     "mnist_index": int(mnist_index),
                     "transform": how,
@@ -236,7 +262,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
                             "data": data,
                             "mnist_index": int(mnist_index),
                             "render_seed": render_seed,
-                            **tags,
+                            **{dim: tags[dim] for dim in GENERATED_DIMENSIONS},
                         }
                     )
             else:

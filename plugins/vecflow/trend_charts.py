@@ -1,0 +1,84 @@
+"""Share charts of tag_trends (PNG, matplotlib): per facet and period kind, one row per dimension with
+its tags' shares as stacked bars over the periods (a band that grows is a rising tag) and a donut of
+the latest period (the pie analysts ask for)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+MAX_FACET_CHARTS = 12  # the whole catalog and the facets with most movers in the latest period
+
+
+def facet_file_name(facet: str) -> str:
+    """'category=dress,source=shop_b' -> 'category-dress_source-shop_b'; '' -> 'catalog'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", facet.replace(",", "_").replace("=", "-")) or "catalog"
+
+
+def share_chart(rows: pd.DataFrame, title: str, path: Path) -> Path:
+    """`rows`: tag_trends rows of one facet and period kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dimensions = sorted(rows["dimension"].unique())
+    fig, axes = plt.subplots(
+        len(dimensions), 2, figsize=(10, 3.0 * len(dimensions)), squeeze=False, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    colors = plt.get_cmap("tab20").colors
+    for (bars, donut), dim in zip(axes, dimensions):
+        shares = (
+            rows[rows["dimension"] == dim]
+            .pivot_table(index="period", columns="tag", values="share", aggfunc="sum")
+            .fillna(0.0)
+            .sort_index()
+        )
+        partial = set(rows.loc[rows["partial"].fillna(False).astype(bool), "period"])
+        labels = [f"{p}*" if p in partial else p for p in shares.index]
+        bottom = pd.Series(0.0, index=shares.index)
+        for i, tag in enumerate(shares.columns):
+            bars.bar(labels, shares[tag], bottom=bottom, label=tag, color=colors[i % len(colors)])
+            bottom += shares[tag]
+        bars.set_title(f"{dim}: share by period (* partial)", fontsize=9)
+        bars.set_ylim(0, 1)
+        bars.tick_params(axis="x", labelsize=7, rotation=30)
+        latest = shares.iloc[-1]
+        donut.pie(
+            latest.to_numpy(),
+            colors=[colors[i % len(colors)] for i in range(len(latest))],
+            labels=[t if v >= 0.04 else "" for t, v in latest.items()],
+            autopct=lambda pct: f"{pct:.0f}%" if pct >= 4 else "",
+            pctdistance=0.78,
+            wedgeprops={"width": 0.42},
+            textprops={"fontsize": 7},
+        )
+        donut.set_title(f"{dim}: {labels[-1]}", fontsize=9)
+        bars.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def facet_share_charts(trends: pd.DataFrame, charts_dir: Path) -> list[str]:
+    """Charts of the whole catalog and of the facets with the most movers in their latest period, for
+    every period kind: <charts_dir>/<period_kind>/<facet>.png."""
+    if trends.empty:
+        return []
+    latest = trends[trends["period_start"] == trends.groupby("period_kind")["period_start"].transform("max")]
+    movers = latest[latest["direction"].isin(["rising", "falling"]) & (latest["facet"] != "")]
+    ranked = movers.groupby("facet").size().sort_values(ascending=False, kind="stable")
+    facets = ["", *ranked.index[: MAX_FACET_CHARTS - 1]]
+    paths = []
+    for kind, of_kind in trends.groupby("period_kind"):
+        for facet in facets:
+            rows = of_kind[of_kind["facet"] == facet]
+            if len(rows):
+                title = f"{facet or 'whole catalog'}: tag shares by {kind}"
+                paths.append(str(share_chart(rows, title, charts_dir / kind / f"{facet_file_name(facet)}.png")))
+    return paths
