@@ -5,6 +5,7 @@ returns only matching items with recall >= 0.95 against exact search on the subs
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,11 @@ def run_day(warehouse, day, rows, feed=None):
     return counts
 
 
+def delisted_funnel(warehouse) -> dict:
+    """The funnel of stage `delisted`: metric -> value."""
+    return warehouse.table("funnel_metrics").query("stage == 'delisted'").groupby("metric")["value"].sum().to_dict()
+
+
 def served_ids(s) -> set[str]:
     return set(load_published(index_store(s), "m1", "coat")[1]["image_id"])
 
@@ -68,8 +74,7 @@ def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed
     assert (counts["delisted"], counts["rejected"], counts["tombstones"]) == (1, 2, 1)
     rejects = warehouse.table("rejects").query("stage == 'delisted'")
     assert sorted(rejects["reason"]) == ["bad_timestamp", "unknown_image"]
-    funnel = warehouse.table("funnel_metrics").query("stage == 'delisted'")
-    assert funnel.groupby("metric")["value"].sum().to_dict() == {
+    assert delisted_funnel(warehouse) == {
         "in": 3,
         "out": 1,
         "dropped.bad_timestamp": 1,
@@ -229,3 +234,112 @@ def test_the_sweep_delists_a_link_dead_twice_and_keeps_one_that_failed_once(inde
         ]
         third = sweep_links(s, warehouse, DAYS[2], "sweep-3")
         assert third["checked"] == 2  # a is no longer served
+
+
+# --- the delist feed from each of the catalog's sources -------------------------------------------------
+
+FEED_DAY = dt.date(2026, 5, 3)
+FEED = pd.DataFrame(  # one removal, an id the catalog never listed, one image removed twice (the later row counts)
+    {
+        "item": ["a", "never-listed", "b", "b"],
+        "removed_at": pd.to_datetime(
+            ["2026-05-03T09:00:00Z", "2026-05-03T10:00:00Z", "2026-05-03T08:00:00Z", "2026-05-03T23:59:59Z"]
+        ),
+        "reason": ["sold_out", None, "recalled", "policy"],
+    }
+)
+NEXT_DAY = pd.DataFrame(  # another day's removal: not read on FEED_DAY
+    {"item": ["c"], "removed_at": pd.to_datetime(["2026-05-04T00:00:00Z"]), "reason": ["sold_out"]}
+)
+
+
+def _feed_in_bucket(gcs_server, monkeypatch):
+    """The feed as CSV files under a catalog root in a bucket (the file source through gcsfs)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+    from test_index_store import gcs_options, new_bucket
+
+    bucket = new_bucket(gcs_server)
+    blobs = storage.Client(
+        project="vecflow-test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_server}
+    ).bucket(bucket)
+    for day, frame in [(FEED_DAY, FEED), (FEED_DAY + dt.timedelta(days=1), NEXT_DAY)]:
+        blobs.blob(f"shop/removals/{day}/part-0.csv").upload_from_string(frame.to_csv(index=False))
+    monkeypatch.setenv("VECFLOW_CATALOG_URL", f"gs://{bucket}/shop")
+    monkeypatch.setenv("VECFLOW_CATALOG_STORAGE_OPTIONS", json.dumps(gcs_options(gcs_server)))
+    monkeypatch.setenv("VECFLOW_CATALOG_DELIST_TEMPLATE", "removals/{date}/")
+
+
+def _feed_in_a_table(warehouse, monkeypatch):
+    """The feed as a warehouse table (delisted_at a TIMESTAMP), the catalog a warehouse table too."""
+    table = f"{warehouse.dataset}.shop_removals"
+    with warehouse.connect() as con:
+        con.execute(f"CREATE TABLE {table} (item VARCHAR, removed_at TIMESTAMPTZ, reason VARCHAR)")
+        for frame in (FEED, NEXT_DAY, pd.DataFrame({"item": ["d"], "removed_at": [pd.NaT], "reason": [None]})):
+            con.register("feed_rows", frame)
+            con.execute(f"INSERT INTO {table} SELECT * FROM feed_rows")
+            con.unregister("feed_rows")
+    monkeypatch.setenv("VECFLOW_CATALOG_SOURCE", "warehouse")
+    monkeypatch.setenv("VECFLOW_CATALOG_TABLE", f"{warehouse.dataset}.catalog")
+    monkeypatch.setenv("VECFLOW_CATALOG_DELIST_TABLE", table)
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)
+@pytest.mark.parametrize("source", ["local files", "files in a bucket", "warehouse table"])
+def test_the_delist_feed_is_read_from_each_catalog_source_with_the_same_rejects_and_funnel(
+    source, warehouse, vecflow_home, monkeypatch, request
+):
+    monkeypatch.setenv("VECFLOW_MODEL_VERSION", "m1")
+    # the shop's own column names, renamed as the catalog's are
+    monkeypatch.setenv("VECFLOW_CATALOG_COLUMNS", json.dumps({"item": "image_id", "removed_at": "delisted_at"}))
+    if source == "local files":
+        for day, frame in [(FEED_DAY, FEED), (FEED_DAY + dt.timedelta(days=1), NEXT_DAY)]:
+            folder = vecflow_home / "catalog" / "delisted" / f"date={day}"
+            folder.mkdir(parents=True)
+            frame.to_csv(folder / "feed.csv", index=False)
+    elif source == "files in a bucket":
+        _feed_in_bucket(request.getfixturevalue("gcs_server"), monkeypatch)
+    else:
+        _feed_in_a_table(warehouse, monkeypatch)
+    s = settings()
+    catalog(warehouse, FEED_DAY - dt.timedelta(days=1), ["a", "b", "c", "d"])
+
+    counts = apply_delist_feed(s, warehouse, FEED_DAY, "run-1")
+    assert (counts["feed_rows"], counts["delisted"], counts["rejected"], counts["tombstones"]) == (4, 2, 2, 2)
+    rejects = warehouse.table("rejects").query("stage == 'delisted'")
+    assert sorted(zip(rejects["image_id"], rejects["reason"])) == [
+        ("b", "duplicate_row"),
+        ("never-listed", "unknown_image"),
+    ]
+    assert delisted_funnel(warehouse) == {
+        "in": 4,
+        "out": 2,
+        "dropped.duplicate_row": 1,
+        "dropped.unknown_image": 1,
+    }
+    delistings = warehouse.table("delistings").sort_values("image_id")
+    assert delistings[["image_id", "reason", "origin"]].values.tolist() == [
+        ["a", "sold_out", "feed"],
+        ["b", "policy", "feed"],
+    ]
+    assert pd.to_datetime(delistings["delisted_at"], utc=True).tolist() == [
+        pd.Timestamp("2026-05-03T09:00:00Z"),
+        pd.Timestamp("2026-05-03T23:59:59Z"),
+    ]
+    assert set(warehouse.query("select_delisted")["image_id"]) == {"a", "b"}
+
+    # the next day's removal is read on its day; a day without a feed removes nothing
+    assert apply_delist_feed(s, warehouse, FEED_DAY + dt.timedelta(days=1), "run-2")["delisted"] == 1
+    assert apply_delist_feed(s, warehouse, FEED_DAY + dt.timedelta(days=2), "run-3")["feed_rows"] == 0
+    assert set(warehouse.query("select_delisted")["image_id"]) == {"a", "b", "c"}  # d: no time, no day
+
+
+def test_a_warehouse_catalog_without_a_delist_table_removes_nothing(vecflow_home, monkeypatch):
+    from vecflow.catalog import read_delist_feed
+
+    monkeypatch.setenv("VECFLOW_CATALOG_SOURCE", "warehouse")
+    monkeypatch.setenv("VECFLOW_CATALOG_TABLE", "shop.catalog")
+    folder = vecflow_home / "catalog" / "delisted" / f"date={FEED_DAY}"
+    folder.mkdir(parents=True)
+    FEED.to_csv(folder / "feed.csv", index=False)  # files are the files source's feed, not read here
+    assert read_delist_feed(settings(), None, FEED_DAY) is None

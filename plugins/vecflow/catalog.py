@@ -6,6 +6,11 @@
 - `warehouse`: a table or view read by partition through the warehouse backend (a query parameter,
   never formatted into the SQL).
 
+The delist feed (image_id, delisted_at, reason: vecflow.lifecycle) comes from the same source: files
+at VECFLOW_CATALOG_DELIST_TEMPLATE under the same root, or the table VECFLOW_CATALOG_DELIST_TABLE,
+whose partition of a day is the rows with delisted_at in that day (UTC). Both go through one reader
+(`_read_source`).
+
 Columns are renamed to vecflow's by VECFLOW_CATALOG_COLUMNS; image_id and uri are required, source
 and category optional. Every other column (title, brand, price, ...) is a catalog attribute: kept,
 per image, as one JSON object in `attributes`, which reaches vectors_clean, the search documents and
@@ -15,14 +20,18 @@ date; one that is there with no rows is a partition of zero images.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import logging
 import posixpath
 from pathlib import Path
 
 import pandas as pd
 
 from vecflow.config import Settings
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["image_id", "uri", "source", "listed_date", "category"]  # what the embedding job reads
 CATALOG_COLUMNS = [*MANIFEST_COLUMNS, "attributes"]
@@ -52,12 +61,7 @@ def partition_dir(catalog_dir: Path, day: dt.date) -> Path:
 def read_partition(settings: Settings, warehouse, run_date: dt.date) -> pd.DataFrame:
     """The partition's rows with CATALOG_COLUMNS (listed_date set to the partition; the other columns
     folded into `attributes`)."""
-    c = settings.catalog
-    if c.source == "warehouse":
-        frame, where = _read_table(c, warehouse, run_date), f"table {c.table}"
-    else:
-        frame, where = _read_files(catalog_root(settings), c.path_template, c.storage_options, run_date)
-    frame = frame.rename(columns=c.columns)
+    frame, where = _read_source(settings, warehouse, run_date, CATALOG_FEED)
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise CatalogError(
@@ -93,24 +97,65 @@ def attributes_json(columns: pd.DataFrame) -> list[str | None]:
     return out
 
 
-def _read_table(c, warehouse, run_date: dt.date) -> pd.DataFrame:
-    if not c.table:
-        raise CatalogError("VECFLOW_CATALOG_SOURCE=warehouse needs VECFLOW_CATALOG_TABLE (dataset.table)")
-    date_column = next((source for source, ours in c.columns.items() if ours == "listed_date"), "listed_date")
-    return warehouse.query(
-        "select_catalog_partition", names={"table": c.table, "date_column": date_column}, partition=run_date
-    )
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """One of the catalog's feeds, as each source holds it."""
+
+    name: str  # in errors
+    template: str  # the CatalogSettings field of its path template (files)
+    table: str  # the CatalogSettings field of its table (warehouse)
+    table_variable: str
+    query: str  # the SQL file reading a day of the table
+    time_column: str  # ours: the column whose source name the query filters on
 
 
-def read_delist_feed(settings: Settings, run_date: dt.date) -> pd.DataFrame | None:
-    """The delist feed's partition of run_date (VECFLOW_CATALOG_DELIST_TEMPLATE under the catalog
-    root), renamed by VECFLOW_CATALOG_COLUMNS; None when the day has none."""
+CATALOG_FEED = Feed(
+    "catalog partition", "path_template", "table", "VECFLOW_CATALOG_TABLE", "select_catalog_partition", "listed_date"
+)
+DELIST_FEED = Feed(
+    "delist feed",
+    "delist_template",
+    "delist_table",
+    "VECFLOW_CATALOG_DELIST_TABLE",
+    "select_delist_feed",
+    "delisted_at",
+)
+
+
+def _read_source(settings: Settings, warehouse, run_date: dt.date, feed: Feed) -> tuple[pd.DataFrame, str]:
+    """A feed's rows of run_date from the catalog's source, renamed by VECFLOW_CATALOG_COLUMNS, and
+    where they came from; CatalogError when the day is not there (files) or the table is not named."""
     c = settings.catalog
+    if c.source == "warehouse":
+        table = getattr(c, feed.table)
+        if not table:
+            raise CatalogError(f"VECFLOW_CATALOG_SOURCE=warehouse needs {feed.table_variable} (dataset.table)")
+        column = next((source for source, ours in c.columns.items() if ours == feed.time_column), feed.time_column)
+        start = dt.datetime.combine(run_date, dt.time(), dt.UTC)
+        frame = warehouse.query(
+            feed.query,
+            names={"table": table, "date_column": column},
+            partition=run_date,
+            day_start=start,
+            day_end=start + dt.timedelta(days=1),
+        )
+        where = f"table {table}"
+    else:
+        frame, where = _read_files(catalog_root(settings), getattr(c, feed.template), c.storage_options, run_date)
+    return frame.rename(columns=c.columns), where
+
+
+def read_delist_feed(settings: Settings, warehouse, run_date: dt.date) -> pd.DataFrame | None:
+    """The delist feed's partition of run_date from the catalog's source (see the module's doc);
+    None when the day has none, or the warehouse source names no delist table."""
+    c = settings.catalog
+    if c.source == "warehouse" and not c.delist_table:
+        log.info("no VECFLOW_CATALOG_DELIST_TABLE: the catalog table's removals are not read")
+        return None
     try:
-        frame, where = _read_files(catalog_root(settings), c.delist_template, c.storage_options, run_date)
+        frame, where = _read_source(settings, warehouse, run_date, DELIST_FEED)
     except CatalogError:
         return None
-    frame = frame.rename(columns=c.columns)
     if "image_id" not in frame.columns:
         raise CatalogError(f"delist feed {where}: required column image_id missing; it has {sorted(frame.columns)}")
     return frame
@@ -123,6 +168,7 @@ def _read_files(root: str, template: str, storage_options: dict, run_date: dt.da
     relative = template.format(date=run_date.isoformat())
     path = posixpath.join(base, relative)
     where = f"{root.rstrip('/')}/{relative}"
+    fs.invalidate_cache(path)  # a bucket's listing cached by an earlier look (a long-lived process) is stale
     if relative.endswith("/"):
         files = sorted(p for p in fs.ls(path, detail=False) if _reader(p)) if fs.isdir(path) else []
     else:

@@ -1,9 +1,11 @@
 """An item's life after listing: removals from the catalog (the delist feed) and the tombstone set.
 
-- The delist feed (VECFLOW_CATALOG_DELIST_TEMPLATE under the catalog root: image_id, optional
-  delisted_at and reason) is read by the daily run of its day and recorded in `delistings` (this
-  module is its one writer); a row for an image the catalog never listed, or with a delisted_at that
-  is not a time, is a reject (stage `delisted`), and the funnel's `delisted` stage counts them.
+- The delist feed (image_id, optional delisted_at and reason) comes from the catalog's source
+  (vecflow.catalog.read_delist_feed): files at VECFLOW_CATALOG_DELIST_TEMPLATE under the catalog
+  root (a local path or a bucket), or the table VECFLOW_CATALOG_DELIST_TABLE. The daily run of its
+  day records it in `delistings` (this module is its one writer); a row for an image the catalog
+  never listed, with a delisted_at that is not a time, or repeated is a reject (stage `delisted`),
+  and the funnel's `delisted` stage counts them.
 - An image is delisted while its latest removal is not older than its latest listing (v_delisted):
   listed again on a later day, it is back. vectors_clean keeps its rows (past trends do not change).
 - The tombstone set, `TOMBSTONES.parquet` at the index store's root, lists every delisted image:
@@ -39,7 +41,7 @@ def apply_delist_feed(settings: Settings, warehouse, run_date: dt.date, run_id: 
     rewrites the tombstone set; returns the counts."""
     from vecflow.catalog import read_delist_feed
 
-    feed = read_delist_feed(settings, run_date)
+    feed = read_delist_feed(settings, warehouse, run_date)
     if feed is None:
         feed = pd.DataFrame({"image_id": pd.Series(dtype=object)})
     feed = feed.assign(image_id=feed["image_id"].astype(str))
