@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from vecflow.config import settings
 from vecflow.funnel import record_sql_funnel, replace_rejects, replace_stage_funnel, stage_counts
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import compute_trends, tag_partition
+from vecflow.taxonomy import load_taxonomy
 
 pytestmark = pytest.mark.usefixtures("model_m1")
 
@@ -193,28 +195,84 @@ def test_image_tags_and_unknown_tags_become_rejects(warehouse):
     ]
 
 
-def test_tag_trends_exact_shares_changes_and_directions(warehouse):
-    q1 = [row(f"q1-{i}", D1, pattern="striped" if i < 1 else "solid") for i in range(4)]  # striped 1/4
-    q2 = [row(f"q2-{i}", D2, pattern="striped" if i < 3 else "solid") for i in range(5)]  # striped 3/5
-    for day, rows in ((D1, q1), (D2, q2)):
+def _trend_rows(warehouse, striped_by_day: dict, n: int = 40) -> None:
+    """n images a day, `striped_by_day[day]` of them striped; dresses at shop_a, coats at shop_b, in turn."""
+    for day, striped in striped_by_day.items():
+        rows = [
+            row(
+                f"{day:%m%d}-{i}",
+                day,
+                category=("dress", "coat")[i % 2],
+                source=("shop_a", "shop_b")[i % 2],
+                pattern="striped" if i < striped else "solid",
+            )
+            for i in range(n)
+        ]
         load(warehouse, rows, day)
         clean_partition(settings(), warehouse, day, "run-1")
         tag_partition(warehouse, day, "run-1", "m1")
-    movers = compute_trends(warehouse, flat_threshold=0.02)
-    trends = warehouse.table("tag_trends").set_index(["quarter", "dimension", "tag"])
-    striped = trends.loc[("2026-Q2", "pattern", "striped")]
-    assert striped["tag_count"] == 3 and striped["dimension_total"] == 5
-    assert striped["share"] == pytest.approx(0.6)
-    assert striped["previous_share"] == pytest.approx(0.25)
-    assert striped["share_change"] == pytest.approx(0.35)
+
+
+def test_tag_trends_shares_tests_and_directions_by_period_and_facet(warehouse):
+    _trend_rows(warehouse, {D1: 10, D2: 30})
+    trend_settings = dataclasses.replace(settings().trends, min_coverage=0.0)
+    movers = compute_trends(warehouse, trend_settings, load_taxonomy())
+    trends = warehouse.table("tag_trends").set_index(["period_kind", "period", "facet", "dimension", "tag"])
+    striped = trends.loc[("quarter", "2026-Q2", "", "pattern", "striped")]
+    assert striped["tag_count"] == 30 and striped["dimension_total"] == 40
+    assert striped["share"] == pytest.approx(0.75) and striped["previous_share"] == pytest.approx(0.25)
+    assert striped["share_change"] == pytest.approx(0.5)
+    z = 0.5 / math.sqrt(0.5 * 0.5 * (2 / 40))  # pooled two-proportion test
+    assert striped["z_score"] == pytest.approx(z)
+    assert striped["p_value"] == pytest.approx(math.erfc(z / math.sqrt(2)), abs=1.5e-7)  # A&S 7.1.26
+    assert striped["p_adjusted"] == pytest.approx(min(1.0, striped["p_value"] * striped["tests_in_period"]))
+    half_width = trend_settings.z_interval * math.sqrt(0.75 * 0.25 / 40 + 0.25 * 0.75 / 40)
+    assert (striped["change_low"], striped["change_high"]) == pytest.approx((0.5 - half_width, 0.5 + half_width))
     assert striped["direction"] == "rising"
-    assert trends.loc[("2026-Q2", "pattern", "solid"), "direction"] == "falling"
-    assert trends.loc[("2026-Q2", "pattern", "dotted"), "direction"] == "flat"  # 0 -> 0
-    assert trends.loc[("2026-Q1", "pattern", "striped"), "direction"] == "new"
-    assert trends.loc[("2026-Q2", "color", "red"), "share"] == pytest.approx(1.0)
-    assert movers.iloc[0]["tag"] in {"striped", "solid"} and set(movers["direction"]) == {"rising", "falling"}
+    solid = trends.loc[("quarter", "2026-Q2", "", "pattern", "solid")]
+    assert solid["direction"] == "falling"
+    assert {striped["mover_rank"], solid["mover_rank"]} == {1, 2}  # the same size of change, by tag
+    assert trends.loc[("quarter", "2026-Q2", "", "pattern", "dotted"), "direction"] == "flat"  # 0 -> 0
+    assert trends.loc[("quarter", "2026-Q1", "", "pattern", "striped"), "direction"] == "new"
+    assert pd.isna(striped["year_ago_share"])  # no history a year back
+    # months: March against nothing, April against March (adjacent periods)
+    assert trends.loc[("month", "2026-04", "", "pattern", "striped"), "previous_share"] == pytest.approx(0.25)
+    # facets: within category=dress (shop_a) the 20 dresses have stripes 5 -> 15; no category or style
+    # trends inside a category facet
+    dress = trends.xs("category=dress", level="facet")
+    assert set(dress.index.get_level_values("dimension")) == {"color", "pattern"}
+    assert dress.loc[("quarter", "2026-Q2", "pattern", "striped"), ["tag_count", "dimension_total"]].tolist() == [
+        15,
+        20,
+    ]
+    assert trends.loc[("quarter", "2026-Q2", "source=shop_b", "category", "coat"), "share"] == pytest.approx(1.0)
+    pair = trends.loc[("quarter", "2026-Q2", "category=coat,source=shop_b", "pattern", "striped")]
+    assert pair["facet_keys"] == "category,source"
+    assert (pair["tag_count"], pair["dimension_total"]) == (15, 20)
+    # the same change in a facet of 20 is less certain than in the catalog of 40
+    assert dress.loc[("quarter", "2026-Q2", "pattern", "striped"), "p_value"] > striped["p_value"]
+    assert set(movers["direction"]) == {"rising", "falling"} and "" in set(movers["facet"])
     latest = warehouse.query("select_table", names={"table": "v_tag_trends_latest"})
-    assert set(latest["quarter"]) == {"2026-Q2"}
+    assert set(zip(latest["period_kind"], latest["period"])) == {("quarter", "2026-Q2"), ("month", "2026-04")}
+
+
+def test_a_period_barely_begun_is_insufficient(warehouse):
+    # D1 and D2 cover 2 of Q1's 90 days and 2 of Q2's 91: under the default minimum coverage
+    _trend_rows(warehouse, {D1: 10, D2: 30})
+    compute_trends(warehouse, settings().trends, load_taxonomy())
+    trends = warehouse.table("tag_trends")
+    latest = trends[(trends["period_kind"] == "quarter") & (trends["period"] == "2026-Q2")]
+    assert set(latest["direction"]) == {"insufficient"} and latest["partial"].all()
+    assert latest["coverage"].iloc[0] == pytest.approx(2 / 91)  # Apr 1 .. Apr 2, the end of the catalog
+
+
+def test_a_change_that_is_not_significant_is_flat(warehouse):
+    # a change of 2 in 40 (+0.05, over the minimum effect) is not significant after the correction
+    trend_settings = dataclasses.replace(settings().trends, min_coverage=0.0)
+    _trend_rows(warehouse, {D1: 10, D2: 12})
+    compute_trends(warehouse, trend_settings, load_taxonomy())
+    trends = warehouse.table("tag_trends")
+    assert not trends["direction"].isin(["rising", "falling"]).any()
 
 
 def delete_rows(warehouse, table: str, image_id: str) -> None:

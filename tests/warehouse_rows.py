@@ -89,6 +89,7 @@ def row(
     model_version="m1",
     dhash=0,
     edge_signature=None,
+    source="shop_a",
 ):
     embedding = unit(seed_of(image_id)) if embedding is None else embedding
     # unrelated pictures: random edge signatures are far from each other (cosine ~0)
@@ -99,7 +100,7 @@ def row(
         "content_md5": md5 or f"md5-{image_id}",
         "dhash": dhash,
         "edge_signature": edge_signature,
-        "source": "shop_a",
+        "source": source,
         "listed_date": day,
         "catalog_category": category,
         "category": category,
