@@ -1,17 +1,26 @@
 """The search service on 127.0.0.1 (uvicorn, real HTTP): it swaps to a newly published version under
 concurrent requests with no failed request, refuses a damaged version (the old one keeps serving),
-applies tombstones, and answers expected errors with 4xx JSON."""
+applies tombstones, and answers expected errors with 4xx JSON; and `python -m vecflow.cli serve` does
+the same from an index store in a bucket (fake-gcs-server on 127.0.0.1, real gcsfs and
+google-cloud-storage clients)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import httpx
 import numpy as np
 import pytest
 from test_index import DAYS, index_env  # noqa: F401  (a fixture)
+from test_index_store import gcs_options, new_bucket
 from test_lifecycle import day_rows, run_day
 from waiting import wait_until
 
@@ -133,3 +142,104 @@ def test_tombstones_filters_vectors_and_errors_over_http(service):
     wrong = client.post("/search", json={"vector": [0.1, 0.2]})
     assert wrong.status_code == 400 and "numbers" in wrong.json()["error"]
     assert np.isclose(by_vector["results"][0]["score"], max(r["score"] for r in by_vector["results"]))
+
+
+# --- the CLI's service over a bucket ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cli_service(log_path):
+    """`python -m vecflow.cli serve` in a process of its own (this process's settings, from the
+    environment), polling every 0.2 s; yields (process, client) once /healthz answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(log_path, "w")
+    command = [sys.executable, "-m", "vecflow.cli", "serve", "--port", str(port), "--poll-seconds", "0.2"]
+    process = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _up(client),
+            90,
+            what="`vecflow.cli serve` to answer /healthz",
+            detail=lambda: log_path.read_text()[-3000:],
+        )
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        yield process, client
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a test that failed while it was paused
+            process.terminate()
+            process.wait(timeout=20)
+        log.close()
+
+
+def served(client, rows) -> tuple[dict, set[str]]:
+    """/healthz, and the index versions that answered a search by a catalog image."""
+    r = client.get("/search", params={"image_id": rows[0]["image_id"], "k": 5})
+    assert r.status_code == 200 and len(r.json()["results"]) == 5, r.text
+    return client.get("/healthz").json(), {hit["index_version"] for hit in r.json()["results"]}
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb"], indirect=True)  # about the store: one warehouse is enough
+def test_the_cli_service_serves_from_a_bucket_and_follows_it_md5_verified(index_env, gcs_server, monkeypatch, tmp_path):  # noqa: F811
+    warehouse, centers = index_env
+    bucket = new_bucket(gcs_server)
+    monkeypatch.setenv("VECFLOW_STORAGE_URL", f"gs://{bucket}/prod")
+    monkeypatch.setenv("VECFLOW_STORAGE_OPTIONS", json.dumps(gcs_options(gcs_server)))
+    s = settings()
+    store = index_store(s)
+    rows = day_rows(DAYS[0], 100, centers)
+    run_day(warehouse, DAYS[0], rows)
+    first = read_current(store, "m1", "coat").payload["version"]
+    assert not (s.paths.home / "index").exists()  # the bucket is the only copy
+
+    with cli_service(tmp_path / "serve.log") as (process, client):
+        health, versions = served(client, rows)
+        assert health["status"] == "ok" and health["versions"] == {"coat": first} and versions == {first}
+
+        # day 2 publishes a new version into the bucket and delists one of day 1's images: followed
+        gone = rows[7]["image_id"]
+        run_day(warehouse, DAYS[1], day_rows(DAYS[1], 100, centers), feed={"image_id": [gone]})
+        second = read_current(store, "m1", "coat").payload["version"]
+        assert second != first
+        wait_until(
+            lambda: client.get("/healthz").json()["versions"] == {"coat": second},
+            30,
+            what="the service to serve the bucket's new version",
+        )
+        health, versions = served(client, rows)
+        assert versions == {second} and health["tombstones"] == 1
+        assert client.get("/search", params={"image_id": gone}).status_code == 404
+
+        # day 3 publishes while the service is paused, and an object of the new version is damaged
+        # before the service looks: it keeps serving day 2's version and says why
+        process.send_signal(signal.SIGSTOP)
+        try:
+            run_day(warehouse, DAYS[2], day_rows(DAYS[2], 100, centers))
+            third = read_current(store, "m1", "coat").payload["version"]
+            key = window_key("m1", "coat", third) + "/index.faiss"
+            good = store.read_bytes(key)
+            store.fs.pipe_file(store.path(key), good[:100] + b"\x00damaged\x00" + good[109:])
+        finally:
+            process.send_signal(signal.SIGCONT)
+        health = wait_until(
+            lambda: (h := client.get("/healthz").json())["status"] == "degraded" and h,
+            30,
+            what="the service to refuse the damaged version",
+        )
+        assert "md5" in health["last_error"] and "index.faiss" in health["last_error"]
+        health, versions = served(client, rows)
+        assert health["versions"] == {"coat": second} and versions == {second}
+
+        # repaired in the bucket: served
+        store.fs.pipe_file(store.path(key), good)
+        health = wait_until(
+            lambda: (h := client.get("/healthz").json())["versions"] == {"coat": third} and h,
+            30,
+            what="the service to serve the repaired version",
+        )
+        assert health["status"] == "ok" and health["last_error"] is None
+        assert served(client, rows)[1] == {third}

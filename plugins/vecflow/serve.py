@@ -211,7 +211,7 @@ def serve(settings, host: str, port: int, poll_seconds: float) -> None:
 
     service = SearchService(settings, poll_seconds)
     service.start_polling()
-    log.info("serving %s on http://%s:%d (refresh every %.0f s)", service.versions(), host, port, poll_seconds)
+    log.info("serving %s on http://%s:%d (refresh every %g s)", service.versions(), host, port, poll_seconds)
     try:
         uvicorn.run(create_app(service), host=host, port=port, log_level="info")
     finally:
