@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
     print(format_summary({**summary, **truth}))
     trends = truth.get("trends", {})
-    missed = [c for c in trends.get("planted", []) if not c["ok"]]
+    missed = [c for c in trends.get("planted", []) if c["ok"] is False]
     return 1 if missed or trends.get("false_movers") else 0
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 MOVERS_SHOWN = 8  # per period kind in the printed summary
+OUTCOME = {True: "FOUND", False: "NOT FOUND", None: "UNTESTABLE at this size"}
 
 
 PERIOD_OFFSETS = {"month": pd.DateOffset(months=1), "quarter": pd.DateOffset(months=3)}
@@ -120,11 +121,12 @@ def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, min_effect: float
                 "expected": expected,
                 "found": found,
                 "comparisons_powered": int(len(required)),
-                "ok": bool(len(required)) and bool((required["direction"] == expected).all()),
+                # None: no comparison can see it at this catalog's size (too few days or images)
+                "ok": bool((required["direction"] == expected).all()) if len(required) else None,
             }
         )
     movers = rows[rows["direction"].isin(["rising", "falling"])]
-    sign = movers["direction"].map({"rising": 1, "falling": -1})
+    sign = (movers["direction"] == "rising").astype(float) * 2 - 1
     false = movers[(movers["expected_change"].abs() < min_effect / 2) | (sign * movers["expected_change"] < 0)]
     return {
         "planted": checks,
@@ -245,7 +247,7 @@ def format_summary(summary: dict) -> str:
         within = f" within {check['facet']}" if check["facet"] else ""
         lines.append(
             f"  planted {check['dimension']}={check['tag']}{within} {check['expected']}: "
-            f"{'FOUND' if check['ok'] else 'NOT FOUND'} {check['found']}"
+            f"{OUTCOME[check['ok']]} {check['found']}"
         )
     if trends:
         lines.append(
@@ -260,7 +262,7 @@ def format_summary(summary: dict) -> str:
     if "search" in summary:
         search = summary["search"]
         found = [
-            f"{c['dimension']}={c['tag']}{'@' + c['facet'] if c['facet'] else ''} {'FOUND' if c['ok'] else 'NOT FOUND'}"
+            f"{c['dimension']}={c['tag']}{'@' + c['facet'] if c['facet'] else ''} {OUTCOME[c['ok']]}"
             for c in summary.get("search_trends", {}).get("planted", [])
         ]
         lines.append(
