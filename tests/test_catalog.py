@@ -135,6 +135,64 @@ def test_apportion_sums_per_day_and_tracks_expected_totals():
         ({"trends": [{"dimension": "color", "tag": "red", "to_share": 0.2}]}, "from_share"),
         ({"corrupt_rate": "lots"}, "corrupt_rate"),
         ({"trend": []}, "unknown field"),
+        ({"trends": [{"dimension": "color", "tag": "red", "from_share": 0.1, "to_share": 0.2, "in": 1}]}, "unknown"),
+        (
+            {
+                "trends": [
+                    {"dimension": "color", "tag": "red", "from_share": 0.1, "to_share": 0.2, "within": {"brand": "x"}}
+                ]
+            },
+            "within",
+        ),
+        (
+            {
+                "trends": [
+                    {
+                        "dimension": "color",
+                        "tag": "red",
+                        "from_share": 0.1,
+                        "to_share": 0.2,
+                        "within": {"category": "hat"},
+                    }
+                ]
+            },
+            "within.category",
+        ),
+        (
+            {
+                "trends": [
+                    {
+                        "dimension": "category",
+                        "tag": "bag",
+                        "from_share": 0.1,
+                        "to_share": 0.2,
+                        "within": {"category": "bag"},
+                    }
+                ]
+            },
+            "cannot be planted within",
+        ),
+        (
+            {
+                "trends": [
+                    {
+                        "dimension": "color",
+                        "tag": "red",
+                        "from_share": 0.1,
+                        "to_share": 0.2,
+                        "within": {"source": "shop_a"},
+                    },
+                    {
+                        "dimension": "color",
+                        "tag": "blue",
+                        "from_share": 0.1,
+                        "to_share": 0.2,
+                        "within": {"category": "bag"},
+                    },
+                ]
+            },
+            "one key per dimension",
+        ),
     ],
 )
 def test_malformed_trend_spec_names_the_field(raw, field, taxonomy):
@@ -153,5 +211,44 @@ def test_unreadable_trend_spec_is_a_clear_error(tmp_path, taxonomy):
 
 def test_default_spec_is_valid(taxonomy):
     spec = load_trend_spec(DEFAULT_TREND_SPEC, taxonomy)
-    assert {(t.dimension, t.tag) for t in spec.trends} == {("pattern", "striped"), ("color", "red")}
+    assert {(t.dimension, t.tag, t.facet) for t in spec.trends} == {
+        ("pattern", "striped", ""),
+        ("color", "red", ""),
+        ("color", "blue", "category=sneaker"),
+    }
     assert json.loads(DEFAULT_TREND_SPEC.read_text())["corrupt_rate"] == spec.corrupt_rate
+
+
+def test_a_trend_planted_within_a_facet_moves_there_and_barely_in_the_catalog(tmp_path, taxonomy):
+    spec = parse_trend_spec(
+        {
+            "trends": [
+                {
+                    "dimension": "pattern",
+                    "tag": "dotted",
+                    "within": {"source": "shop_b"},
+                    "from_share": 0.05,
+                    "to_share": 0.8,
+                }
+            ]
+        },
+        taxonomy,
+    )
+    generate(tmp_path, CatalogParams(5, dt.date(2026, 1, 1), 40, 40), spec, taxonomy)
+    truth = pd.read_parquet(tmp_path / "truth" / "images.parquet")
+    originals = truth[truth["kind"] == "original"]
+    first, last = (
+        originals[originals["listed_date"] < dt.date(2026, 1, 11)],
+        originals[originals["listed_date"] >= dt.date(2026, 1, 31)],
+    )
+
+    def dotted(frame):
+        return (frame["pattern"] == "dotted").mean()
+
+    at_b = [dotted(f[f["source"] == "shop_b"]) for f in (first, last)]
+    elsewhere = [dotted(f[f["source"] != "shop_b"]) for f in (first, last)]
+    assert at_b[0] < 0.2 and at_b[1] > 0.6  # planted: 0.05 -> 0.8 over the range at shop_b
+    assert abs(elsewhere[1] - elsewhere[0]) < 0.1  # the other sources keep an even split (0.25)
+    assert json.loads((tmp_path / "truth" / "params.json").read_text())["spec"]["trends"][0]["within"] == {
+        "source": "shop_b"
+    }

@@ -21,6 +21,7 @@ from vecflow.index.store import index_store
 from vecflow.index.window import build_and_publish, load_published
 from vecflow.lifecycle import apply_delist_feed
 from vecflow.tags import compute_trends, tag_partition
+from vecflow.taxonomy import load_taxonomy
 
 
 def day_rows(day, n, centers, run_id="run-1"):
@@ -63,7 +64,7 @@ def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed
     for day in DAYS[:2]:
         run_day(warehouse, day, day_rows(day, 50, centers))
     gone = f"{DAYS[0]:%m%d}-007"
-    trends_before = compute_trends(warehouse, s.trends.flat_threshold)
+    trends_before = compute_trends(warehouse, s.trends, load_taxonomy())
     # the feed of day 3: one removal, one id the catalog never listed, one malformed time
     feed = {
         "image_id": [gone, "never-listed", f"{DAYS[0]:%m%d}-008"],
@@ -86,7 +87,7 @@ def test_a_delisted_image_leaves_search_and_the_index_and_comes_back_when_listed
     view = warehouse.table("v_vectors_clean").set_index("image_id")
     assert view.loc[gone, "delist_reason"] == "sold_out" and pd.notna(view.loc[gone, "delisted_at"])
     # trends of its quarter do not change
-    assert compute_trends(warehouse, s.trends.flat_threshold).equals(trends_before) or trends_before.empty
+    assert compute_trends(warehouse, s.trends, load_taxonomy()).equals(trends_before) or trends_before.empty
     # listed again on day 4: served again
     back = day_rows(DAYS[3], 50, centers) + [row(gone, DAYS[3], category="coat", embedding=clustered(1, 1, centers)[0])]
     run_day(warehouse, DAYS[3], back)
