@@ -93,7 +93,8 @@ def test_summary_reports_the_run(pipeline):
 
     s, warehouse, _ = pipeline
     summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
-    assert summary["partitions"] == DAYS and summary["quarters"] == ["2026-Q1", "2026-Q2"]
+    assert summary["partitions"] == DAYS and summary["periods"]["quarter"]["periods"] == ["2026-Q1", "2026-Q2"]
+    assert set(summary["trend_facets"]) == {"(catalog)", "category", "source", "category,source"}
     duplicates = planted_truth(s, warehouse)["planted_duplicates"]
     assert duplicates["exact_by_md5"]["recall"] == 1.0
     assert duplicates["exact_by_md5"]["precision"] == 1.0
@@ -104,8 +105,8 @@ def test_summary_reports_the_run(pipeline):
     assert summary["search"]["tag_counts_differing"] == 0
     published = summary["published_indexes"]
     assert published and all(i["recall_at_10"] == 1.0 for i in published.values())  # exact days: exact windows
-    chart = s.paths.reports_dir / "tag_share_by_quarter.png"
-    assert summary["tag_share_chart"] == str(chart) and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    chart = s.paths.reports_dir / "trends" / "quarter" / "catalog.png"
+    assert str(chart) in summary["trend_charts"] and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):

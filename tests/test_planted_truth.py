@@ -1,5 +1,5 @@
-"""What the generator planted is found: trends with their direction, exact and near duplicates with
-their canonical image.
+"""What the generator planted is found: trends with their direction (and no false movers in any facet),
+exact and near duplicates with their canonical image.
 
 Runs every stage's typed task function (quality suites included) for 120 partitions spanning two quarters
 (without the Airflow scheduler loop, which test_e2e covers), then compares with the generator's truth."""
@@ -59,17 +59,24 @@ def truth(summary, search_server):
         return planted_truth(settings(), get_warehouse(), es)
 
 
+def _directions(found: dict) -> dict:
+    return {period: outcome.split()[0] for period, outcome in found.items()}
+
+
 def test_planted_trends_found_with_their_direction(truth):
-    found = {(c["dimension"], c["tag"]): c for c in truth["planted_trends"]}
-    assert found[("pattern", "striped")]["found_by_quarter"] == {"2026-Q2": "rising"}
-    assert found[("color", "red")]["found_by_quarter"] == {"2026-Q2": "falling"}
-    assert all(c["ok"] for c in truth["planted_trends"])
+    found = {(c["dimension"], c["tag"], c["facet"]): c for c in truth["trends"]["planted"]}
+    assert _directions(found[("pattern", "striped", "")]["found"]["quarter"]) == {"2026-Q2": "rising"}
+    assert _directions(found[("color", "red", "")]["found"]["quarter"]) == {"2026-Q2": "falling"}
+    assert found[("pattern", "striped", "")]["ok"] and found[("color", "red", "")]["ok"]
+    # within category=sneaker (a tenth of 8 images a day) the test may lack the power, but never
+    # calls the planted trend the other way
+    assert found[("color", "blue", "category=sneaker")]["ok"] is not False
 
 
-def test_every_tag_moves_as_planted(truth):
-    agreement = truth["trend_agreement"]
-    assert agreement["tags_compared"] == 27  # (10 categories + 8 colours + 4 patterns + 5 styles) x 1 quarter
-    assert agreement["different"] == [], json.dumps(agreement["different"], indent=1)
+def test_no_false_movers_in_any_facet_or_period(truth):
+    trends = truth["trends"]
+    assert trends["comparisons"] > 1000 and trends["movers"] > 0
+    assert trends["false_movers"] == [], json.dumps(trends["false_movers"], indent=1)
 
 
 def test_planted_duplicates_found_with_their_canonical(truth):
@@ -82,7 +89,5 @@ def test_planted_duplicates_found_with_their_canonical(truth):
 def test_elasticsearch_holds_the_same_trends(summary, truth):
     search = summary["search"]
     assert search["tag_counts_differing"] == 0 and search["tag_counts_compared"] > 0
-    assert {(c["dimension"], c["tag"]): c["found_by_quarter"] for c in truth["search_planted_trends"]} == {
-        ("pattern", "striped"): {"2026-Q2": "rising"},
-        ("color", "red"): {"2026-Q2": "falling"},
-    }
+    assert truth["search_trends"]["planted"] == truth["trends"]["planted"]
+    assert truth["search_trends"]["false_movers"] == []
