@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 
 import numpy as np
@@ -264,6 +265,20 @@ def test_a_period_barely_begun_is_insufficient(warehouse):
     latest = trends[(trends["period_kind"] == "quarter") & (trends["period"] == "2026-Q2")]
     assert set(latest["direction"]) == {"insufficient"} and latest["partial"].all()
     assert latest["coverage"].iloc[0] == pytest.approx(2 / 91)  # Apr 1 .. Apr 2, the end of the catalog
+
+
+def test_a_period_is_compared_with_the_same_period_a_year_before(warehouse):
+    a_year_before = dt.date(2025, 4, 2)
+    _trend_rows(warehouse, {a_year_before: 10, D2: 30})
+    compute_trends(warehouse, dataclasses.replace(settings().trends, min_coverage=0.0), load_taxonomy())
+    trends = warehouse.table("tag_trends").set_index(["period_kind", "period", "facet", "dimension", "tag"])
+    for kind, period in (("quarter", "2026-Q2"), ("month", "2026-04")):
+        striped = trends.loc[(kind, period, "", "pattern", "striped")]
+        assert striped["direction"] == "new"  # nothing in the period just before
+        assert striped["year_ago_share"] == pytest.approx(0.25)
+        assert striped["year_ago_change"] == pytest.approx(0.5)
+        assert striped["year_ago_direction"] == "rising" and striped["year_ago_p_adjusted"] < 0.05
+    assert pd.isna(trends.loc[("quarter", "2025-Q2", "", "pattern", "striped"), "year_ago_direction"])
 
 
 def test_a_change_that_is_not_significant_is_flat(warehouse):
