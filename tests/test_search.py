@@ -1,19 +1,30 @@
 """The Elasticsearch sink against the ES-compatible server (noida-db) on 127.0.0.1, with the real
 elasticsearch client: template and alias, bulk, idempotent reruns, refused documents as rejects,
-and trend aggregations that agree with the warehouse."""
+trend documents and facet trend aggregations that agree with the warehouse's tag_trends."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+import pandas as pd
 import pytest
 from warehouse_rows import D1, D2, catalog, load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import ConfigError, settings
+from vecflow.search import queries
 from vecflow.search.client import client_from_connection, search_client
-from vecflow.search.queries import quarterly_tag_shares, trend_documents
-from vecflow.search.sink import SearchIndexes, SearchSinkError, index_partition, index_trends
+from vecflow.search.queries import SHARE_COLUMNS, facet_tag_shares, tag_shares, trend_documents
+from vecflow.search.sink import (
+    SearchIndexes,
+    SearchSinkError,
+    delete_images,
+    index_partition,
+    index_trends,
+    trend_document,
+)
+from vecflow.summary import search_check
 from vecflow.tags import compute_trends, tag_partition
 from vecflow.taxonomy import load_taxonomy
 
@@ -108,28 +119,148 @@ def test_refused_documents_become_rejects_and_fail_past_the_error_rate(warehouse
     assert len(warehouse.table("rejects").query("stage == 'search'")) == 2
 
 
-def test_trend_documents_and_search_aggregations_agree_with_the_warehouse(warehouse, search):
+D3 = dt.date(2026, 5, 4)  # a second month in D2's quarter
+FACET_DAYS = (D1, D2, D3)  # months 2026-03, -04, -05; quarters 2026-Q1, -Q2
+FACET_KINDS = {"", "category", "source", "category,source"}  # the whole catalog and VECFLOW_TREND_FACETS' default
+
+
+def facet_catalog(warehouse) -> None:
+    """Nine images a day over two categories and two sources, colour and pattern mixed differently
+    per day and per facet (shop_b's dresses turn blue), tagged on the three days."""
+    for day in FACET_DAYS:
+        rows = []
+        for i in range(9):
+            category, source = ("dress", "coat")[i % 2], ("shop_a", "shop_b")[i // 2 % 2]
+            color = ("red", "blue", "black")[(i + day.month) % 3]
+            if source == "shop_b" and category == "dress" and day != D1:
+                color = "blue"
+            image = row(
+                f"{day:%m%d}-{i}", day, category=category, color=color, pattern=("solid", "striped")[i % 3 == 0]
+            )
+            image["source"] = source
+            rows.append(image)
+        tagged_partition(warehouse, day, rows)
+
+
+def facet_trends(warehouse, search, s) -> pd.DataFrame:
+    """facet_catalog through the sink and compute_trends; the tag_trends table."""
+    facet_catalog(warehouse)
+    for day in FACET_DAYS:
+        assert index_partition(search, warehouse, s, DIMENSIONS, day, "run-1")["refused"] == 0
+    compute_trends(warehouse, s.trends, load_taxonomy())
+    return warehouse.table("tag_trends")
+
+
+def test_facet_tag_shares_equal_the_warehouse_trends_per_facet_period_and_tag(warehouse, search):
     s = settings()
-    tagged_partition(warehouse, D1, [row(f"q1-{i}", D1, pattern="striped" if i < 1 else "solid") for i in range(4)])
-    tagged_partition(warehouse, D2, [row(f"q2-{i}", D2, pattern="striped" if i < 3 else "solid") for i in range(5)])
-    for day in (D1, D2):
-        index_partition(search, warehouse, s, DIMENSIONS, day, "run-1")
-    compute_trends(warehouse, flat_threshold=0.02)
-    for run_id in ("trends-1", "trends-2"):  # rerun: same documents
-        stats = index_trends(search, warehouse, s, DIMENSIONS, run_id)
-    trends = warehouse.table("tag_trends")
-    assert stats["documents"] == len(trends) == len(trend_documents(search, s.search.index_prefix))
-    shares = quarterly_tag_shares(search, s.search.index_prefix, "pattern")
-    assert shares[["quarter", "tag", "count"]].values.tolist() == [
-        ["2026-Q1", "solid", 3],
-        ["2026-Q1", "striped", 1],
-        ["2026-Q2", "solid", 2],
-        ["2026-Q2", "striped", 3],
+    trends = facet_trends(warehouse, search, s)
+    # Elasticsearch has no bucket for a tag no image has: the warehouse's rows with images
+    expected = trends.loc[trends["tag_count"] > 0, SHARE_COLUMNS]
+    assert set(expected["facet_keys"]) == FACET_KINDS and set(expected["period_kind"]) == {"month", "quarter"}
+    assert set(expected["period"]) == {"2026-03", "2026-04", "2026-05", "2026-Q1", "2026-Q2"}
+    assert expected.query("facet_keys == 'category,source'")["facet"].nunique() == 4
+    kinds = expected[["period_kind", "facet_keys", "dimension"]].drop_duplicates()
+    found = pd.concat(
+        facet_tag_shares(search, s.search.index_prefix, dimension, kind, keys.split(",") if keys else ())
+        for kind, keys, dimension in kinds.itertuples(index=False)
+    )
+    assert len(kinds) == 2 * (4 + 2 + 4 + 2)  # per period kind: dimensions trended in each facet kind
+    key = ["period_kind", "period", "facet_keys", "facet", "dimension", "tag"]
+    merged = expected.merge(found, on=key, how="outer", suffixes=("_warehouse", "_search"), indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"]
+    assert len(merged) == len(expected) > 250
+    assert (merged["tag_count_warehouse"] == merged["tag_count_search"]).all()
+    assert merged["share_search"].tolist() == pytest.approx(merged["share_warehouse"].tolist())
+    # one facet by filter: shop_b's dresses per month, blue from April on
+    one = tag_shares(search, s.search.index_prefix, "color", "month", {"source": "shop_b", "category": "dress"})
+    warehouse_rows = expected.query("period_kind == 'month' and facet == 'category=dress,source=shop_b'")
+    warehouse_rows = warehouse_rows.query("dimension == 'color'").sort_values(["period", "tag"])
+    assert one[["period", "facet_keys", "tag", "tag_count"]].values.tolist() == (
+        warehouse_rows[["period", "facet_keys", "tag", "tag_count"]].values.tolist()
+    )
+    assert one["share"].tolist() == pytest.approx(warehouse_rows["share"].tolist())
+    assert one.query("period != '2026-03'")[["period", "tag", "share"]].values.tolist() == [
+        ["2026-04", "blue", 1.0],
+        ["2026-05", "blue", 1.0],
     ]
-    assert shares["share"].tolist() == pytest.approx([0.75, 0.25, 0.4, 0.6])
-    docs = trend_documents(search, s.search.index_prefix, quarter="2026-Q2").set_index(["dimension", "tag"])
-    assert docs.loc[("pattern", "striped"), "direction"] == "rising"
-    assert docs.loc[("pattern", "striped"), "share_change"] == pytest.approx(0.35)
+    # the whole catalog by quarter: the same as its facet-kind form
+    catalog_rows = tag_shares(search, s.search.index_prefix, "pattern")
+    assert catalog_rows.equals(facet_tag_shares(search, s.search.index_prefix, "pattern", "quarter"))
+    assert catalog_rows[["period", "facet", "tag", "tag_count"]].values.tolist() == [
+        ["2026-Q1", "", "solid", 6],
+        ["2026-Q1", "", "striped", 3],
+        ["2026-Q2", "", "solid", 12],
+        ["2026-Q2", "", "striped", 6],
+    ]
+
+
+def test_trend_documents_are_the_tag_trends_rows_facets_included(warehouse, search, monkeypatch):
+    s = settings()
+    indexes = SearchIndexes(s.search.index_prefix)
+    trends = facet_trends(warehouse, search, s)
+    # an index left by the quarter-only version (its template's strict mapping has no facet): written anew
+    search.indices.put_index_template(
+        name=indexes.tag_trends,
+        index_patterns=[indexes.tag_trends],
+        priority=100,
+        template={"mappings": {"dynamic": "strict", "properties": {"quarter": {"type": "keyword"}}}},
+    )
+    search.indices.create(index=indexes.tag_trends)
+    for run_id in ("trends-1", "trends-2"):  # rerun: the same ids, nothing stale
+        stats = index_trends(search, warehouse, s, DIMENSIONS, run_id)
+    assert (stats["documents"], stats["stale_deleted"]) == (len(trends), 0)
+    mapping = next(iter(search.indices.get_mapping(index=indexes.tag_trends).values()))["mappings"]["properties"]
+    assert set(mapping) == {*trends.columns, "run_id"}
+    assert mapping["facet"] == {"type": "keyword"} and mapping["partial"] == {"type": "boolean"}
+    monkeypatch.setattr(queries, "PAGE_SIZE", 100)  # several pages
+    docs = trend_documents(search, s.search.index_prefix)
+    key = ["period_kind", "period", "facet", "dimension", "tag"]
+    assert len(docs) == len(trends) > 700 and not docs.duplicated(key).any()
+    expected = pd.DataFrame([trend_document(r, "trends-2") for r in trends.to_dict("records")])
+    docs, expected = (f.sort_values(key).reset_index(drop=True)[sorted(expected.columns)] for f in (docs, expected))
+    pd.testing.assert_frame_equal(docs, expected, check_dtype=False)
+    assert expected["partial"].isin([True, False]).all() and expected["previous_share"].isna().any()
+    assert set(docs["facet_keys"]) == FACET_KINDS
+    # filters: a period kind, a facet (as a string or as keys and values), a facet kind
+    dresses = trend_documents(search, s.search.index_prefix, period_kind="quarter", facet={"category": "dress"})
+    assert sorted(dresses["period"].unique()) == ["2026-Q1", "2026-Q2"] and set(dresses["facet"]) == {"category=dress"}
+    assert len(dresses) == len(trends.query("period_kind == 'quarter' and facet == 'category=dress'"))
+    pairs = trend_documents(search, s.search.index_prefix, period="2026-05", facet_keys=("source", "category"))
+    assert len(pairs) == len(trends.query("period == '2026-05' and facet_keys == 'category,source'")) > 0
+    assert len(trend_documents(search, s.search.index_prefix, facet="")) == len(trends.query("facet == ''"))
+    # biggest movers first
+    assert pd.to_numeric(dresses["share_change"]).abs().fillna(0).is_monotonic_decreasing
+    # fewer facets configured: the rows gone leave the index
+    monkeypatch.setenv("VECFLOW_TREND_FACETS", "category")
+    compute_trends(warehouse, settings().trends, load_taxonomy())
+    stats = index_trends(search, warehouse, settings(), DIMENSIONS, "trends-3")
+    assert stats["stale_deleted"] == len(trends) - stats["documents"] > 0
+    assert set(trend_documents(search, s.search.index_prefix)["facet_keys"]) == {"", "category"}
+
+
+def test_search_check_compares_every_period_and_facet_kind_less_the_delisted(warehouse, search):
+    from vecflow.lifecycle import DELISTING_COLUMNS, record_delistings
+
+    s = settings()
+    # one of shop_b's dresses of D2 is delisted: no document, while tag_trends still counts it
+    gone = f"{D2:%m%d}-2"
+    delisting = {"image_id": gone, "delisted_at": pd.Timestamp("2026-04-03", tz="UTC"), "reason": "sold_out"}
+    delisting |= {"partition_date": D2, "origin": "feed", "run_id": "run-1", "recorded_at": delisting["delisted_at"]}
+    record_delistings(warehouse, D2, "feed", pd.DataFrame([delisting])[DELISTING_COLUMNS])
+    trends = facet_trends(warehouse, search, s)
+    index_trends(search, warehouse, s, DIMENSIONS, "trends-1")
+    assert search.count(index=SearchIndexes(s.search.index_prefix).image_tags)["count"] == 26
+    check = search_check(search, s, warehouse, trends, DIMENSIONS)
+    assert check["facet_kinds"] == ["(catalog)", "category", "source", "category+source"]
+    assert check["period_kinds"] == ["month", "quarter"]
+    assert (check["image_documents"], check["trend_documents"]) == (26, len(trends))
+    assert check["tag_counts_differing"] == 0
+    # the delisted dress was the only plain (solid) one of shop_b in April: that row has no count left
+    assert check["tag_counts_compared"] == (trends["tag_count"] > 0).sum() - 1
+    # a document gone without a delisting: each of its tags differs in every period and facet kind
+    assert delete_images(search, SearchIndexes(s.search.index_prefix), [f"{D2:%m%d}-1"]) == 1
+    # catalog and source facets: 4 dimensions; category facets: colour and pattern; x month, quarter
+    assert search_check(search, s, warehouse, trends, DIMENSIONS)["tag_counts_differing"] == (4 + 2 + 4 + 2) * 2
 
 
 def test_connection_settings_and_errors(monkeypatch):

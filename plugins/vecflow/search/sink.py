@@ -1,5 +1,5 @@
 """Writes image tags (one document per canonical image, an index per quarter behind one alias) and
-tag trends to Elasticsearch. Document ids are deterministic, so a rerun overwrites; documents of a
+tag trends (one document per tag_trends row: period, facet, dimension, tag) to Elasticsearch. Document ids are deterministic, so a rerun overwrites; documents of a
 partition left from an earlier run are deleted; documents Elasticsearch refuses become rejects."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ BULK_MAX_RETRIES = 4  # per document, on 429 (Elasticsearch's "too many requests
 BULK_INITIAL_BACKOFF_S = 1.0
 BULK_MAX_BACKOFF_S = 30.0
 MAX_DETAIL = 500
+TREND_ID_COLUMNS = ("period_kind", "period", "facet", "dimension", "tag")
+TREND_INT_COLUMNS = ("tag_count", "dimension_total", "tests_in_period", "mover_rank")
 
 
 class SearchSinkError(RuntimeError):
@@ -46,8 +48,13 @@ class SearchIndexes:
         return f"{self.prefix}-tag-trends"
 
 
-def quarter_label(day: dt.date) -> str:
-    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+def period_label(day: dt.date, period_kind: str) -> str:
+    """The period `day` falls in, as tag_trends.period names it: '2026-05' (month), '2026-Q2' (quarter)."""
+    if period_kind == "month":
+        return f"{day.year}-{day.month:02d}"
+    if period_kind == "quarter":
+        return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+    raise ValueError(f"unknown period kind {period_kind!r}: month or quarter")
 
 
 def _template(name: str) -> dict:
@@ -94,7 +101,7 @@ def image_documents(rows: pd.DataFrame, run_id: str) -> list[dict]:
         doc = {
             "image_id": image_id,
             "listed_date": listed.isoformat(),
-            "quarter": quarter_label(listed),
+            "quarter": period_label(listed, "quarter"),
             "source": first["source"],
             "model_version": first["model_version"],
             "run_id": run_id,
@@ -215,14 +222,17 @@ def delete_images(es, indexes: SearchIndexes, image_ids: list[str]) -> int:
     deleted = 0
     if not image_ids or not es.indices.exists(index=indexes.image_tags):
         return 0
-    for start in range(0, len(image_ids), 1000):
-        answer = es.delete_by_query(
-            index=indexes.image_tags,
-            refresh=True,
-            conflicts="proceed",
-            query={"terms": {"image_id": image_ids[start : start + 1000]}},
-        )
-        deleted += int(answer.get("deleted", 0))
+    # each quarter's index by name: on the loopback server (noida-db) a delete_by_query on an alias over
+    # several indexes deletes in one of them only
+    for index in sorted(es.indices.get_alias(name=indexes.image_tags)):
+        for start in range(0, len(image_ids), 1000):
+            answer = es.delete_by_query(
+                index=index,
+                refresh=True,
+                conflicts="proceed",
+                query={"terms": {"image_id": image_ids[start : start + 1000]}},
+            )
+            deleted += int(answer.get("deleted", 0))
     return deleted
 
 
@@ -248,30 +258,53 @@ def _record(warehouse, run_date, run_id, docs, failed, category, delisted: pd.Da
     replace_stage_funnel(warehouse, "search", run_date, run_id, counts)
 
 
+def trend_document(row: dict, run_id: str) -> dict:
+    """A tag_trends row as its document: every column (nulls as null), dates as ISO days, counts as ints."""
+    doc = {k: (None if pd.isna(v) else v) for k, v in row.items()}
+    doc["period_start"] = pd.Timestamp(doc["period_start"]).date().isoformat()
+    for column in TREND_INT_COLUMNS:
+        doc[column] = None if doc[column] is None else int(doc[column])
+    doc["partial"] = None if doc["partial"] is None else bool(doc["partial"])
+    doc["run_id"] = run_id
+    return doc
+
+
+def trend_id(doc: dict) -> str:
+    return "|".join(str(doc[column]) for column in TREND_ID_COLUMNS)
+
+
+def _drop_if_outdated(es, index: str, template: dict) -> bool:
+    """An index written under an earlier template (a field it lacks would be refused: the mapping is
+    strict) is deleted, to be created anew; index_trends writes every document again anyway."""
+    if not es.indices.exists(index=index):
+        return False
+    mapping = next(iter(es.indices.get_mapping(index=index).values()))["mappings"].get("properties", {})
+    if set(template["mappings"]["properties"]) <= set(mapping):
+        return False
+    log.warning(
+        "%s has an earlier mapping (no %s): deleted, written anew",
+        index,
+        sorted(set(template["mappings"]["properties"]) - set(mapping)),
+    )
+    es.indices.delete(index=index)
+    return True
+
+
 def index_trends(es, warehouse, settings, dimensions: list[str], run_id: str) -> dict:
-    """The tag_trends table as documents (id quarter|dimension|tag); rows gone from it are deleted."""
+    """The tag_trends table as documents (id period_kind|period|facet|dimension|tag), every facet and
+    period kind; rows gone from it are deleted."""
     indexes = SearchIndexes(settings.search.index_prefix)
     ensure_templates(es, indexes, dimensions, None)
-    trends = warehouse.table("tag_trends")
-    docs = []
-    for r in trends.to_dict("records"):
-        doc = {k: (None if pd.isna(v) else v) for k, v in r.items()}
-        doc["quarter_start"] = pd.Timestamp(doc["quarter_start"]).date().isoformat()
-        doc["mover_rank"] = None if doc["mover_rank"] is None else int(doc["mover_rank"])
-        doc["run_id"] = run_id
-        docs.append(doc)
-    failed = bulk_write(
-        es,
-        lambda d: indexes.tag_trends,
-        docs,
-        lambda d: f"{d['quarter']}|{d['dimension']}|{d['tag']}",
-        settings.search.chunk_size,
-    )
+    _drop_if_outdated(es, indexes.tag_trends, _template("tag_trends_template.json"))
+    docs = [trend_document(r, run_id) for r in warehouse.table("tag_trends").to_dict("records")]
+    failed = bulk_write(es, lambda d: indexes.tag_trends, docs, trend_id, settings.search.chunk_size)
     if failed:
         raise SearchSinkError(
             f"Elasticsearch refused {len(failed)} of {len(docs)} trend documents; first: "
             f"{failed[0]['_id']}: {failed[0]['reason']}"
         )
+    if not es.indices.exists(index=indexes.tag_trends):  # no rows, and no index from an earlier run
+        return {"documents": 0, "stale_deleted": 0, "index": indexes.tag_trends}
     es.indices.refresh(index=indexes.tag_trends)
     stale = es.delete_by_query(
         index=indexes.tag_trends,
