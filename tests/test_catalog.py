@@ -214,7 +214,8 @@ def test_default_spec_is_valid(taxonomy):
     assert {(t.dimension, t.tag, t.facet) for t in spec.trends} == {
         ("pattern", "striped", ""),
         ("color", "red", ""),
-        ("color", "blue", "category=sneaker"),
+        ("color", "blue", "category=dress"),
+        ("category", "bag", "source=shop_b"),
     }
     assert json.loads(DEFAULT_TREND_SPEC.read_text())["corrupt_rate"] == spec.corrupt_rate
 

@@ -97,13 +97,14 @@ def parse_trend_spec(raw: dict, taxonomy: Taxonomy, source: str = "trend spec") 
         if len(keys) > 1:
             raise ConfigError(f"{source}: {dim} trends are planted within {sorted(keys)}; use one key per dimension")
         for within in {t.within for t in trends if t.dimension == dim}:
-            planted = [t for t in trends if t.dimension == dim and t.within == within]
+            planted = _group_trends(trends, dim, within)
             group = f"{dim} within {within[0]}={within[1]}" if within else dim
-            if len({t.tag for t in planted}) != len(planted):
+            mine = [t for t in trends if t.dimension == dim and t.within == within]
+            if len({t.tag for t in mine}) != len(mine):
                 raise ConfigError(f"{source}: a {group} tag is planted twice")
             free_tags = len(taxonomy.tags(dim)) - len(planted)
             for end in ("from_share", "to_share"):
-                total = sum(getattr(t, end) for t in planted)
+                total = sum(getattr(t, end) for t in planted.values())
                 if total > 1.0 + 1e-9 or (free_tags == 0 and abs(total - 1.0) > 1e-9):
                     raise ConfigError(
                         f"{source}: planted {group} {end} values sum to {total:.3f}; "
@@ -118,6 +119,15 @@ def parse_trend_spec(raw: dict, taxonomy: Taxonomy, source: str = "trend spec") 
     if sum(rates.values()) > 0.5:
         raise ConfigError(f"{source}: planted rates sum to {sum(rates.values()):.2f}; keep them below 0.5")
     return TrendSpec(tuple(trends), **rates)
+
+
+def _group_trends(trends, dimension: str, within: tuple[str, str] | None) -> dict[str, Trend]:
+    """The trends of a dimension among one group's images: the catalog-wide ones, and within a
+    category or source its own on top (replacing a catalog-wide one of the same tag)."""
+    planted = {t.tag: t for t in trends if t.dimension == dimension and t.within is None}
+    if within:
+        planted.update({t.tag: t for t in trends if t.dimension == dimension and t.within == within})
+    return planted
 
 
 def _within(raw, dimension: str, taxonomy: Taxonomy, where: str) -> tuple[str, str] | None:
@@ -144,14 +154,14 @@ def daily_shares(
     spec: TrendSpec, taxonomy: Taxonomy, dimension: str, days: int, within: tuple[str, str] | None = None
 ) -> tuple[list[str], np.ndarray]:
     """(tags, shares[day, tag]) of the images of one group (`within` a category or source, or None: the
-    images outside every within-group of the dimension): planted tags move linearly; the others split
-    the rest evenly."""
+    images outside every within-group of the dimension): planted tags (the catalog-wide trends and the
+    group's own) move linearly; the others split the rest evenly."""
     import numpy as np
 
     tags = taxonomy.tags(dimension)
     progress = np.linspace(0.0, 1.0, days) if days > 1 else np.zeros(1)
     shares = np.zeros((days, len(tags)))
-    planted = {t.tag: t for t in spec.trends if t.dimension == dimension and t.within == within}
+    planted = _group_trends(spec.trends, dimension, within)
     for j, tag in enumerate(tags):
         if tag in planted:
             t = planted[tag]
