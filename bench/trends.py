@@ -1,14 +1,24 @@
-"""Trends benchmark: the tag_trends SQL over 1M image_tags rows on DuckDB, bulk indexing docs/s into
-the loopback Elasticsearch-compatible server (noida-db, a stand-in: not a real cluster) at two
-chunk sizes, and the ES trend query (terms in a quarterly date_histogram) p50/p99 over 1M
-documents (300k by default: see --es-docs). Writes bench/results/trends.json.
+"""Trends benchmark: compute_trends (tag_trends.sql per period and facet, then trend_movers.sql) over
+1M, 3M and 10M image_tags rows on DuckDB, what each facet kind costs, bulk indexing docs/s into the
+loopback Elasticsearch-compatible server (noida-db, a stand-in: not a real cluster) at two chunk
+sizes, and the ES trend query (terms in a quarterly date_histogram) p50/p99 over 300k documents.
+Prints ratios and writes bench/results/trends.json.
+
+The synthetic catalog: 4 tag rows per image (category, color, pattern, style; style derived from
+the category as in the taxonomy), 3 sources, listed over 181 days (2026-01-01 .. 06-30: two
+quarters, six months). Two planted trends: pattern=striped rises across the whole catalog, and
+color=blue rises within category=sneaker only (too little of the catalog to move blue overall). The
+bench fails (exit 1) unless both come out `rising` in the latest month and quarter of their facet,
+blue stays flat catalog-wide, and tag_trends has one row per period x facet x trended tag.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
+import os
 import sys
 import tempfile
 import time
@@ -18,69 +28,267 @@ REPO = Path(__file__).resolve().parents[1]
 from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
 
 START = dt.date(2026, 1, 1)
-DIMENSIONS = {"category": 10, "color": 8, "pattern": 4, "style": 5}
+DAYS = 181  # 2026-01-01 .. 2026-06-30: two quarters, six months, every period fully covered
+SOURCES = {"shop_a": 0.5, "shop_b": 0.3, "shop_c": 0.2}
+# planted: share of the tag within its facet, first day -> last day (linear in the day)
+STRIPED = (0.15, 0.45)  # pattern=striped, every image
+BLUE_IN_SNEAKER = (0.10, 0.50)  # color=blue, category=sneaker images only (1/8 elsewhere)
+GOAL_10M_S = 10.0
+
+
+def synthetic_images(images: int, seed: int = 0):
+    """One row per image (integer codes): day, source, category, color, pattern; the planted trends in it."""
+    import numpy as np
+    import pyarrow as pa
+
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    categories, colors, patterns = (taxonomy.tags(d) for d in ("category", "color", "pattern"))
+    rng = np.random.default_rng(seed)
+    day = rng.integers(0, DAYS, images)
+    progress = day / (DAYS - 1)
+    source = rng.choice(len(SOURCES), images, p=list(SOURCES.values()))
+    category = rng.integers(0, len(categories), images)
+    # color: uniform, except blue's share among sneakers rises; the other colors share the rest
+    blue, sneaker = colors.index("blue"), categories.index("sneaker")
+    others = np.array([i for i in range(len(colors)) if i != blue])
+    p_blue = BLUE_IN_SNEAKER[0] + (BLUE_IN_SNEAKER[1] - BLUE_IN_SNEAKER[0]) * progress
+    color = rng.integers(0, len(colors), images)
+    in_sneaker = category == sneaker
+    color[in_sneaker] = np.where(
+        rng.random(in_sneaker.sum()) < p_blue[in_sneaker], blue, others[rng.integers(0, len(others), in_sneaker.sum())]
+    )
+    striped = patterns.index("striped")
+    rest = np.array([i for i in range(len(patterns)) if i != striped])
+    p_striped = STRIPED[0] + (STRIPED[1] - STRIPED[0]) * progress
+    pattern = np.where(rng.random(images) < p_striped, striped, rest[rng.integers(0, len(rest), images)])
+    return pa.table(
+        {
+            "n": np.arange(images, dtype=np.int64),
+            "day": day.astype(np.int32),
+            "source": source.astype(np.int32),
+            "category": category.astype(np.int32),
+            "color": color.astype(np.int32),
+            "pattern": pattern.astype(np.int32),
+            "confidence": rng.uniform(0.5, 1.0, images),
+        }
+    )
+
+
+def load_image_tags(warehouse, images) -> int:
+    """Writes the images' tag rows (4 per image) into image_tags with DuckDB, in listing-date order
+    as the daily partitions would append them; returns the row count. Not timed."""
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    style_of = taxonomy.style_of_category()
+
+    def names(values):
+        return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+    categories = taxonomy.tags("category")
+    lookups = {
+        "source": names(SOURCES),
+        "category": names(categories),
+        "color": names(taxonomy.tags("color")),
+        "pattern": names(taxonomy.tags("pattern")),
+        "style": names(style_of[c] for c in categories),
+    }
+    per_dimension = [
+        f"SELECT n, day, source, '{dim}' AS dimension, {lookups[dim]}[{code} + 1] AS tag, confidence FROM images"
+        for dim, code in (("category", "category"), ("color", "color"), ("pattern", "pattern"), ("style", "category"))
+    ]
+    with warehouse.connect() as con:
+        con.register("images", images)
+        con.execute(
+            f"""INSERT INTO {warehouse.dataset}.image_tags
+                  (image_id, listed_date, dimension, tag, confidence, tag_source, run_id, source)
+                SELECT 'img' || lpad(CAST(n AS VARCHAR), 9, '0'), DATE '{START}' + CAST(day AS INTEGER), dimension, tag,
+                       confidence, 'pixels', 'bench', {lookups["source"]}[source + 1]
+                FROM ({" UNION ALL ".join(per_dimension)})
+                ORDER BY day, n, dimension"""
+        )
+        return con.execute(f"SELECT COUNT(*) FROM {warehouse.dataset}.image_tags").fetchone()[0]
+
+
+class PeakMemory:
+    """The process's peak resident memory while the block runs (sampled every 20 ms): DuckDB runs in
+    this process, so that is the statement's footprint above what was already resident."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.process, self.stop = psutil.Process(), threading.Event()
+        self.before = self.peak = self.process.memory_info().rss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def expected_trend_rows(trend_settings, taxonomy) -> tuple[int, int]:
+    """(tag_trends rows, facets) the synthetic catalog must give: per period, every facet value times
+    every taxonomy tag of each dimension trended within it (not the facet's keys nor what derives from them)."""
+    from vecflow.tags import facet_kinds
+
+    derived = {"category": {"style"}}  # tag_derivations: style from category
+    values = {"source": len(SOURCES), **{d: len(taxonomy.tags(d)) for d in taxonomy.dimensions}}
+    periods = {"month": 6, "quarter": 2}
+    rows = facets = 0
+    for keys in facet_kinds(trend_settings, taxonomy):
+        excluded = set(keys).union(*(derived.get(k, set()) for k in keys))
+        n_facets = 1
+        for key in keys:
+            n_facets *= values[key]
+        tags = sum(len(taxonomy.tags(d)) for d in taxonomy.dimensions if d not in excluded)
+        facets += n_facets
+        rows += n_facets * tags * sum(periods[p] for p in trend_settings.periods)
+    return rows, facets
+
+
+def check_work(warehouse, trend_settings, taxonomy, movers) -> dict:
+    """Raises unless tag_trends has the expected rows and the planted trends came out right."""
+    expected_rows, expected_facets = expected_trend_rows(trend_settings, taxonomy)
+    with warehouse.connect() as con:
+        rows, facets = con.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT facet) FROM {warehouse.dataset}.tag_trends"
+        ).fetchone()
+        latest = con.execute(
+            f"""SELECT period_kind, facet, dimension, tag, previous_share, share, direction
+                FROM {warehouse.dataset}.v_tag_trends_latest
+                WHERE (facet = 'category=sneaker' AND dimension = 'color' AND tag = 'blue')
+                   OR (facet = '' AND ((dimension = 'pattern' AND tag = 'striped') OR (dimension = 'color' AND tag = 'blue')))"""
+        ).df()
+    problems = []
+    if rows != expected_rows or facets != expected_facets:
+        problems.append(f"tag_trends has {rows} rows in {facets} facets, expected {expected_rows} in {expected_facets}")
+    # (facet kind it needs, facet, dimension, tag, directions allowed)
+    wanted = [
+        (("category",), "category=sneaker", "color", "blue", {"rising"}),
+        ((), "", "pattern", "striped", {"rising"}),
+    ]
+    if trend_settings.facets == TREND_DEFAULT_FACETS:
+        wanted.append(((), "", "color", "blue", {"flat"}))
+    planted = {}
+    for period in trend_settings.periods:
+        for kind, facet, dimension, tag, directions in wanted:
+            if kind and kind not in trend_settings.facets:
+                continue
+            found = latest[
+                (latest.period_kind == period)
+                & (latest.facet == facet)
+                & (latest.dimension == dimension)
+                & (latest.tag == tag)
+            ]
+            name = f"{period} {facet or '(catalog)'} {dimension}={tag}"
+            if len(found) != 1 or found.direction.iloc[0] not in directions:
+                problems.append(f"{name}: {found.to_dict('records')}, expected {sorted(directions)}")
+                continue
+            row = found.iloc[0]
+            planted[name] = f"{row.previous_share:.3f} -> {row.share:.3f} {row.direction}"
+    if problems:
+        raise SystemExit("trends benchmark: the work did not happen:\n  " + "\n  ".join(problems))
+    return {"tag_trends_rows": rows, "facets": facets, "movers": len(movers), "planted": planted}
+
+
+TREND_DEFAULT_FACETS = (("category",), ("source",), ("category", "source"))
+
+
+def bench_size(rows: int, settings_by_name: dict, repeats: int) -> dict:
+    """image_tags of `rows` rows in a fresh warehouse; compute_trends timed under each named setting."""
+    from vecflow.tags import compute_trends
+    from vecflow.taxonomy import load_taxonomy
+    from vecflow.warehouse import migrate
+    from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
+
+    taxonomy = load_taxonomy()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
+        migrate(warehouse)
+        started = time.perf_counter()
+        loaded = load_image_tags(warehouse, synthetic_images(rows // 4))
+        print(f"{loaded:,} image_tags rows generated and loaded in {time.perf_counter() - started:.1f} s (not timed)")
+        for name, trend_settings in settings_by_name.items():
+            times, cpu, load = [], [], os.getloadavg()[0]  # load before: other jobs on the machine
+            with PeakMemory() as memory:
+                for _ in range(repeats):
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    movers = compute_trends(warehouse, trend_settings, taxonomy)
+                    times.append(time.perf_counter() - started)
+                    cpu.append(time.process_time() - cpu_started)
+            work = check_work(warehouse, trend_settings, taxonomy, movers)
+            out[name] = {
+                "image_tags_rows": loaded,
+                "best_s": round(min(times), 2),
+                "all_s": [round(t, 2) for t in times],
+                # CPU seconds of the process (DuckDB's threads included): what the work costs when
+                # other jobs share the 2 cores and stretch the wall time
+                "cpu_s": [round(t, 2) for t in cpu],
+                "load_average_before": round(load, 2),
+                **work,
+                "peak_rss_gib": round(memory.peak / 2**30, 2),
+                "rss_before_gib": round(memory.before / 2**30, 2),
+            }
+            print(json.dumps({"rows": loaded, "settings": name, **out[name]}), flush=True)
+    return out
+
+
+def trend_settings_by_facets() -> dict:
+    from vecflow.config import TrendSettings
+
+    default = TrendSettings()
+    assert default.facets == TREND_DEFAULT_FACETS and default.periods == ("month", "quarter"), default
+    return {
+        "catalog only": dataclasses.replace(default, facets=()),
+        "category": dataclasses.replace(default, facets=(("category",),)),
+        "source": dataclasses.replace(default, facets=(("source",),)),
+        "category+source": dataclasses.replace(default, facets=(("category", "source"),)),
+    }
+
+
+# --- the search sink (the stand-in server) ------------------------------------------------------------
 
 
 def synthetic_tags(images: int, seed: int = 0):
-    """images x 4 dimensions of image_tags rows over 181 days (two quarters)."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    days = rng.integers(0, 181, images)
-    dates = pd.to_datetime(START) + pd.to_timedelta(days, unit="D")
-    frames = []
-    for dim, n_tags in DIMENSIONS.items():
-        frames.append(
-            pd.DataFrame(
-                {
-                    "image_id": [f"img{i:09d}" for i in range(images)],
-                    "listed_date": dates.date,
-                    "dimension": dim,
-                    "tag": np.char.add(f"{dim}_", rng.integers(0, n_tags, images).astype(str)),
-                    "confidence": rng.uniform(0.5, 1.0, images),
-                    "tag_source": "pixels",
-                    "run_id": "bench",
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def bench_sql(tags) -> dict:
-    from vecflow.tags import compute_trends
-    from vecflow.warehouse import bootstrap
-    from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
+    """The same catalog as image_tags rows in a pandas frame, for the search documents."""
+    import duckdb
 
     with tempfile.TemporaryDirectory() as tmp:
-        warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
+        from vecflow.warehouse import bootstrap
+        from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
+
+        warehouse = DuckDBWarehouse(Path(tmp) / "tags.duckdb")
         bootstrap(warehouse)
-        warehouse.run("replace_table", rows=tags, names={"table": "image_tags", "columns": list(tags.columns)})
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            compute_trends(warehouse, flat_threshold=0.03)
-            times.append(time.perf_counter() - started)
-        rows = len(warehouse.table("tag_trends"))
-    return {
-        "image_tags_rows": len(tags),
-        "tag_trends_rows": rows,
-        "best_s": round(min(times), 3),
-        "all_s": [round(t, 3) for t in times],
-    }
+        load_image_tags(warehouse, synthetic_images(images, seed))
+        with duckdb.connect(str(warehouse.path)) as con:
+            return con.execute(f"SELECT * FROM {warehouse.dataset}.image_tags").df()
 
 
 def docs_from_arrays(tags):
     """Documents built column-wise (groupby per image is too slow at 1M)."""
     wide = tags.pivot(index="image_id", columns="dimension", values="tag")
-    dates = tags.drop_duplicates("image_id").set_index("image_id")["listed_date"].reindex(wide.index)
-    for image_id, day, row in zip(wide.index, dates, wide.itertuples(index=False)):
+    first = tags.drop_duplicates("image_id").set_index("image_id").reindex(wide.index)
+    for image_id, day, source, row in zip(
+        wide.index, first["listed_date"], first["source"], wide.itertuples(index=False)
+    ):
         values = dict(zip(wide.columns, row))
+        day = day.date() if hasattr(day, "date") else day
         yield {
             "image_id": image_id,
             "listed_date": day.isoformat(),
             "quarter": f"{day.year}-Q{(day.month - 1) // 3 + 1}",
-            "source": "shop_a",
+            "source": source,
             "model_version": "bench-v1",
             "run_id": "bench",
             "tags": {d: [t] for d, t in values.items()},
@@ -93,16 +301,17 @@ def bench_search(tags, sample: int, query_runs: int) -> dict:
     from elasticsearch import Elasticsearch
 
     from vecflow.demo.search_server import LocalSearchServer
-    from vecflow.search.queries import quarterly_tag_shares
+    from vecflow.search.queries import tag_shares
     from vecflow.search.sink import SearchIndexes, bulk_write, ensure_templates
 
+    dimensions = ["category", "color", "pattern", "style"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp, LocalSearchServer(Path(tmp) / "es") as server:
         es = Elasticsearch(server.url, request_timeout=120)
         docs = list(docs_from_arrays(tags))
         for chunk in (500, 2000):
             indexes = SearchIndexes(f"bench{chunk}")
-            ensure_templates(es, indexes, list(DIMENSIONS), None)
+            ensure_templates(es, indexes, dimensions, None)
             started = time.perf_counter()
             failed = bulk_write(
                 es,
@@ -135,7 +344,7 @@ def bench_search(tags, sample: int, query_runs: int) -> dict:
         latencies = []
         for i in range(query_runs):
             started = time.perf_counter()
-            shares = quarterly_tag_shares(es, indexes.prefix, list(DIMENSIONS)[i % len(DIMENSIONS)])
+            shares = tag_shares(es, indexes.prefix, dimensions[i % len(dimensions)], "quarter")
             latencies.append(time.perf_counter() - started)
         latencies.sort()
         out["trend_query"] = {
@@ -150,21 +359,84 @@ def bench_search(tags, sample: int, query_runs: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=250_000, help="images x 4 dimensions = image_tags rows")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    parser.add_argument("--repeats", type=int, default=3, help="compute_trends runs per size (best is reported)")
+    parser.add_argument(
+        "--facet-size", type=int, default=10_000_000, help="image_tags rows at which each facet kind is timed alone"
+    )
     # 1M is the goal; the loopback stand-in slows as its index grows (see docs/PERFORMANCE.md)
-    parser.add_argument("--es-docs", type=int, default=300_000)
+    parser.add_argument("--es-docs", type=int, default=300_000, help="0 skips the search sink")
     parser.add_argument("--bulk-sample", type=int, default=50_000)
     parser.add_argument("--query-runs", type=int, default=40)
     args = parser.parse_args()
-    sql = bench_sql(synthetic_tags(args.images))
-    print(json.dumps({"tag_trends_sql": sql}), flush=True)
-    search = bench_search(synthetic_tags(args.es_docs, seed=1), args.bulk_sample, args.query_runs)
+
+    from vecflow.config import TrendSettings
+
+    default = TrendSettings()
+    per_facet = trend_settings_by_facets()
+    runs = []
+    facet_costs = {}
+    for rows in sorted(set(args.sizes) | {args.facet_size}):
+        settings_by_name = {}
+        if rows in args.sizes:
+            settings_by_name["default"] = default
+        if rows == args.facet_size:
+            settings_by_name.update(per_facet)
+        result = bench_size(rows, settings_by_name, args.repeats)
+        if "default" in result:
+            runs.append({"rows": rows, **result.pop("default")})
+        if result:
+            facet_costs = {"image_tags_rows": rows, **result}
+
+    by_rows = {r["rows"]: r["best_s"] for r in runs}
+    ratios = {}
+    smallest = min(by_rows)
+    for rows in sorted(by_rows):
+        if rows != smallest:
+            ratio = by_rows[rows] / by_rows[smallest]
+            ratios[f"{rows // 1_000_000}M/{smallest // 1_000_000}M"] = round(ratio, 2)
+            print(f"{rows / smallest:.0f}x rows ({smallest:,} -> {rows:,}) took {ratio:.2f}x time")
+    if facet_costs:
+        alone = facet_costs["catalog only"]["best_s"]
+        for name in ("category", "source", "category+source"):
+            cost = facet_costs[name]
+            cost["over_catalog_only_s"] = round(cost["best_s"] - alone, 2)
+        print(
+            f"at {facet_costs['image_tags_rows']:,} rows, alone: catalog {alone} s; "
+            + "; ".join(
+                f"{n} {facet_costs[n]['best_s']} s (+{facet_costs[n]['over_catalog_only_s']})"
+                for n in per_facet
+                if n != "catalog only"
+            )
+        )
+
+    search = None
+    if args.es_docs:
+        search = bench_search(synthetic_tags(args.es_docs, seed=1), args.bulk_sample, args.query_runs)
+        print(json.dumps(search["trend_query"]))
     write_report(
         "trends",
-        {"search_server": "noida-db (loopback stand-in for Elasticsearch 8)", "tag_trends_sql": sql, "search": search},
+        {
+            "settings": {
+                "periods": list(default.periods),
+                "facets": ["+".join(f) for f in default.facets],
+                "min_effect": default.min_effect,
+                "alpha": default.alpha,
+                "min_coverage": default.min_coverage,
+            },
+            "catalog": {"days": DAYS, "sources": SOURCES, "striped": STRIPED, "blue_in_sneaker": BLUE_IN_SNEAKER},
+            "compute_trends": runs,
+            "time_ratios": ratios,
+            "facet_kinds_alone": facet_costs,
+            **(
+                {"search_server": "noida-db (loopback stand-in for Elasticsearch 8)", "search": search}
+                if search
+                else {}
+            ),
+        },
     )
-    print(json.dumps(search["trend_query"]))
-    print(f"tag_trends over {sql['image_tags_rows']:,} image_tags rows: {sql['best_s']} s (goal 0.5 s)")
+    if 10_000_000 in by_rows:
+        print(f"compute_trends over 10M image_tags rows: {by_rows[10_000_000]} s (goal <= {GOAL_10M_S} s on 2 cores)")
     return 0
 
 
