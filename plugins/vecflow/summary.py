@@ -138,7 +138,9 @@ def write_summary(settings, warehouse, search=None, dimensions: list[str] | None
     """search: an Elasticsearch client when the search sink is on, to check what it holds."""
     summary = build_summary(settings, warehouse)
     trends = warehouse.table("tag_trends")
-    summary["trend_charts"] = facet_share_charts(trends, settings.paths.reports_dir / "trends")
+    from vecflow.taxonomy import load_taxonomy
+
+    summary["trend_charts"] = facet_share_charts(trends, settings.paths.reports_dir / "trends", load_taxonomy())
     if search is not None:
         summary["search"] = search_check(search, settings, warehouse, trends, dimensions)
     path = settings.paths.reports_dir / "summary.json"

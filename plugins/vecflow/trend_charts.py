@@ -17,8 +17,18 @@ def facet_file_name(facet: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", facet.replace(",", "_").replace("=", "-")) or "catalog"
 
 
-def share_chart(rows: pd.DataFrame, title: str, path: Path) -> Path:
-    """`rows`: tag_trends rows of one facet and period kind."""
+def tag_colors(taxonomy) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(dimension, tag) -> the colour a tag is drawn in, where the taxonomy gives one (colour tags)."""
+    return {
+        (dim, tag): tuple(c / 255 for c in taxonomy.tag_info(dim, tag)["rgb"])
+        for dim in taxonomy.dimensions
+        for tag in taxonomy.tags(dim)
+        if "rgb" in taxonomy.tag_info(dim, tag)
+    }
+
+
+def share_chart(rows: pd.DataFrame, title: str, path: Path, known_colors: dict | None = None) -> Path:
+    """`rows`: tag_trends rows of one facet and period kind; `known_colors`: see tag_colors."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +38,8 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path) -> Path:
     fig, axes = plt.subplots(
         len(dimensions), 2, figsize=(10, 3.0 * len(dimensions)), squeeze=False, gridspec_kw={"width_ratios": [3, 2]}
     )
-    colors = plt.get_cmap("tab20").colors
+    palette = plt.get_cmap("tab20").colors
+    known_colors = known_colors or {}
     for (bars, donut), dim in zip(axes, dimensions):
         shares = (
             rows[rows["dimension"] == dim]
@@ -38,9 +49,10 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path) -> Path:
         )
         partial = set(rows.loc[rows["partial"].fillna(False).astype(bool), "period"])
         labels = [f"{p}*" if p in partial else p for p in shares.index]
+        colors = [known_colors.get((dim, tag), palette[i % len(palette)]) for i, tag in enumerate(shares.columns)]
         bottom = pd.Series(0.0, index=shares.index)
-        for i, tag in enumerate(shares.columns):
-            bars.bar(labels, shares[tag], bottom=bottom, label=tag, color=colors[i % len(colors)])
+        for tag, color in zip(shares.columns, colors):
+            bars.bar(labels, shares[tag], bottom=bottom, label=tag, color=color, edgecolor="white", linewidth=0.5)
             bottom += shares[tag]
         bars.set_title(f"{dim}: share by period (* partial)", fontsize=9)
         bars.set_ylim(0, 1)
@@ -48,11 +60,11 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path) -> Path:
         latest = shares.iloc[-1]
         donut.pie(
             latest.to_numpy(),
-            colors=[colors[i % len(colors)] for i in range(len(latest))],
+            colors=colors,
             labels=[t if v >= 0.04 else "" for t, v in latest.items()],
             autopct=lambda pct: f"{pct:.0f}%" if pct >= 4 else "",
             pctdistance=0.78,
-            wedgeprops={"width": 0.42},
+            wedgeprops={"width": 0.42, "edgecolor": "white"},
             textprops={"fontsize": 7},
         )
         donut.set_title(f"{dim}: {labels[-1]}", fontsize=9)
@@ -65,7 +77,7 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path) -> Path:
     return path
 
 
-def facet_share_charts(trends: pd.DataFrame, charts_dir: Path) -> list[str]:
+def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy) -> list[str]:
     """Charts of the whole catalog and of the facets with the most movers in their latest period, for
     every period kind: <charts_dir>/<period_kind>/<facet>.png."""
     if trends.empty:
@@ -74,11 +86,14 @@ def facet_share_charts(trends: pd.DataFrame, charts_dir: Path) -> list[str]:
     movers = latest[latest["direction"].isin(["rising", "falling"]) & (latest["facet"] != "")]
     ranked = movers.groupby("facet").size().sort_values(ascending=False, kind="stable")
     facets = ["", *ranked.index[: MAX_FACET_CHARTS - 1]]
+    known_colors = tag_colors(taxonomy)
     paths = []
     for kind, of_kind in trends.groupby("period_kind"):
         for facet in facets:
             rows = of_kind[of_kind["facet"] == facet]
             if len(rows):
                 title = f"{facet or 'whole catalog'}: tag shares by {kind}"
-                paths.append(str(share_chart(rows, title, charts_dir / kind / f"{facet_file_name(facet)}.png")))
+                paths.append(
+                    str(share_chart(rows, title, charts_dir / kind / f"{facet_file_name(facet)}.png", known_colors))
+                )
     return paths
