@@ -25,3 +25,31 @@ def write_report(name: str, report: dict, **machine) -> Path:
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"written to {path}")
     return path
+
+
+class PeakMemory:
+    """The process's peak resident memory while the block runs (sampled every 20 ms): DuckDB runs in
+    this process, so that is the statement's footprint above what was already resident."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.process, self.stop = psutil.Process(), threading.Event()
+        self.before = self.peak = self.process.memory_info().rss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def gib(self) -> dict:
+        return {"peak_rss_gib": round(self.peak / 2**30, 2), "rss_before_gib": round(self.before / 2**30, 2)}

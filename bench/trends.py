@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
+from bench_report import PeakMemory, write_report  # noqa: E402  (bench/ is the script's directory)
 
 START = dt.date(2026, 1, 1)
 DAYS = 181  # 2026-01-01 .. 2026-06-30: two quarters, six months, every period fully covered
@@ -110,30 +110,6 @@ def load_image_tags(warehouse, images) -> int:
                 ORDER BY day, n, dimension"""
         )
         return con.execute(f"SELECT COUNT(*) FROM {warehouse.dataset}.image_tags").fetchone()[0]
-
-
-class PeakMemory:
-    """The process's peak resident memory while the block runs (sampled every 20 ms): DuckDB runs in
-    this process, so that is the statement's footprint above what was already resident."""
-
-    def __enter__(self):
-        import threading
-
-        import psutil
-
-        self.process, self.stop = psutil.Process(), threading.Event()
-        self.before = self.peak = self.process.memory_info().rss
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def expected_trend_rows(trend_settings, taxonomy) -> tuple[int, int]:
@@ -237,8 +213,7 @@ def bench_size(rows: int, settings_by_name: dict, repeats: int) -> dict:
                 "cpu_s": [round(t, 2) for t in cpu],
                 "load_average_before": round(load, 2),
                 **work,
-                "peak_rss_gib": round(memory.peak / 2**30, 2),
-                "rss_before_gib": round(memory.before / 2**30, 2),
+                **memory.gib,
             }
             print(json.dumps({"rows": loaded, "settings": name, **out[name]}), flush=True)
     return out

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from bench_report import write_report  # noqa: E402  (bench/ is the script's directory)
+from bench_report import PeakMemory, write_report  # noqa: E402  (bench/ is the script's directory)
 
 from vecflow_model.contract import vector_checks  # noqa: E402
 
@@ -139,34 +139,6 @@ def synthetic_rows(n: int, seed: int = 0):
 
     plan = synthetic_plan(n, seed)
     return pa.concat_tables(synthetic_chunks(plan)), {"exact": len(plan["exact"]), "near": len(plan["near"])}
-
-
-class PeakMemory:
-    """The process's peak resident memory while the block runs (sampled every 20 ms): DuckDB runs in
-    this process, so that is the clean stage's footprint above what was already resident."""
-
-    def __enter__(self):
-        import threading
-
-        import psutil
-
-        self.process, self.stop = psutil.Process(), threading.Event()
-        self.before = self.peak = self.process.memory_info().rss
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    @property
-    def gib(self) -> dict:
-        return {"peak_rss_gib": round(self.peak / 2**30, 2), "rss_before_gib": round(self.before / 2**30, 2)}
 
 
 class StepTimer:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-MAX_FACET_CHARTS = 12  # the whole catalog and the facets with most movers in the latest period
+MAX_FACET_CHARTS = 8  # the whole catalog and the facets with most movers in the latest period
 
 
 def facet_file_name(facet: str) -> str:
