@@ -92,3 +92,23 @@ def test_elasticsearch_holds_the_same_trends(summary, truth):
     assert search["tag_counts_differing"] == 0 and search["tag_counts_compared"] > 0
     assert truth["search_trends"]["planted"] == truth["trends"]["planted"]
     assert truth["search_trends"]["false_movers"] == []
+
+
+@pytest.mark.parametrize(
+    "found, powered, outcome",
+    [
+        (["rising", "rising"], [True, False], True),
+        (["rising", "flat"], [True, False], True),  # a comparison without the power may miss it
+        (["flat", "rising"], [True, False], False),  # a powered one may not
+        (["rising", "falling"], [True, False], False),  # never the other way
+        (["flat", "rising"], [False, False], True),  # seen where it could not be expected
+        (["flat", "flat"], [False, False], None),  # untestable at this size
+    ],
+)
+def test_a_planted_trend_is_judged_by_the_comparisons_that_can_see_it(found, powered, outcome):
+    import pandas as pd
+
+    from vecflow.demo.truth import _planted_outcome
+
+    found = pd.Series(found)
+    assert _planted_outcome(found, found[pd.Series(powered)], "rising") is outcome

@@ -89,6 +89,18 @@ def _comparisons(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def _planted_outcome(found: pd.Series, required: pd.Series, expected: str) -> bool | None:
+    """False when a comparison calls it the other way or a powered one misses it; True when every
+    powered comparison (or, without any, at least one other) has its direction; None when no
+    comparison can see it at this catalog's size (too few days or images) and none did."""
+    opposite = {"rising": "falling", "falling": "rising"}[expected]
+    if (found == opposite).any() or (required != expected).any():
+        return False
+    if len(required):
+        return True
+    return True if (found == expected).any() else None
+
+
 def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, min_effect: float) -> dict:
     """Each planted trend (in its facet) against tag_trends, every period kind; and the false movers:
     tags called rising or falling in any facet whose planned change is under half the minimum effect or
@@ -121,8 +133,7 @@ def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, min_effect: float
                 "expected": expected,
                 "found": found,
                 "comparisons_powered": int(len(required)),
-                # None: no comparison can see it at this catalog's size (too few days or images)
-                "ok": bool((required["direction"] == expected).all()) if len(required) else None,
+                "ok": _planted_outcome(mine["direction"], required["direction"], expected),
             }
         )
     movers = rows[rows["direction"].isin(["rising", "falling"])]
