@@ -105,7 +105,7 @@ airflow: setup
 screenshot:
 	command -v chromium-headless-shell >/dev/null || $(SUDO) apt-get install -y -q chromium-headless-shell
 	report=$$(ls -d $(VECFLOW_HOME)/reports/2*/ | tail -1)index.html; \
-	chromium-headless-shell --no-sandbox --headless --disable-gpu --hide-scrollbars --window-size=1120,2900 \
+	chromium-headless-shell --no-sandbox --headless --disable-gpu --hide-scrollbars --window-size=1120,3700 \
 	  --screenshot=docs/run_report.png "file://$$report"
 
 clean:

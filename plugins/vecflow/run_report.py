@@ -15,8 +15,11 @@ import pandas as pd
 
 from vecflow.resources import REPORT_TEMPLATES_DIR
 from vecflow.summary import published_indexes
+from vecflow.taxonomy import load_taxonomy
+from vecflow.trend_charts import tag_colors
 
-MOVERS_PER_FACET = 5  # movers listed per facet and period kind in the run report
+MOVERS_PER_FACET = 4  # movers listed per facet and period kind in the run report
+FACETS_SHOWN = 6  # facets with movers listed per period kind (the rest: the view v_trend_movers)
 STAGE_ORDER = ["catalog", "delisted", "embed", "validate", "dedup", "tags", "index", "search"]
 STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPORT_TEMPLATES_DIR)), autoescape=True)
@@ -67,11 +70,17 @@ def _tag_shares(trends: pd.DataFrame) -> list[dict]:
         "#86bcb6",
         "#d37295",
     ]
+    known = tag_colors(load_taxonomy())
     charts = []
     catalog = trends[trends["facet"] == ""]
     for (kind, dimension), rows in catalog.groupby(["period_kind", "dimension"]):
         tags = sorted(rows["tag"].unique())
-        color = {tag: palette[i % len(palette)] for i, tag in enumerate(tags)}
+        color = {
+            tag: "#" + "".join(f"{round(255 * c):02x}" for c in known[(dimension, tag)])
+            if (dimension, tag) in known
+            else palette[i % len(palette)]
+            for i, tag in enumerate(tags)
+        }
         periods = [
             {
                 "period": period + ("*" if group["partial"].astype(bool).any() else ""),
@@ -100,21 +109,27 @@ def _tag_shares(trends: pd.DataFrame) -> list[dict]:
     return charts
 
 
-def _movers_by_facet(movers: pd.DataFrame) -> list[dict]:
-    """The latest periods' movers, grouped by period kind and facet (the whole catalog first), at most
-    MOVERS_PER_FACET each."""
-    groups = []
-    for (kind, facet), rows in movers.groupby(["period_kind", "facet"], sort=True):
-        groups.append(
-            {
-                "period_kind": kind,
-                "period": rows["period"].iloc[0],
-                "facet": facet or "whole catalog",
-                "movers": rows.sort_values("mover_rank").head(MOVERS_PER_FACET).to_dict("records"),
-                "more": max(0, len(rows) - MOVERS_PER_FACET),
-            }
-        )
-    return groups
+def _movers_by_facet(movers: pd.DataFrame) -> tuple[list[dict], int]:
+    """The latest periods' movers grouped by period kind and facet: per period kind the whole catalog
+    first, then the facets by their most significant mover, at most FACETS_SHOWN facets of
+    MOVERS_PER_FACET movers each; and how many facets with movers were left out."""
+    groups, left_out = [], 0
+    for kind, of_kind in movers.groupby("period_kind", sort=True):
+        best = of_kind.groupby("facet")["p_adjusted"].min()
+        order = sorted(best.index, key=lambda facet: (facet != "", best[facet], facet))
+        left_out += max(0, len(order) - FACETS_SHOWN)
+        for facet in order[:FACETS_SHOWN]:
+            rows = of_kind[of_kind["facet"] == facet].sort_values("mover_rank")
+            groups.append(
+                {
+                    "period_kind": kind,
+                    "period": rows["period"].iloc[0],
+                    "facet": facet or "whole catalog",
+                    "movers": rows.head(MOVERS_PER_FACET).to_dict("records"),
+                    "more": max(0, len(rows) - MOVERS_PER_FACET),
+                }
+            )
+    return groups, left_out
 
 
 def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, quality: dict | None = None) -> Path:
@@ -122,6 +137,7 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
     published = published_indexes(warehouse.table("index_registry"), settings.model_version)
     trends = warehouse.table("tag_trends")
     movers = warehouse.query("trend_movers") if len(trends) else pd.DataFrame()
+    movers_by_facet, facets_left_out = _movers_by_facet(movers) if len(movers) else ([], 0)
     balance = warehouse.query("funnel_balance", run_date=run_date)
     funnel = balance[balance["rule"] == STAGE_RULE]
     out_dir = settings.paths.reports_dir / run_date.isoformat()
@@ -135,7 +151,8 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
         funnel=_funnel(funnel),
         rejects=warehouse.query("select_partition_rejects", run_date=run_date).to_dict("records"),
         lifecycle=warehouse.query("select_lifecycle_report", run_date=run_date).to_dict("records"),
-        movers=_movers_by_facet(movers) if len(movers) else [],
+        movers=movers_by_facet,
+        facets_left_out=facets_left_out,
         tag_shares=_tag_shares(trends),
         indexes=[{"category": category, **index} for category, index in published.items()],
         quality=quality,
