@@ -107,6 +107,9 @@ def test_summary_reports_the_run(pipeline):
     assert published and all(i["recall_at_10"] == 1.0 for i in published.values())  # exact days: exact windows
     chart = s.paths.reports_dir / "trends" / "quarter" / "catalog.png"
     assert str(chart) in summary["trend_charts"] and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (s.paths.reports_dir / "trends" / "index.html").read_text()
+    assert summary["trends_page"].endswith("trends/index.html") and 'src="quarter/catalog.png"' in page
+    assert 'href="trends/index.html"' in (s.paths.reports_dir / "index.html").read_text()
 
 
 def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):

@@ -176,6 +176,8 @@ def write_report_index(reports_dir: Path) -> Path:
         if (reports_dir / "gx" / "index.html").exists()
         else ""
     )
+    if (reports_dir / "trends" / "index.html").exists():
+        gx += '<p><a href="trends/index.html">Tag trends by month and quarter, within facets</a></p>'
     path = reports_dir / "index.html"
     path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>vecflow runs</title></head><body>"

@@ -140,7 +140,13 @@ def write_summary(settings, warehouse, search=None, dimensions: list[str] | None
     trends = warehouse.table("tag_trends")
     from vecflow.taxonomy import load_taxonomy
 
-    summary["trend_charts"] = facet_share_charts(trends, settings.paths.reports_dir / "trends", load_taxonomy())
+    charts_dir = settings.paths.reports_dir / "trends"
+    summary["trend_charts"] = facet_share_charts(trends, charts_dir, load_taxonomy(), settings.trends)
+    if summary["trend_charts"]:
+        from vecflow.run_report import write_report_index  # run_report imports this module
+
+        summary["trends_page"] = str(charts_dir / "index.html")
+        write_report_index(settings.paths.reports_dir)  # links the page
     if search is not None:
         summary["search"] = search_check(search, settings, warehouse, trends, dimensions)
     path = settings.paths.reports_dir / "summary.json"

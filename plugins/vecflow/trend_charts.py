@@ -1,6 +1,7 @@
 """Share charts of tag_trends (PNG, matplotlib): per facet and period kind, one row per dimension with
 its tags' shares as stacked bars over the periods (a band that grows is a rising tag) and a donut of
-the latest period (the pie analysts ask for)."""
+the latest period (the pie analysts ask for); and reports/trends/index.html, the page that shows
+them with each facet's movers."""
 
 from __future__ import annotations
 
@@ -77,23 +78,52 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path, known_colors: dict |
     return path
 
 
-def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy) -> list[str]:
+def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy, trend_settings) -> list[str]:
     """Charts of the whole catalog and of the facets with the most movers in their latest period, for
-    every period kind: <charts_dir>/<period_kind>/<facet>.png."""
+    every period kind (<charts_dir>/<period_kind>/<facet>.png), and the page that shows them with
+    each facet's movers (<charts_dir>/index.html). Returns the charts' paths."""
+    import jinja2
+
+    from vecflow.resources import REPORT_TEMPLATES_DIR
+
     if trends.empty:
         return []
     latest = trends[trends["period_start"] == trends.groupby("period_kind")["period_start"].transform("max")]
-    movers = latest[latest["direction"].isin(["rising", "falling"]) & (latest["facet"] != "")]
-    ranked = movers.groupby("facet").size().sort_values(ascending=False, kind="stable")
+    movers = latest[latest["direction"].isin(["rising", "falling"])]
+    ranked = movers[movers["facet"] != ""].groupby("facet").size().sort_values(ascending=False, kind="stable")
     facets = ["", *ranked.index[: MAX_FACET_CHARTS - 1]]
     known_colors = tag_colors(taxonomy)
-    paths = []
+    paths, sections = [], []
     for kind, of_kind in trends.groupby("period_kind"):
+        charted = []
         for facet in facets:
             rows = of_kind[of_kind["facet"] == facet]
-            if len(rows):
-                title = f"{facet or 'whole catalog'}: tag shares by {kind}"
-                paths.append(
-                    str(share_chart(rows, title, charts_dir / kind / f"{facet_file_name(facet)}.png", known_colors))
-                )
+            if rows.empty:
+                continue
+            name = facet or "whole catalog"
+            path = share_chart(
+                rows, f"{name}: tag shares by {kind}", charts_dir / kind / f"{facet_file_name(facet)}.png", known_colors
+            )
+            paths.append(str(path))
+            mine = movers[(movers["period_kind"] == kind) & (movers["facet"] == facet)].sort_values("mover_rank")
+            charted.append({"name": name, "chart": f"{kind}/{path.name}", "movers": mine.to_dict("records")})
+        of_kind_movers = movers[movers["period_kind"] == kind]
+        sections.append(
+            {
+                "kind": kind,
+                "period": of_kind.loc[of_kind["period_start"] == of_kind["period_start"].max(), "period"].iloc[0],
+                "facets": charted,
+                "others": len(set(of_kind_movers["facet"]) - set(facets)),
+            }
+        )
+    page = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPORT_TEMPLATES_DIR)), autoescape=True)
+    (charts_dir / "index.html").write_text(
+        page.get_template("trends.html.j2").render(
+            sections=sections,
+            kinds=list(trend_settings.periods),
+            min_effect=trend_settings.min_effect,
+            alpha=trend_settings.alpha,
+            confidence=round(100 * (1 - trend_settings.alpha)),
+        )
+    )
     return paths

@@ -249,10 +249,8 @@ def format_summary(summary: dict) -> str:
         ]
         if len(of_kind) > MOVERS_SHOWN:
             lines.append(f"    ... {len(of_kind) - MOVERS_SHOWN} more: reports/summary.json, view v_trend_movers")
-    if summary.get("trend_charts"):
-        lines.append(
-            f"  charts                {len(summary['trend_charts'])} in {Path(summary['trend_charts'][0]).parents[1]}"
-        )
+    if summary.get("trends_page"):
+        lines.append(f"  trends page           {summary['trends_page']} ({len(summary['trend_charts'])} share charts)")
     trends = summary.get("trends", {})
     for check in trends.get("planted", []):
         within = f" within {check['facet']}" if check["facet"] else ""
