@@ -78,6 +78,9 @@ def test_only_the_settings_module_reads_vecflow_variables():
         ("VECFLOW_ES_INDEX_VECTORS", "maybe", "VECFLOW_ES_INDEX_VECTORS='maybe' must be true or false"),
         ("VECFLOW_K8S_TOLERATIONS", "{}", "VECFLOW_K8S_TOLERATIONS='{}' must be a JSON list"),
         ("VECFLOW_BQ_ENDPOINT", "localhost:9050", "must be an http:// or https:// URL"),
+        ("VECFLOW_TREND_PERIODS", "month,week", "VECFLOW_TREND_PERIODS='month,week' has unknown period(s) ['week']"),
+        ("VECFLOW_TREND_FACETS", "category+category", "facet 'category+category' must be names joined by '+'"),
+        ("VECFLOW_TREND_ALPHA", "0", "VECFLOW_TREND_ALPHA='0' must be between"),
     ],
 )
 def test_a_malformed_setting_names_its_variable(monkeypatch, variable, value, message):
@@ -87,6 +90,21 @@ def test_a_malformed_setting_names_its_variable(monkeypatch, variable, value, me
     with pytest.raises(ConfigError) as raised:
         settings().check()
     assert message in str(raised.value)
+
+
+def test_a_trend_facet_on_an_unknown_key_is_named(monkeypatch):
+    from vecflow.config import ConfigError
+    from vecflow.tags import facet_kinds
+    from vecflow.taxonomy import load_taxonomy
+
+    monkeypatch.setenv("VECFLOW_TREND_FACETS", "category, brand+source")
+    with pytest.raises(ConfigError, match=r"VECFLOW_TREND_FACETS: facet 'brand\+source' names \['brand'\]"):
+        facet_kinds(settings().trends, load_taxonomy())
+    monkeypatch.setenv("VECFLOW_TREND_FACETS", "source+category,none_of_these")
+    with pytest.raises(ConfigError, match="none_of_these"):
+        facet_kinds(settings().trends, load_taxonomy())
+    monkeypatch.setenv("VECFLOW_TREND_FACETS", "none")
+    assert facet_kinds(settings().trends, load_taxonomy()) == [()]  # the whole catalog only
 
 
 def test_a_malformed_setting_fails_only_its_group(monkeypatch):
