@@ -265,6 +265,9 @@ def test_a_period_barely_begun_is_insufficient(warehouse):
     latest = trends[(trends["period_kind"] == "quarter") & (trends["period"] == "2026-Q2")]
     assert set(latest["direction"]) == {"insufficient"} and latest["partial"].all()
     assert latest["coverage"].iloc[0] == pytest.approx(2 / 91)  # Apr 1 .. Apr 2, the end of the catalog
+    # the analysts' latest periods are the last ones with enough days to be tested
+    view = warehouse.query("select_table", names={"table": "v_tag_trends_latest"})
+    assert set(zip(view["period_kind"], view["period"])) == {("quarter", "2026-Q1"), ("month", "2026-03")}
 
 
 def test_a_period_is_compared_with_the_same_period_a_year_before(warehouse):

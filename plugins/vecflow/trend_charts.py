@@ -88,7 +88,9 @@ def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy, trend_s
 
     if trends.empty:
         return []
-    latest = trends[trends["period_start"] == trends.groupby("period_kind")["period_start"].transform("max")]
+    # the latest period of each kind with enough days to be tested (as the view v_tag_trends_latest)
+    tested = trends[trends["direction"] != "insufficient"]
+    latest = tested[tested["period_start"] == tested.groupby("period_kind")["period_start"].transform("max")]
     movers = latest[latest["direction"].isin(["rising", "falling"])]
     ranked = movers[movers["facet"] != ""].groupby("facet").size().sort_values(ascending=False, kind="stable")
     facets = ["", *ranked.index[: MAX_FACET_CHARTS - 1]]
@@ -111,7 +113,9 @@ def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy, trend_s
         sections.append(
             {
                 "kind": kind,
-                "period": of_kind.loc[of_kind["period_start"] == of_kind["period_start"].max(), "period"].iloc[0],
+                "period": latest.loc[latest["period_kind"] == kind, "period"].iloc[0]
+                if (latest["period_kind"] == kind).any()
+                else "no period with enough days",
                 "facets": charted,
                 "others": len(set(of_kind_movers["facet"]) - set(facets)),
             }
