@@ -35,12 +35,11 @@ def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
     }
 
 
-def build_summary(settings, warehouse) -> dict:
+def build_summary(settings, warehouse, trends: pd.DataFrame, movers: pd.DataFrame) -> dict:
+    """`trends`: the tag_trends table; `movers`: the latest periods' movers (trend_movers.sql)."""
     counts = warehouse.query("summary_counts", model_version=settings.model_version).iloc[0].to_dict()
     breakdown = warehouse.query("summary_breakdown")
-    trends = warehouse.table("tag_trends")
     by_kind = {kind: dict(zip(group["name"], group["value"].astype(int))) for kind, group in breakdown.groupby("kind")}
-    movers = warehouse.query("trend_movers") if len(trends) else pd.DataFrame()
     summary = {
         "vecflow_home": str(settings.paths.home),
         "model_version": settings.model_version,
@@ -136,12 +135,13 @@ def search_check(es, settings, warehouse, trends: pd.DataFrame, dimensions: list
 
 def write_summary(settings, warehouse, search=None, dimensions: list[str] | None = None) -> dict:
     """search: an Elasticsearch client when the search sink is on, to check what it holds."""
-    summary = build_summary(settings, warehouse)
-    trends = warehouse.table("tag_trends")
     from vecflow.taxonomy import load_taxonomy
 
+    trends = warehouse.table("tag_trends")
+    movers = warehouse.query("trend_movers") if len(trends) else pd.DataFrame()
+    summary = build_summary(settings, warehouse, trends, movers)
     charts_dir = settings.paths.reports_dir / "trends"
-    summary["trend_charts"] = facet_share_charts(trends, charts_dir, load_taxonomy(), settings.trends)
+    summary["trend_charts"] = facet_share_charts(trends, movers, charts_dir, load_taxonomy(), settings.trends)
     if summary["trend_charts"]:
         from vecflow.run_report import write_report_index  # run_report imports this module
 

@@ -78,20 +78,18 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path, known_colors: dict |
     return path
 
 
-def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy, trend_settings) -> list[str]:
-    """Charts of the whole catalog and of the facets with the most movers in their latest period, for
-    every period kind (<charts_dir>/<period_kind>/<facet>.png), and the page that shows them with
-    each facet's movers (<charts_dir>/index.html). Returns the charts' paths."""
+def facet_share_charts(
+    trends: pd.DataFrame, movers: pd.DataFrame, charts_dir: Path, taxonomy, trend_settings
+) -> list[str]:
+    """Charts of the whole catalog and of the facets with the most `movers` (trend_movers.sql: the
+    latest periods'), for every period kind (<charts_dir>/<period_kind>/<facet>.png), and the page
+    that shows them with each facet's movers (<charts_dir>/index.html). Returns the charts' paths."""
     import jinja2
 
     from vecflow.resources import REPORT_TEMPLATES_DIR
 
     if trends.empty:
         return []
-    # the latest period of each kind with enough days to be tested (as the view v_tag_trends_latest)
-    tested = trends[trends["direction"] != "insufficient"]
-    latest = tested[tested["period_start"] == tested.groupby("period_kind")["period_start"].transform("max")]
-    movers = latest[latest["direction"].isin(["rising", "falling"])]
     ranked = movers[movers["facet"] != ""].groupby("facet").size().sort_values(ascending=False, kind="stable")
     facets = ["", *ranked.index[: MAX_FACET_CHARTS - 1]]
     known_colors = tag_colors(taxonomy)
@@ -113,9 +111,7 @@ def facet_share_charts(trends: pd.DataFrame, charts_dir: Path, taxonomy, trend_s
         sections.append(
             {
                 "kind": kind,
-                "period": latest.loc[latest["period_kind"] == kind, "period"].iloc[0]
-                if (latest["period_kind"] == kind).any()
-                else "no period with enough days",
+                "period": of_kind_movers["period"].iloc[0] if len(of_kind_movers) else None,
                 "facets": charted,
                 "others": len(set(of_kind_movers["facet"]) - set(facets)),
             }
