@@ -24,6 +24,7 @@ def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     the tag (its day's planned shares in its group: within a planted category or source, or the rest).
     Facets are the images' true category and source."""
     from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, daily_shares, parse_trend_spec, within_groups
+    from vecflow.search.queries import facet_label
     from vecflow.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
@@ -50,7 +51,7 @@ def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     for (kind, keys), _ in trends.groupby(["period_kind", "facet_keys"]):
         keys = [k for k in keys.split(",") if k]
         start = pd.to_datetime(images["listed_date"]).dt.to_period("M" if kind == "month" else "Q").dt.start_time
-        facet = images[keys].apply(lambda r: ",".join(f"{k}={r[k]}" for k in keys), axis=1) if keys else ""
+        facet = images[keys].apply(lambda r: facet_label(r.to_dict()), axis=1) if keys else ""
         derived = {"style"} if "category" in keys else set()
         for dim, matrix in probabilities.items():
             if dim in keys or dim in derived:
@@ -63,7 +64,7 @@ def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _comparisons(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
+def _comparisons(truth_dir: Path, trends: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Every tested comparison with the previous period, with the planned change and the z a planned
     change would reach at these sizes (under it, the test cannot be expected to see the change)."""
     from statistics import NormalDist
@@ -85,7 +86,8 @@ def _comparisons(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     pooled = (rows["expected_share"] + rows["expected_previous"]) / 2
     se = (pooled * (1 - pooled) * (1 / rows["dimension_total"] + 1 / rows["previous_total"])) ** 0.5
     rows["expected_z"] = (rows["expected_change"].abs() / se).fillna(0.0)
-    rows["critical_z"] = [NormalDist().inv_cdf(1 - 0.025 / max(int(n), 1)) for n in rows["tests_in_period"]]
+    # the z the corrected two-sided test needs, as tag_trends.sql decides: p x tests < alpha
+    rows["critical_z"] = [NormalDist().inv_cdf(1 - alpha / 2 / max(int(n), 1)) for n in rows["tests_in_period"]]
     return rows
 
 
@@ -101,18 +103,20 @@ def _planted_outcome(found: pd.Series, required: pd.Series, expected: str) -> bo
     return True if (found == expected).any() else None
 
 
-def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, min_effect: float) -> dict:
+def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, trend_settings) -> dict:
     """Each planted trend (in its facet) against tag_trends, every period kind; and the false movers:
     tags called rising or falling in any facet whose planned change is under half the minimum effect or
     of the other sign. A planted trend is found when every comparison with the power to see it (planned
     change of at least the minimum effect, planned z a unit above the critical one) has its direction;
     the others are shown as underpowered."""
     params = json.loads((truth_dir / "params.json").read_text())
-    rows = _comparisons(truth_dir, trends)
+    from vecflow.search.queries import facet_label
+
+    min_effect = trend_settings.min_effect
+    rows = _comparisons(truth_dir, trends, trend_settings.alpha)
     checks = []
     for planted in params["spec"]["trends"]:
-        within = planted.get("within") or {}
-        facet = ",".join(f"{k}={v}" for k, v in sorted(within.items()))
+        facet = facet_label(planted.get("within") or {})
         expected = "rising" if planted["to_share"] > planted["from_share"] else "falling"
         mine = rows[
             (rows["facet"] == facet) & (rows["dimension"] == planted["dimension"]) & (rows["tag"] == planted["tag"])
@@ -188,16 +192,14 @@ def planted_truth(settings, warehouse, search=None) -> dict:
         return {}
     trends = warehouse.table("tag_trends")
     truth = {
-        "trends": planted_trend_check(truth_dir, trends, settings.trends.min_effect),
+        "trends": planted_trend_check(truth_dir, trends, settings.trends),
         "planted_duplicates": duplicate_check(truth_dir, warehouse.table("dedup_map")),
     }
     if search is not None:
         from vecflow.search.queries import trend_documents
 
         documents = trend_documents(search, settings.search.index_prefix)
-        truth["search_trends"] = (
-            planted_trend_check(truth_dir, documents, settings.trends.min_effect) if len(documents) else {}
-        )
+        truth["search_trends"] = planted_trend_check(truth_dir, documents, settings.trends) if len(documents) else {}
     path = settings.paths.reports_dir / "planted_truth.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(truth, indent=2, default=str))

@@ -31,7 +31,9 @@ class Trend:
     @property
     def facet(self) -> str:
         """The facet it is planted in, as tag_trends writes it ('' for the whole catalog)."""
-        return f"{self.within[0]}={self.within[1]}" if self.within else ""
+        from vecflow.search.queries import facet_label
+
+        return facet_label(dict([self.within]) if self.within else {})
 
     def to_json(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "within"}
