@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from vecflow.resources import MODEL_REGISTRY_DIR, PROJECT_DIR
+from vecflow.resources import MODEL_REGISTRY_DIR, PROJECT_DIR, TAXONOMY_PATH
 
 DEFAULT_MODEL_VERSION = "garment-arcface-v1"
 PREFIX = "VECFLOW_"
@@ -480,8 +480,16 @@ class TrendSettings:
     alpha: float = setting(
         "VECFLOW_TREND_ALPHA",
         0.05,
-        "significance level of a change, after the Bonferroni correction for every tag and facet tested in the period",
+        "significance level of a change: the false discovery rate among every tag and facet tested in the period "
+        "(`bh`), or the family-wise error rate (`bonferroni`)",
         _float(1e-12, 0.5),
+    )
+    correction: str = setting(
+        "VECFLOW_TREND_CORRECTION",
+        "bh",
+        "multiple-testing correction over a period's tests: `bh` (Benjamini-Hochberg false discovery rate, keeps "
+        "power with hundreds of tags) or `bonferroni`",
+        _choice("bh", "bonferroni"),
     )
     min_coverage: float = setting(
         "VECFLOW_TREND_MIN_COVERAGE",
@@ -512,6 +520,28 @@ class TrendSettings:
         from statistics import NormalDist
 
         return NormalDist().inv_cdf(1 - self.alpha / 2)
+
+
+@dataclass(frozen=True)
+class TagSettings:
+    taxonomy_url: str = setting(
+        "VECFLOW_TAXONOMY_URL",
+        str(TAXONOMY_PATH),
+        "the taxonomy file (JSON): dimensions, their tags, synonyms and where each dimension's tags come from; "
+        "a local path or an fsspec URL (gs://, s3://), validated when read, versioned by its content",
+        shown_default="`include/taxonomy.json`",
+    )
+    heads: str | None = setting(
+        "VECFLOW_TAG_HEADS",
+        None,
+        "head set (`tags train`) that tags the `head` dimensions; unset: the newest head set of the serving model",
+    )
+    min_head_precision: float = setting(
+        "VECFLOW_TAG_MIN_HEAD_PRECISION",
+        0.5,
+        "a head tag whose held-out precision is below this is not published (reported by `tags train`)",
+        _float(0.0, 1.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -701,6 +731,7 @@ class Settings:
     bigquery: BigQuerySettings = _Group()
     clean: CleanSettings = _Group()
     trends: TrendSettings = _Group()
+    tags: TagSettings = _Group()
     search: SearchSettings = _Group()
     index: IndexSettings = _Group()
     quality: QualitySettings = _Group()
@@ -770,6 +801,7 @@ _GROUP_TYPES = {
     "bigquery": BigQuerySettings,
     "clean": CleanSettings,
     "trends": TrendSettings,
+    "tags": TagSettings,
     "search": SearchSettings,
     "index": IndexSettings,
     "quality": QualitySettings,
@@ -780,8 +812,25 @@ _GROUP_TYPES = {
 
 
 def settings() -> Settings:
-    """The settings of the current environment, parsed once per distinct set of VECFLOW_* values."""
-    return Settings(_environ())
+    """The settings of the current environment, parsed once per distinct set of VECFLOW_* values;
+    a VECFLOW_* variable that is no setting is warned about by name (a typo is otherwise silent)."""
+    environ = _environ()
+    _warn_unknown(tuple(name for name, _ in environ))
+    return Settings(environ)
+
+
+@lru_cache(maxsize=16)
+def _warn_unknown(names: tuple[str, ...]) -> None:
+    import difflib
+    import logging
+
+    known = {variable for variable, *_ in variables()}
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            logging.getLogger(__name__).warning(
+                "%s is not a vecflow setting and is ignored%s", name, f" (did you mean {close[0]}?)" if close else ""
+            )
 
 
 def variables() -> list[tuple[str, str, str, str]]:
