@@ -75,7 +75,7 @@ def cpu_mode(images: int, repeats: int) -> None:
     child = best_of(entrypoint("subprocess"), repeats)
 
     model = load_model(settings().model_version, settings().embed.model_registry)
-    batch = torch.rand(settings().embed.batch_size, 1, model.input_size, model.input_size)
+    batch = torch.rand(settings().embed.batch_size, 1, model.preprocessing.size, model.preprocessing.size)
     batches = -(-images // len(batch))
 
     def model_only():

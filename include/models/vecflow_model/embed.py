@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri, vector_checks
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
 from vecflow_model.pixel_tags import PixelTagger
-from vecflow_model.preprocess import background_distance, network_input
+from vecflow_model.preprocess import Preprocessing, background_distance, network_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
 
 log = logging.getLogger("vecflow_model.embed")
@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
 class ShardImages(Dataset):
     """One manifest row -> (model input or None, output row). Runs in DataLoader workers."""
 
-    def __init__(self, rows: list[dict], catalog_root: Path, tagger: PixelTagger, input_kind: str, input_size: int):
+    def __init__(self, rows: list[dict], catalog_root: Path, tagger: PixelTagger, preprocessing: Preprocessing):
         self.rows, self.root, self.tagger = rows, catalog_root, tagger
-        self.input_kind, self.input_size = input_kind, input_size
+        self.preprocessing = preprocessing  # the card's input: size, resize mode, normalisation
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -126,7 +126,7 @@ class ShardImages(Dataset):
             pattern=tags["pattern"].value,
             pattern_confidence=tags["pattern"].confidence,
         )
-        return network_input(image, distance, self.input_kind, self.input_size), row
+        return network_input(image, distance, self.preprocessing), row
 
 
 def collate(batch: list[tuple[np.ndarray | None, dict]]) -> tuple[torch.Tensor | None, list[dict], list[dict]]:
@@ -155,7 +155,7 @@ def embed_shard(args: ShardJob) -> dict:
         network = torch.compile(network)
     tagger = PixelTagger(json.loads(args.taxonomy.read_text()))
     loader = DataLoader(
-        ShardImages(manifest, args.catalog_root, tagger, model.input_kind, model.input_size),
+        ShardImages(manifest, args.catalog_root, tagger, model.preprocessing),
         batch_size=args.batch_size,
         num_workers=args.workers,
         collate_fn=collate,

@@ -8,6 +8,8 @@ that flattens shading the way a saturated tint does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -42,14 +44,42 @@ def model_input(distance: np.ndarray) -> np.ndarray:
     return np.clip(array / top, 0.0, 1.0) if top > 0 else array
 
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("squash", "center_crop")
 
 
-def network_input(image: Image.Image, distance: np.ndarray, input_kind: str, input_size: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes a model's input, as its card declares it: the shipped model's 28x28
+    silhouette ("silhouette28"), or "rgb" of `size` x `size` pixels, resized by `resize` ("squash":
+    the whole photo to a square; "center_crop": its centre square, the shorter side kept whole, as
+    CLIP's and most torchvision evaluations do) and normalised per channel by `mean` and `std` (both
+    None: RGB left in [0, 1], for a model that normalises inside itself)."""
+
+    kind: str
+    size: int
+    resize: str = "squash"
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+
+
+SILHOUETTE = Preprocessing("silhouette28", MODEL_INPUT_SIZE, mean=None, std=None)
+
+
+def network_input(image: Image.Image, distance: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """The tensor a model takes, without the batch axis: (1, 28, 28) silhouette for the shipped
-    model, (3, S, S) ImageNet-normalised RGB for a backbone brought by a deployment."""
-    if input_kind == "silhouette28":
+    model, (3, S, S) RGB for a backbone brought by a deployment."""
+    if preprocessing.kind == "silhouette28":
         return model_input(distance)[None]
-    rgb = np.asarray(image.convert("RGB").resize((input_size, input_size), Image.BILINEAR), dtype=np.float32) / 255.0
-    return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    rgb = image.convert("RGB")
+    size = preprocessing.size
+    box = None
+    if preprocessing.resize == "center_crop":
+        side = min(rgb.size)
+        left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+        box = (left, top, left + side, top + side)  # cropped and resized in one resampling
+    array = np.asarray(rgb.resize((size, size), Image.BILINEAR, box=box), dtype=np.float32) / 255.0
+    if preprocessing.mean is not None:
+        array = (array - np.asarray(preprocessing.mean, np.float32)) / np.asarray(preprocessing.std, np.float32)
+    return array.transpose(2, 0, 1)

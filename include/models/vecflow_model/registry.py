@@ -10,14 +10,20 @@ Card kinds:
   torchvision beside torch in the image.
 - "torch-export": any backbone saved with torch.export.save (a torchvision model with its classifier
   replaced by nn.Identity, or a model of one's own; batch dimension dynamic) that maps (N, 3, S, S)
-  ImageNet-normalised RGB to (N, D) features; they are L2-normalised. Needs nothing but torch at
-  run time.
+  RGB to (N, D) features; they are L2-normalised. Needs nothing but torch at run time.
+
+Every card has `weights_file`, `weights_md5` and `embedding_dim` (D: the clean stage, the quality
+suite and index sizing expect it). An RGB card (torchvision, torch-export) also has `input_size` (S)
+and may have `resize` ("squash", default, or "center_crop") and `normalize` ({"mean": [r, g, b],
+"std": [r, g, b]}; ImageNet's by default; "none" for a model that normalises inside itself, as a
+CLIP tower exported with its own preprocessing does). read_card refuses a card that breaks these.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vecflow_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, SILHOUETTE, Preprocessing
+
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[1] / "registry"
 
 
@@ -33,13 +41,16 @@ class ModelRegistryError(ValueError):
     """A model is missing, its card is malformed, or its weights do not match their md5."""
 
 
+KIND_INPUTS = {"garment-arcface": "silhouette28", "torch-export": "rgb", "torchvision": "rgb"}
+RGB_FIELDS = ("input_size", "resize", "normalize")
+
+
 @dataclass
 class LoadedModel:
     model_version: str
     card: dict
     network: nn.Module
-    input_kind: str  # "silhouette28" (GarmentModel) or "rgb" (torchvision)
-    input_size: int
+    preprocessing: Preprocessing
     categories: list[str] | None  # class names of the category head, when the model has one
 
     @property
@@ -66,6 +77,60 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(fh, "md5").hexdigest()
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _channel_values(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+def card_preprocessing(card: dict, where: str = "card") -> Preprocessing:
+    """The model input a card declares; ModelRegistryError naming `where` (the card) and the field
+    when a field is missing, of the wrong type or not allowed for the card's kind."""
+    kind = card.get("kind", "garment-arcface")
+    if kind not in KIND_INPUTS:
+        raise ModelRegistryError(f"{where}: field 'kind' is {kind!r}; known kinds: {sorted(KIND_INPUTS)}")
+    if not _positive_int(card["embedding_dim"]):
+        raise ModelRegistryError(f"{where}: field 'embedding_dim' is {card['embedding_dim']!r}, not a positive integer")
+    if KIND_INPUTS[kind] == "silhouette28":
+        fixed = [field for field in RGB_FIELDS if field in card]
+        if fixed:
+            raise ModelRegistryError(
+                f"{where}: field {fixed[0]!r} is not allowed for kind {kind!r} (its input is the 28x28 silhouette)"
+            )
+        if not isinstance(card.get("categories"), list):
+            raise ModelRegistryError(f"{where}: field 'categories' missing (the class names of the category head)")
+        return SILHOUETTE
+    if kind == "torchvision" and "architecture" not in card:
+        raise ModelRegistryError(f"{where}: field 'architecture' missing (a torchvision model name, e.g. resnet50)")
+    if "input_size" not in card:
+        raise ModelRegistryError(f"{where}: field 'input_size' missing (the side of the square RGB input)")
+    if not _positive_int(card["input_size"]):
+        raise ModelRegistryError(f"{where}: field 'input_size' is {card['input_size']!r}, not a positive integer")
+    resize = card.get("resize", "squash")
+    if resize not in RESIZE_MODES:
+        raise ModelRegistryError(f"{where}: field 'resize' is {resize!r}; one of {list(RESIZE_MODES)}")
+    normalize = card.get("normalize", {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
+    if normalize == "none":
+        return Preprocessing("rgb", card["input_size"], resize, None, None)
+    if not isinstance(normalize, dict) or set(normalize) != {"mean", "std"}:
+        raise ModelRegistryError(
+            f'{where}: field \'normalize\' is {normalize!r}; {{"mean": [r, g, b], "std": [r, g, b]}} or "none"'
+        )
+    if not (_channel_values(normalize["mean"]) and _channel_values(normalize["std"])):
+        raise ModelRegistryError(f"{where}: field 'normalize' needs 3 finite numbers in 'mean' and in 'std'")
+    if min(normalize["std"]) <= 0:
+        raise ModelRegistryError(f"{where}: field 'normalize' has std {normalize['std']}; each must be > 0")
+    return Preprocessing(
+        "rgb", card["input_size"], resize, tuple(map(float, normalize["mean"])), tuple(map(float, normalize["std"]))
+    )
+
+
 def read_card(model_version: str, registry: Path = DEFAULT_REGISTRY) -> tuple[dict, Path]:
     directory = Path(registry) / model_version
     card_path = directory / "card.json"
@@ -83,6 +148,7 @@ def read_card(model_version: str, registry: Path = DEFAULT_REGISTRY) -> tuple[di
     for field in ("weights_file", "weights_md5", "embedding_dim"):
         if field not in card:
             raise ModelRegistryError(f"{card_path}: field {field!r} missing")
+    card_preprocessing(card, str(card_path))
     weights = directory / card["weights_file"]
     if not weights.exists():
         raise ModelRegistryError(f"{model_version}: weights {weights} missing")
@@ -94,37 +160,33 @@ def read_card(model_version: str, registry: Path = DEFAULT_REGISTRY) -> tuple[di
 
 def load_model(model_version: str, registry: Path = DEFAULT_REGISTRY) -> LoadedModel:
     card, weights = read_card(model_version, registry)
+    preprocessing = card_preprocessing(card)
     kind = card.get("kind", "garment-arcface")
     if kind == "torch-export":
         try:
             backbone = torch.export.load(weights).module()
         except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ModelRegistryError(f"{model_version}: {weights} is not a torch.export program: {exc}") from None
-        return LoadedModel(
-            model_version, card, _FeatureEmbedder(backbone).eval(), "rgb", int(card.get("input_size", 224)), None
-        )
+        return LoadedModel(model_version, card, _FeatureEmbedder(backbone).eval(), preprocessing, None)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if kind == "garment-arcface":
         from vecflow_model.arcface_net import GarmentModel
 
         network = GarmentModel(classes=len(card["categories"]), width=card.get("width", 32))
         network.load_state_dict(state)
-        return LoadedModel(model_version, card, network.eval(), "silhouette28", 28, list(card["categories"]))
-    if kind == "torchvision":
-        try:
-            import torchvision
-        except ImportError:
-            raise ModelRegistryError(f"{model_version}: kind 'torchvision' needs torchvision installed") from None
-        backbone = torchvision.models.get_model(card["architecture"], weights=None)
-        backbone.load_state_dict(state)
-        # drop the classifier: the pooled features are the embedding
-        if hasattr(backbone, "fc"):
-            backbone.fc = nn.Identity()
-        elif hasattr(backbone, "classifier"):
-            backbone.classifier = nn.Identity()
-        else:
-            raise ModelRegistryError(f"{model_version}: no fc/classifier to drop on {card['architecture']}")
-        return LoadedModel(
-            model_version, card, _FeatureEmbedder(backbone.eval()).eval(), "rgb", int(card.get("input_size", 224)), None
-        )
-    raise ModelRegistryError(f"{model_version}: unknown model kind {kind!r}")
+        return LoadedModel(model_version, card, network.eval(), preprocessing, list(card["categories"]))
+    # kind "torchvision", the last one card_preprocessing knows
+    try:
+        import torchvision
+    except ImportError:
+        raise ModelRegistryError(f"{model_version}: kind 'torchvision' needs torchvision installed") from None
+    backbone = torchvision.models.get_model(card["architecture"], weights=None)
+    backbone.load_state_dict(state)
+    # drop the classifier: the pooled features are the embedding
+    if hasattr(backbone, "fc"):
+        backbone.fc = nn.Identity()
+    elif hasattr(backbone, "classifier"):
+        backbone.classifier = nn.Identity()
+    else:
+        raise ModelRegistryError(f"{model_version}: no fc/classifier to drop on {card['architecture']}")
+    return LoadedModel(model_version, card, _FeatureEmbedder(backbone.eval()).eval(), preprocessing, None)

@@ -397,7 +397,7 @@ class ImageEmbedder:
 
         model = self.model
         image = decode(data)
-        tensor = network_input(image, background_distance(analysis_pixels(image)), model.input_kind, model.input_size)
+        tensor = network_input(image, background_distance(analysis_pixels(image)), model.preprocessing)
         with torch.inference_mode():
             vector, probabilities = model.network(torch.from_numpy(tensor[None]))
         category = model.categories[int(probabilities.argmax())] if probabilities is not None else None
