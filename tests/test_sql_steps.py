@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from warehouse_rows import D1, D2, catalog, load, row, unit
+from warehouse_rows import tag_partition, D1, D2, catalog, load, row, unit
 
 from vecflow.clean import clean_partition
-from vecflow.config import settings
+from vecflow.config import ConfigError, settings
 from vecflow.funnel import record_sql_funnel, replace_rejects, replace_stage_funnel, stage_counts
 from vecflow.index.build import build_day_indexes
-from vecflow.tags import compute_trends, tag_partition
+from vecflow.tags import compute_trends
 from vecflow.taxonomy import load_taxonomy
 
 pytestmark = pytest.mark.usefixtures("model_m1")
@@ -196,22 +196,44 @@ def test_image_tags_and_unknown_tags_become_rejects(warehouse):
     ]
 
 
-def _trend_rows(warehouse, striped_by_day: dict, n: int = 40) -> None:
-    """n images a day, `striped_by_day[day]` of them striped; dresses at shop_a, coats at shop_b, in turn."""
+def _trend_rows(warehouse, striped_by_day: dict, n: int = 40, occasions=None) -> None:
+    """image_tags (the trends' input, as the tagging step writes it) of n images a day, all red,
+    `striped_by_day[day]` of them striped, the rest solid; dresses at shop_a, coats at shop_b, in turn
+    (style from the category); `occasions(i)`: the occasion tags (multi-label) of the day's i-th image."""
+    style = load_taxonomy().derived("style")
+    rows = []
     for day, striped in striped_by_day.items():
-        rows = [
-            row(
-                f"{day:%m%d}-{i}",
-                day,
-                category=("dress", "coat")[i % 2],
-                source=("shop_a", "shop_b")[i % 2],
-                pattern="striped" if i < striped else "solid",
-            )
-            for i in range(n)
-        ]
-        load(warehouse, rows, day)
-        clean_partition(settings(), warehouse, day, "run-1")
-        tag_partition(warehouse, day, "run-1", "m1")
+        for i in range(n):
+            category = ("dress", "coat")[i % 2]
+            image = {"image_id": f"{day:%m%d}-{i}", "listed_date": day, "source": ("shop_a", "shop_b")[i % 2]}
+            tags = [
+                ("category", category),
+                ("style", style[category]),
+                ("color", "red"),
+                ("pattern", "striped" if i < striped else "solid"),
+                *(("occasion", occasion) for occasion in (occasions(i) if occasions else ())),
+            ]
+            rows += [{**image, "dimension": dimension, "tag": tag} for dimension, tag in tags]
+    frame = pd.DataFrame(rows).assign(confidence=1.0, tag_source="catalog", run_id="run-1")
+    warehouse.run("replace_table", rows=frame, names={"table": "image_tags", "columns": list(frame.columns)})
+
+
+def _reference_adjusted(trends: pd.DataFrame, correction: str) -> pd.Series:
+    """p_adjusted of each tested row, by the textbook: Bonferroni p x m; Benjamini-Hochberg with the
+    p-values of a period's m tests sorted, p(k) x m / k, then the running minimum from the largest."""
+    out = pd.Series(np.nan, index=trends.index)
+    for _, family in trends[trends["p_value"].notna()].groupby(["period_kind", "period_start"]):
+        m = len(family)
+        assert (family["tests_in_period"] == m).all()
+        if correction == "bonferroni":
+            out[family.index] = (family["p_value"] * m).clip(upper=1.0)
+            continue
+        ordered = family["p_value"].sort_values(kind="stable")
+        running = 1.0
+        for k in range(m, 0, -1):
+            running = min(running, ordered.iloc[k - 1] * m / k)
+            out[ordered.index[k - 1]] = running
+    return out
 
 
 def test_tag_trends_shares_tests_and_directions_by_period_and_facet(warehouse):
@@ -226,7 +248,9 @@ def test_tag_trends_shares_tests_and_directions_by_period_and_facet(warehouse):
     z = 0.5 / math.sqrt(0.5 * 0.5 * (2 / 40))  # pooled two-proportion test
     assert striped["z_score"] == pytest.approx(z)
     assert striped["p_value"] == pytest.approx(math.erfc(z / math.sqrt(2)), abs=1.5e-7)  # A&S 7.1.26
-    assert striped["p_adjusted"] == pytest.approx(min(1.0, striped["p_value"] * striped["tests_in_period"]))
+    table = warehouse.table("tag_trends")
+    assert trend_settings.correction == "bh"  # the default
+    assert table["p_adjusted"].to_numpy() == pytest.approx(_reference_adjusted(table, "bh").to_numpy(), nan_ok=True)
     half_width = trend_settings.z_interval * math.sqrt(0.75 * 0.25 / 40 + 0.25 * 0.75 / 40)
     assert (striped["change_low"], striped["change_high"]) == pytest.approx((0.5 - half_width, 0.5 + half_width))
     assert striped["direction"] == "rising"
@@ -282,6 +306,80 @@ def test_a_period_is_compared_with_the_same_period_a_year_before(warehouse):
         assert striped["year_ago_change"] == pytest.approx(0.5)
         assert striped["year_ago_direction"] == "rising" and striped["year_ago_p_adjusted"] < 0.05
     assert pd.isna(trends.loc[("quarter", "2025-Q2", "", "pattern", "striped"), "year_ago_direction"])
+
+
+def test_benjamini_hochberg_finds_a_mover_bonferroni_does_not(warehouse):
+    # stripes 5 -> 15 of the 20 dresses (p 0.0016) among a period's 100-odd tests: under Bonferroni's
+    # p x m, over alpha; under Benjamini-Hochberg, the few other small p-values (the whole catalog's
+    # stripes, the coats') lift its rank and its adjusted p-value falls under alpha
+    _trend_rows(warehouse, {D1: 10, D2: 30})
+    found = {}
+    for correction in ("bh", "bonferroni"):
+        trend_settings = dataclasses.replace(settings().trends, min_coverage=0.0, correction=correction)
+        compute_trends(warehouse, trend_settings, load_taxonomy())
+        trends = warehouse.table("tag_trends")
+        tested = trends["p_value"].notna()
+        assert tested.sum() > 100
+        reference = _reference_adjusted(trends, correction)
+        assert trends.loc[tested, "p_adjusted"].to_numpy() == pytest.approx(reference[tested].to_numpy())
+        assert trends.loc[~tested, "p_adjusted"].isna().all()
+        found[correction] = trends.set_index(["period_kind", "period", "facet", "dimension", "tag"]).sort_index()
+    dress = ("quarter", "2026-Q2", "category=dress", "pattern", "striped")
+    bh, bonferroni = found["bh"].loc[dress], found["bonferroni"].loc[dress]
+    assert bh["p_value"] == bonferroni["p_value"]  # the same test, corrected two ways
+    assert bonferroni["p_adjusted"] > 0.05 and bonferroni["direction"] == "flat"
+    assert bh["p_adjusted"] < 0.05 and bh["direction"] == "rising"
+    # Benjamini-Hochberg never adjusts a p-value above Bonferroni's, and finds every mover it finds
+    tested = found["bh"]["p_value"].notna()
+    assert (found["bh"]["p_adjusted"][tested] <= found["bonferroni"]["p_adjusted"][tested] + 1e-12).all()
+    movers = {c: set(f.index[f["direction"].isin(["rising", "falling"])]) for c, f in found.items()}
+    assert movers["bonferroni"] < movers["bh"]
+    with pytest.raises(ConfigError, match="VECFLOW_TREND_CORRECTION"):
+        compute_trends(warehouse, dataclasses.replace(settings().trends, correction="holm"), load_taxonomy())
+
+
+def test_the_year_ago_comparison_is_corrected_the_same_way(warehouse):
+    _trend_rows(warehouse, {dt.date(2025, 4, 2): 10, D2: 30})
+    year_ago = {}
+    for correction in ("bh", "bonferroni"):
+        trend_settings = dataclasses.replace(settings().trends, min_coverage=0.0, correction=correction)
+        compute_trends(warehouse, trend_settings, load_taxonomy())
+        trends = warehouse.table("tag_trends").set_index(["period_kind", "period", "facet", "dimension", "tag"])
+        year_ago[correction] = trends["year_ago_p_adjusted"].sort_index()
+    tested = year_ago["bh"].notna()
+    assert tested.any() and (year_ago["bonferroni"].notna() == tested).all()
+    assert (year_ago["bh"][tested] <= year_ago["bonferroni"][tested] + 1e-12).all()
+    assert (year_ago["bh"][tested] < year_ago["bonferroni"][tested]).any()
+
+
+def test_a_facet_on_a_multi_label_dimension_counts_an_image_under_each_tag(warehouse):
+    # every image is for parties; every 4th also for work (10 of each day's 40), 8 of those striped
+    # on the later day; occasion is multi-label: 50 occasion rows for 40 images a day
+    assert load_taxonomy().dimension("occasion").multi_label
+    _trend_rows(warehouse, {D1: 10, D2: 30}, occasions=lambda i: ["party", "work"] if i % 4 == 0 else ["party"])
+    facets = (("occasion",), ("occasion", "source"), ("category",))
+    compute_trends(warehouse, dataclasses.replace(settings().trends, min_coverage=0.0, facets=facets), load_taxonomy())
+    trends = (
+        warehouse.table("tag_trends").set_index(["period_kind", "period", "facet", "dimension", "tag"]).sort_index()
+    )
+    q2 = trends.xs(("quarter", "2026-Q2"), level=["period_kind", "period"])
+
+    def counts(facet, dimension, tag):
+        return tuple(q2.loc[(facet, dimension, tag), ["tag_count", "dimension_total"]])
+
+    # shares of a multi-label dimension are per image: images with the tag / images with the dimension
+    assert counts("", "occasion", "party") == (40, 40) and counts("", "occasion", "work") == (10, 40)
+    assert q2.loc[("", "occasion"), "share"].sum() == pytest.approx(1.25)
+    assert counts("category=dress", "occasion", "work") == (10, 20)  # i % 4 == 0 are dresses
+    # an image counts in the facet of each of its occasions, and once in the whole catalog
+    assert counts("occasion=party", "pattern", "striped") == (30, 40)
+    assert counts("occasion=work", "pattern", "striped") == (8, 10)
+    assert counts("", "pattern", "striped") == (30, 40)
+    assert counts("occasion=work,source=shop_a", "pattern", "striped") == (8, 10)
+    assert counts("occasion=party,source=shop_b", "pattern", "solid") == (5, 20)
+    assert "occasion" not in set(q2.xs("occasion=work", level="facet").index.get_level_values("dimension"))
+    assert trends.loc[("quarter", "2026-Q2", "occasion=work", "pattern", "striped"), "facet_keys"] == "occasion"
+    assert trends.loc[("quarter", "2026-Q2", "occasion=party", "pattern", "striped"), "direction"] == "rising"
 
 
 def test_a_change_that_is_not_significant_is_flat(warehouse):

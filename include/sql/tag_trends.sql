@@ -2,12 +2,16 @@
 -- condition on the image (source=shop_b, category=dress, or a pair of them; '' is the whole catalog)
 -- within which a dimension's shares are counted; a facet's own keys (and the dimensions derived from
 -- them) are not trended within it. Each tag's share is compared with the previous period and with the
--- same period a year before: a two-proportion z-test, Bonferroni-corrected for every test of the
--- period, and a (1 - alpha) interval on the change. A tag is rising or falling only when its change is
--- at least @min_effect and the corrected p-value is under @alpha; a period (or the one it is compared
--- with) that covers less than @min_coverage of its days is `insufficient`, and one not fully covered by
--- the catalog is `partial`. Every taxonomy tag appears in every period and facet (a vanished tag shows
--- share 0). Replaced as a whole: trends span every partition.
+-- same period a year before: a two-proportion z-test, corrected for every test of the period
+-- (@correction: 'bh', Benjamini-Hochberg, @alpha is the false discovery rate; or 'bonferroni', @alpha
+-- is the family-wise error rate), and a (1 - alpha) interval on the change. A tag is rising or falling
+-- only when its change is at least @min_effect and the corrected p-value is under @alpha; a period (or
+-- the one it is compared with) that covers less than @min_coverage of its days is `insufficient`, and
+-- one not fully covered by the catalog is `partial`. Every taxonomy tag appears in every period and
+-- facet (a vanished tag shows share 0). A share counts images, not tag rows: an image with several
+-- tags of a multi-label dimension counts once in its total and once under each tag (those shares need
+-- not sum to 1), and a facet on a multi-label dimension (@multi_label_keys) counts an image under each
+-- of its tags. Replaced as a whole: trends span every partition.
 DELETE FROM {{ dataset }}.tag_trends WHERE TRUE;
 INSERT INTO {{ dataset }}.tag_trends (
   period_kind, period_start, period, coverage, partial, facet_keys, facet, dimension, tag,
@@ -20,7 +24,7 @@ WITH settings AS (
 span AS (
   SELECT MIN(listed_date) AS first_day, MAX(listed_date) AS last_day FROM {{ dataset }}.image_tags
 ),
--- each image's facet keys: its source, and its tag in each dimension a facet uses
+-- each image's facet keys: its source, and its tag in each single-label dimension a facet uses
 image_keys AS (
   SELECT image_id, listed_date, MAX(source) AS source
   {%- for key in key_dimensions %},
@@ -36,18 +40,28 @@ keyed AS (
   JOIN image_keys AS k USING (image_id, listed_date)
 ),
 -- one pass over the tags: per day and finest key combination, images per tag and per dimension (tag
--- NULL); every coarser facet sums these (an image has one value of each key, one listing date)
-daily AS (
-  SELECT listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension, tag,
-         COUNT(DISTINCT image_id) AS images
+-- NULL); every coarser facet sums these (an image has one value of each single-label key, one listing
+-- date). An image has several values of a multi-label key, so summing over one would count it twice:
+-- facets on a set of multi-label keys read a pass of their own (daily_<keys>), one row per image and
+-- value of those keys, where the keys are never summed over.
+{%- for multi in [[]] + multi_key_sets %}
+{%- set keys = key_dimensions + multi %}
+daily{% for key in multi %}_{{ key }}{% endfor %} AS (
+  {%- for totals in (false, true) %}
+  SELECT listed_date, source{% for key in keys %}, {{ key }}{% endfor %}, dimension,
+         {% if totals %}NULL{% else %}tag{% endif %} AS tag, COUNT(DISTINCT image_id) AS images
   FROM keyed
-  GROUP BY listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension, tag
+  {%- for key in multi %}
+  JOIN (SELECT image_id, listed_date, tag AS {{ key }} FROM {{ dataset }}.image_tags WHERE dimension = '{{ key }}')
+    AS multi_{{ key }} USING (image_id, listed_date)
+  {%- endfor %}
+  GROUP BY listed_date, source{% for key in keys %}, {{ key }}{% endfor %}, dimension{% if not totals %}, tag{% endif %}
+  {%- if not totals %}
   UNION ALL
-  SELECT listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension, NULL,
-         COUNT(DISTINCT image_id)
-  FROM keyed
-  GROUP BY listed_date, source{% for key in key_dimensions %}, {{ key }}{% endfor %}, dimension
+  {%- endif %}
+  {%- endfor %}
 ),
+{%- endfor %}
 facet_counts AS (
 {%- for period in periods %}
 {%- set period_loop = loop %}
@@ -56,7 +70,7 @@ facet_counts AS (
     '{{ facet | join(",") }}' AS facet_keys,
     {% if facet %}CONCAT({% for key in facet %}{% if not loop.first %}',', {% endif %}'{{ key }}=', {{ key }}{% if not loop.last %}, {% endif %}{% endfor %}){% else %}''{% endif %} AS facet,
     dimension, tag, SUM(images) AS images
-  FROM daily
+  FROM daily{% for key in facet if key in multi_label_keys %}_{{ key }}{% endfor %}
   WHERE TRUE
   {%- for key in facet %}
     AND {{ key }} IS NOT NULL AND dimension != '{{ key }}'
@@ -142,18 +156,36 @@ p_values AS (
     SUM(IF(tested, 1, 0)) OVER (PARTITION BY period_kind, period_start, compared_with) AS tests
   FROM (SELECT *, 1 / (1 + 0.3275911 * x) AS t FROM (SELECT *, ABS(z) / SQRT(2) AS x FROM z_scores))
 ),
+-- Benjamini-Hochberg: a test's rank is how many of the period's tests have a p-value at most its own
+-- (ties share the highest rank), p x tests / rank is its step-up value, and its adjusted p-value the
+-- smallest step-up value of the tests with a p-value at least its own
+ranked AS (
+  SELECT *,
+    IF(tested, COUNT(p_value) OVER (PARTITION BY period_kind, period_start, compared_with ORDER BY p_value), NULL)
+      AS p_rank
+  FROM p_values
+),
+adjusted AS (
+  SELECT *,
+    IF(tested, LEAST(1.0, CASE @correction
+      WHEN 'bh' THEN MIN(p_value * tests / p_rank)
+        OVER (PARTITION BY period_kind, period_start, compared_with ORDER BY p_value DESC)
+      WHEN 'bonferroni' THEN p_value * tests
+    END), NULL) AS p_adjusted
+  FROM ranked
+),
 directions AS (
-  SELECT p.*, LEAST(1.0, p.p_value * p.tests) AS p_adjusted,
+  SELECT p.*,
     CASE
       WHEN p.base_share IS NULL THEN 'new'
       WHEN NOT p.tested THEN 'insufficient'
-      WHEN p.change >= st.min_effect AND p.p_value * p.tests < st.alpha THEN 'rising'
-      WHEN p.change <= -st.min_effect AND p.p_value * p.tests < st.alpha THEN 'falling'
+      WHEN p.change >= st.min_effect AND p.p_adjusted < st.alpha THEN 'rising'
+      WHEN p.change <= -st.min_effect AND p.p_adjusted < st.alpha THEN 'falling'
       ELSE 'flat'
     END AS direction,
     p.change - st.z_interval * p.change_se AS change_low,
     p.change + st.z_interval * p.change_se AS change_high
-  FROM p_values AS p CROSS JOIN settings AS st
+  FROM adjusted AS p CROSS JOIN settings AS st
 ),
 previous AS (
   SELECT *,

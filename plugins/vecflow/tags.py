@@ -1,18 +1,15 @@
-"""Tags stage: image_tags per partition; tag_trends per period and facet over all partitions."""
+"""Trends stage: tag_trends per period and facet over all partitions (image_tags is written by
+vecflow.tagging)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 
 from vecflow.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def tag_partition(warehouse, run_date: dt.date, run_id: str, model_version: str) -> None:
-    warehouse.run("image_tags", run_date=run_date, run_id=run_id, model_version=model_version)
+CORRECTIONS = ("bh", "bonferroni")  # VECFLOW_TREND_CORRECTION: what tag_trends.sql computes
 
 
 def facet_kinds(trend_settings, taxonomy) -> list[tuple[str, ...]]:
@@ -29,20 +26,33 @@ def facet_kinds(trend_settings, taxonomy) -> list[tuple[str, ...]]:
 
 
 def compute_trends(warehouse, trend_settings, taxonomy):
-    """Replaces tag_trends (every period kind and facet) and returns the latest periods' movers. Logs
-    what the facets cost: rows per facet kind and the seconds of the whole statement."""
+    """Replaces tag_trends (every period kind and facet, p-values corrected as trend_settings.correction
+    says) and returns the latest periods' movers. Logs what the facets cost: rows per facet kind and the
+    seconds of the whole statement."""
+    if trend_settings.correction not in CORRECTIONS:
+        raise ConfigError(f"VECFLOW_TREND_CORRECTION: {trend_settings.correction!r} is not one of {list(CORRECTIONS)}")
     facets = facet_kinds(trend_settings, taxonomy)
-    key_dimensions = sorted({key for keys in facets for key in keys} - {"source"})
+    keys = sorted({key for facet in facets for key in facet} - {"source"})
+    multi_label = [key for key in keys if taxonomy.dimension(key).multi_label]
+    # the sets of multi-label keys facets combine (each is a pass of its own: see tag_trends.sql)
+    multi_key_sets = []
+    for facet in facets:
+        multi = [key for key in facet if key in multi_label]
+        if multi and multi not in multi_key_sets:
+            multi_key_sets.append(multi)
     started = time.perf_counter()
     warehouse.run(
         "tag_trends",
         names={
             "periods": list(trend_settings.periods),
             "facets": [list(f) for f in facets],
-            "key_dimensions": key_dimensions,
+            "key_dimensions": [key for key in keys if key not in multi_label],
+            "multi_label_keys": multi_label,
+            "multi_key_sets": multi_key_sets,
         },
         min_effect=trend_settings.min_effect,
         alpha=trend_settings.alpha,
+        correction=trend_settings.correction,
         z_interval=trend_settings.z_interval,
         min_coverage=trend_settings.min_coverage,
     )

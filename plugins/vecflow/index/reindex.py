@@ -18,8 +18,6 @@ import logging
 
 import pandas as pd
 
-from vecflow.config import ConfigError
-
 log = logging.getLogger(__name__)
 FIRST_DATE, LAST_DATE = dt.date(1, 1, 1), dt.date(9999, 12, 31)
 
@@ -30,16 +28,6 @@ class ReindexError(RuntimeError):
 
 class ModelSwitchError(RuntimeError):
     """The new model's indexes do not meet the switch gate; the serving model stays."""
-
-
-def model_card(settings, model_version: str) -> dict:
-    """The registry card of a model (ConfigError naming the registry when it is not there)."""
-    from vecflow_model.registry import ModelRegistryError, read_card
-
-    try:
-        return read_card(model_version, settings.embed.model_registry)[0]
-    except ModelRegistryError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def plan_reindex(
@@ -54,6 +42,7 @@ def plan_reindex(
     """Shards of every partition in the range that the serving model covers, to embed with
     `model_version`; at most `max_shards` in all (the shard size grows to fit)."""
     from vecflow.catalog import MANIFEST_COLUMNS
+    from vecflow.embed import model_card
     from vecflow.embed.plan import write_shards
     from vecflow.embed.staging import staging
 
@@ -106,10 +95,11 @@ def load_and_clean(settings, warehouse, model_version: str, run_id: str, shards:
     dimension, writes its vectors_clean rows, and checks that every planned image is either kept
     or rejected with a reason."""
     from vecflow.clean import validate_and_keep
+    from vecflow.embed import card_embedding_dim
     from vecflow.embed.load import load_shards
     from vecflow.embed.staging import staging
 
-    dim = int(model_card(settings, model_version)["embedding_dim"])
+    dim = card_embedding_dim(settings, model_version)
     by_date: dict[str, list[dict]] = {}
     for shard in shards:
         by_date.setdefault(shard["run_date"], []).append(shard)
