@@ -13,6 +13,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="vecflow-airflow-"))
+
+
+def _test_registry() -> Path:
+    """The shipped model, and "m1" (the model tests/warehouse_rows.row() names) as the shipped card
+    under that name, so the stages that read the serving model's card (its embedding_dim) find one."""
+    import json
+
+    shipped = REPO / "include" / "models" / "registry" / "garment-arcface-v1"
+    registry = Path(tempfile.mkdtemp(prefix="vecflow-registry-"))
+    (registry / shipped.name).symlink_to(shipped, target_is_directory=True)
+    card = json.loads((shipped / "card.json").read_text())
+    (registry / "m1").mkdir()
+    (registry / "m1" / card["weights_file"]).symlink_to(shipped / card["weights_file"])
+    (registry / "m1" / "card.json").write_text(json.dumps({**card, "model_version": "m1"}))
+    return registry
+
+
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),
@@ -23,6 +40,7 @@ os.environ.update(
         "VECFLOW_RETRY_DELAY_SECONDS": "1",
         "VECFLOW_DAILY_DEADLINE_MINUTES": "0",  # dag.test() cannot run a DAG with a deadline (alerts.deadline_alert)
         "VECFLOW_HOME": str(Path(tempfile.mkdtemp(prefix="vecflow-home-"))),
+        "VECFLOW_MODEL_REGISTRY": str(_test_registry()),
         # read once when gcsfs is imported: on, every bucket costs a 60 s gRPC probe of Google's endpoint
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
@@ -176,6 +194,8 @@ def warehouse(request, vecflow_home):
     """The same SQL files on both backends: DuckDB (transpiled) and BigQuery (the emulator)."""
     import uuid
 
+    from vecflow.tagging import publish_taxonomy
+    from vecflow.taxonomy import load_taxonomy
     from vecflow.warehouse import bootstrap, get_warehouse
 
     if request.param == "duckdb":
@@ -187,6 +207,7 @@ def warehouse(request, vecflow_home):
         wh = BigQueryWarehouse(client, dataset=f"t_{uuid.uuid4().hex[:10]}")
         client.create_dataset(wh.dataset)
     bootstrap(wh)
+    publish_taxonomy(wh, load_taxonomy())  # what loading a shard does first
     return wh
 
 

@@ -374,7 +374,9 @@ def test_index_build_pods_are_sized_from_their_windows(monkeypatch):
     monkeypatch.setenv("VECFLOW_K8S_INDEX_IMAGE", "registry.example/vecflow-airflow:1.0")
     assert index_pod_memory(0, 256) == "1Gi"
     assert index_pod_memory(10_000_000, 256) == "68Gi"  # 28 bytes per float held (66.8 GiB), and 1 GiB
-    small, large = (index_pod_plan(settings(), dt.date(2026, 3, 2), "scheduled__x", 1, n) for n in (1000, 10**7))
+    small, large = (index_pod_plan(dt.date(2026, 3, 2), "scheduled__x", 1, n, 256) for n in (1000, 10**7))
+    # a brought model's vectors (its card's embedding_dim) size the pod: 384-d needs half as much again
+    assert index_pod_plan(dt.date(2026, 3, 2), "scheduled__x", 1, 10**7, 384)["memory"] == "102Gi"
     assert small["arguments"] == ["--date", "2026-03-02", "--run-id", "scheduled__x", "--group", "1"]
     op = index_pod_partial()
     for plan, memory in ((small, "2Gi"), (large, "68Gi")):

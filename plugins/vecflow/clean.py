@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-EXPECTED_DIM = 256
 MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or a zero vector
 MAX_NORM = 1.5
 
@@ -47,9 +46,13 @@ def validate_and_keep(
     )
 
 
-def clean_partition(settings, warehouse, run_date: dt.date, run_id: str, expected_dim: int = EXPECTED_DIM) -> dict:
-    """Runs the clean stage's SQL for one partition; returns what it kept and dropped."""
+def clean_partition(settings, warehouse, run_date: dt.date, run_id: str) -> dict:
+    """Runs the clean stage's SQL for one partition; returns what it kept and dropped. A vector whose
+    length is not the serving model card's embedding_dim is a wrong_dim reject naming both."""
+    from vecflow.embed import card_embedding_dim
+
     model_version = settings.model_version
+    expected_dim = card_embedding_dim(settings, model_version)
 
     def deduplicate() -> None:
         warehouse.run(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vecflow.clean import EXPECTED_DIM, MAX_NORM, MIN_NORM
+from vecflow.clean import MAX_NORM, MIN_NORM
 
 SUITES = ("vector_log", "vectors_clean", "funnel")
 DOCS_SITE = "vecflow"
@@ -44,7 +44,7 @@ def vector_log_suite(
     vectors: pd.DataFrame,
     catalog_rows: int,
     embed_rejects: int,
-    expected_dim: int = EXPECTED_DIM,
+    expected_dim: int,
     max_bad_share: float = 0.01,
 ) -> SuiteInput:
     """`vectors`: image_id, content_md5, dim, embedding_length and embedding_norm of the day's vectors (a
@@ -248,18 +248,23 @@ def check_partition(
     run_date: dt.date,
     suites=SUITES,
     docs_dir: Path | None = None,
-    expected_dim: int = EXPECTED_DIM,
 ) -> dict:
-    """Runs the named suites on the partition of `run_date` for the serving model, builds their Data Docs
-    (default settings.paths.reports_dir / "gx") and returns run_suites' summary; raises DataQualityError
-    naming every failed expectation when a suite fails."""
+    """Runs the named suites on the partition of `run_date` for the serving model (its vectors of the
+    length its card declares), builds their Data Docs (default settings.paths.reports_dir / "gx") and
+    returns run_suites' summary; raises DataQualityError naming every failed expectation when a suite fails."""
     unknown = set(suites) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown quality suite(s) {sorted(unknown)}; known: {list(SUITES)}")
+    from vecflow.embed import card_embedding_dim
+
     model_version = settings.model_version
     readers = {
         "vector_log": lambda: read_vector_log(
-            warehouse, run_date, model_version, expected_dim, settings.quality.max_bad_vector_share
+            warehouse,
+            run_date,
+            model_version,
+            card_embedding_dim(settings, model_version),
+            settings.quality.max_bad_vector_share,
         ),
         "vectors_clean": lambda: read_vectors_clean(warehouse, run_date, model_version),
         "funnel": lambda: read_funnel(warehouse, run_date),

@@ -162,12 +162,15 @@ def build_indexes(s: Settings, warehouse, run_date: dt.date, run_id: str, group:
 
 
 def plan_index_pods(s: Settings, warehouse, run_date: dt.date, run_id: str) -> list[dict]:
-    """One index-build pod per build group, its memory sized from the group's window vectors."""
+    """One index-build pod per build group, its memory sized from the group's window vectors and the
+    serving model card's embedding_dim."""
+    from vecflow.embed import card_embedding_dim
     from vecflow.embed.pods import index_pod_plan
     from vecflow.index.build import group_window_vectors
 
+    dim = card_embedding_dim(s)
     return [
-        index_pod_plan(s, run_date, run_id, group, vectors)
+        index_pod_plan(run_date, run_id, group, vectors, dim)
         for group, vectors in group_window_vectors(s, warehouse, run_date).items()
     ]
 

@@ -97,14 +97,13 @@ def index_pod_memory(vectors: int, dim: int) -> str:
     return f"{-(-need // (1 << 30))}Gi"
 
 
-def index_pod_plan(s, run_date: dt.date, run_id: str, group: int, vectors: int) -> dict:
-    """What one group's build pod runs (`vecflow.cli build-indexes`) and the memory it requests;
-    plain JSON (an XCom), turned into pod arguments by index_pod_kwargs."""
-    from vecflow.clean import EXPECTED_DIM
-
+def index_pod_plan(run_date: dt.date, run_id: str, group: int, vectors: int, dim: int) -> dict:
+    """What one group's build pod runs (`vecflow.cli build-indexes`) and the memory it requests for
+    `vectors` vectors of `dim` floats (the serving model card's embedding_dim); plain JSON (an XCom),
+    turned into pod arguments by index_pod_kwargs."""
     return {
         "arguments": ["--date", run_date.isoformat(), "--run-id", run_id, "--group", str(group)],
-        "memory": index_pod_memory(vectors, EXPECTED_DIM),
+        "memory": index_pod_memory(vectors, dim),
         "vectors": vectors,
     }
 
