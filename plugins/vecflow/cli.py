@@ -113,6 +113,31 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tags_train(args: argparse.Namespace) -> int:
+    """Trains the `head` dimensions' heads on labels and the stored vectors; exit 1 when none could be."""
+    from vecflow.heads import read_labels, tag_table, train_heads
+    from vecflow.taxonomy import load_taxonomy
+
+    s = settings()
+    warehouse = _warehouse(s)
+    labels = read_labels(s, warehouse, args.labels)
+    head_set, report = train_heads(s, warehouse, labels, load_taxonomy(), args.model_version)
+    print(f"labels {report['labels']}: {report['label_rows']} rows, {report['accepted']} accepted")
+    for reason, count in sorted(report["reject_counts"].items()):
+        print(f"  rejected {reason}: {count}")
+    table = tag_table(report)
+    if len(table):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for dimension, why in report["untrained"].items():
+        print(f"no head for {dimension}: {why}")
+    if head_set is None:
+        raise CommandError(f"tags train: no head could be trained for model {report['model_version']}")
+    published = int(table["published"].sum())
+    print(f"head set {head_set.version} ({published} of {len(table)} tags published) written to {head_set.path}")
+    print(f"rejected label rows: {head_set.path / 'rejects.csv'}")
+    return 0
+
+
 def parse_date(value: str) -> dt.date:
     """An argparse type: a YYYY-MM-DD date."""
     try:
@@ -196,6 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--date", type=parse_date, required=True, help="the partition (listed_date), YYYY-MM-DD")
     importer.add_argument("--category-from-folder", action="store_true", help="each image's folder is its category")
     importer.add_argument("--source", default="import", help="the images' source (default: import)")
+    tags = sub.add_parser("tags", help="tags of the taxonomy's dimensions")
+    tags_sub = tags.add_subparsers(dest="tags_command", required=True)
+    trainer = tags_sub.add_parser("train", help="train the `head` dimensions' heads on labels and the stored vectors")
+    trainer.add_argument(
+        "--labels", required=True, help="labels (image_id, dimension, tag): a CSV or parquet file, or a warehouse table"
+    )
+    trainer.add_argument(
+        "--model-version", help="the model whose stored vectors to train on (default: the serving one)"
+    )
     migrator = sub.add_parser("migrate", help="bring the warehouse to this code's schema version (once per version)")
     migrator.add_argument("--force", action="store_true", help="run the DDL even if the version is recorded")
     alerts = sub.add_parser("alerts", help="on-call: act on open alert incidents")
@@ -206,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from vecflow.catalog import CatalogError
     from vecflow.config import ConfigError
+    from vecflow.heads import HeadError
     from vecflow.index.reindex import ModelSwitchError
     from vecflow.index.store import IndexIntegrityError
     from vecflow.index.window import IndexGateError
@@ -227,12 +262,13 @@ def main(argv: list[str] | None = None) -> int:
             "catalog": cmd_catalog_import,
             "migrate": cmd_migrate,
             "build-indexes": cmd_build_indexes,
+            "tags": cmd_tags_train,
         }
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except (ModelSwitchError, CatalogError, IndexGateError, demo.RunError, CommandError) as exc:
+    except (ModelSwitchError, CatalogError, IndexGateError, demo.RunError, CommandError, HeadError) as exc:
         log.error("%s", exc)
         return 1
     except (IndexIntegrityError, ModelRegistryError) as exc:  # nothing to roll back, a damaged index, a model
