@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from warehouse_rows import tag_partition, D1, D2, catalog, load, row, unit
+from warehouse_rows import D1, D2, analyses, catalog, load, row, tag_partition, unit
 
 from vecflow.clean import clean_partition
 from vecflow.config import ConfigError, settings
+from vecflow.demo.truth import adjusted_p_values
 from vecflow.funnel import record_sql_funnel, replace_rejects, replace_stage_funnel, stage_counts
 from vecflow.index.build import build_day_indexes
 from vecflow.tags import compute_trends
@@ -138,7 +140,7 @@ def test_an_image_listed_twice_in_a_run_keeps_its_latest_embedding(warehouse):
     load(warehouse, [row("x", D1, color="red", at="2026-05-01T00:00:00Z")], D1, shard_id=0)
     load(warehouse, [row("x", D1, color="blue", at="2026-05-01T00:05:00Z", shard_id=1)], D1, shard_id=1)
     clean_partition(settings(), warehouse, D1, "run-1")
-    assert warehouse.table("vectors_clean")["color"].tolist() == ["blue"]
+    assert warehouse.table("vectors_clean")["analyses"].tolist() == [analyses("blue", "solid", "dress")]
 
 
 def test_latest_attempt_and_latest_run_win(warehouse):
@@ -147,11 +149,11 @@ def test_latest_attempt_and_latest_run_win(warehouse):
     load(warehouse, [row("x", D1, attempt=2, color="blue")], D1, attempt=2)  # the same load retried
     assert len(warehouse.table("vector_log")) == 2
     clean_partition(settings(), warehouse, D1, "run-1")
-    assert warehouse.table("vectors_clean")["color"].tolist() == ["blue"]
+    assert warehouse.table("vectors_clean")["analyses"].tolist() == [analyses("blue", "solid", "dress")]
     load(warehouse, [row("x", D1, run_id="run-2", color="green", at="2026-05-02T00:00:00Z")], D1, run_id="run-2")
     clean_partition(settings(), warehouse, D1, "run-2")
     clean = warehouse.table("vectors_clean")
-    assert clean["color"].tolist() == ["green"] and clean["run_id"].tolist() == ["run-2"]
+    assert clean["analyses"].tolist() == [analyses("green", "solid", "dress")] and clean["run_id"].tolist() == ["run-2"]
 
 
 def test_clean_is_idempotent(warehouse):
@@ -168,32 +170,54 @@ def test_clean_is_idempotent(warehouse):
     assert snapshots[0] == snapshots[1]
 
 
-def test_image_tags_and_unknown_tags_become_rejects(warehouse):
+def test_every_dimension_is_tagged_in_long_form_and_unknown_values_are_rejects(warehouse):
+    """The shipped taxonomy's sources: catalog columns through synonyms (a misspelt brand, `Linen`),
+    multi-label occasions, fit's none tag for a bag, pixels from the job's measurements, style by
+    rules, and silhouette (a head) untagged while no head set is trained."""
+    brands = load_taxonomy().dimension("brand").tags
+    # a brand as a catalog misspells it, in capitals
+    brand, misspelt = next((k, n) for k, info in brands.items() for n in info["synonyms"] if "Studio" not in n)
+    attributes = [
+        json.dumps({"brand": misspelt.upper(), "material": "Flax", "occasions": "Work|party", "fit": "Skinny"}),
+        json.dumps({"brand": "Acme Corp", "material": "leather", "occasions": "beach|Disco"}),
+    ]
+    catalog(warehouse, D1, ["i1", "i2"], category=["Jackets", "bag"], attributes=attributes)
     load(
         warehouse,
         [
             row("i1", D1, color="red", pattern="striped", category="coat"),
-            row("i2", D1, color="mauve", pattern="solid", category="bag"),
+            row("i2", D1, color="grey", pattern="solid", category="bag"),
         ],
         D1,
     )
     clean_partition(settings(), warehouse, D1, "run-1")
-    tag_partition(warehouse, D1, "run-1", "m1")
+    stats = tag_partition(warehouse, D1, "run-1", "m1")
     tags = warehouse.table("image_tags")
     got = set(zip(tags["image_id"], tags["dimension"], tags["tag"], tags["tag_source"]))
-    assert got == {
-        ("i1", "category", "coat", "model"),
+    expected = {
+        ("i1", "category", "coat", "catalog"),
         ("i1", "color", "red", "pixels"),
         ("i1", "pattern", "striped", "pixels"),
-        ("i1", "style", "outerwear", "derived"),
-        ("i2", "category", "bag", "model"),
+        ("i1", "style", "outerwear", "rules"),
+        ("i1", "material", "linen", "catalog"),
+        ("i1", "occasion", "work", "catalog"),
+        ("i1", "occasion", "party", "catalog"),
+        ("i1", "fit", "slim", "catalog"),
+        ("i1", "brand", brand, "catalog"),
+        ("i2", "category", "bag", "catalog"),
+        ("i2", "color", "grey", "pixels"),
         ("i2", "pattern", "solid", "pixels"),
-        ("i2", "style", "accessory", "derived"),
+        ("i2", "style", "accessory", "rules"),
+        ("i2", "material", "leather", "catalog"),
+        ("i2", "occasion", "beach", "catalog"),
+        ("i2", "fit", "not_applicable", "catalog"),
     }
-    rejects = warehouse.table("rejects")
-    assert rejects[["image_id", "stage", "reason", "detail"]].values.tolist() == [
-        ["i2", "tags", "unknown_tag", "color=mauve"]
-    ]
+    assert got == expected
+    assert set(tags["taxonomy_version"]) == {load_taxonomy().version}
+    rejects = warehouse.table("rejects").sort_values("detail")
+    assert rejects[["image_id", "stage", "reason"]].values.tolist() == [["i2", "tags", "unknown_tag"]] * 2
+    assert any("'Acme Corp'" in d for d in rejects["detail"]) and any("'Disco'" in d for d in rejects["detail"])
+    assert stats["untagged"]["silhouette"] == 2
 
 
 def _trend_rows(warehouse, striped_by_day: dict, n: int = 40, occasions=None) -> None:
@@ -323,6 +347,9 @@ def test_benjamini_hochberg_finds_a_mover_bonferroni_does_not(warehouse):
         reference = _reference_adjusted(trends, correction)
         assert trends.loc[tested, "p_adjusted"].to_numpy() == pytest.approx(reference[tested].to_numpy())
         assert trends.loc[~tested, "p_adjusted"].isna().all()
+        # the demo oracle's own adjustment (it reports false movers under both corrections) agrees
+        oracle = adjusted_p_values(trends[tested], correction)
+        assert oracle.to_numpy() == pytest.approx(trends.loc[tested, "p_adjusted"].to_numpy())
         found[correction] = trends.set_index(["period_kind", "period", "facet", "dimension", "tag"]).sort_index()
     dress = ("quarter", "2026-Q2", "category=dress", "pattern", "striped")
     bh, bonferroni = found["bh"].loc[dress], found["bonferroni"].loc[dress]
@@ -423,7 +450,7 @@ def test_funnel_balances_and_catches_silent_loss(warehouse, vecflow_home):
     funnel = warehouse.table("funnel_metrics").set_index(["stage", "metric"])["value"].to_dict()
     assert funnel[("embed", "in")] == 5 and funnel[("embed", "dropped.corrupt")] == 1
     assert funnel[("validate", "dropped.zero_norm")] == 1 and funnel[("dedup", "dropped.md5")] == 1
-    assert funnel[("index", "out")] == 2 and funnel[("tags", "out")] == 8
+    assert funnel[("index", "out")] == 2 and funnel[("tags", "out")] == 2  # images tagged
 
     # a stage that loses a row without recording why
     delete_rows(warehouse, "vectors_clean", "ok")

@@ -16,10 +16,11 @@ import pandas as pd
 from vecflow.resources import REPORT_TEMPLATES_DIR
 from vecflow.summary import published_indexes
 from vecflow.taxonomy import load_taxonomy
-from vecflow.trend_charts import tag_colors
+from vecflow.trend_charts import TOP_TAGS, folded_shares, tag_colors
 
 MOVERS_PER_FACET = 4  # movers listed per facet and period kind in the run report
 FACETS_SHOWN = 6  # facets with movers listed per period kind (the rest: the view v_trend_movers)
+OTHER_GREY = "#bfbfbf"  # the folded "other" tags of a share chart
 STAGE_ORDER = ["catalog", "delisted", "embed", "validate", "dedup", "tags", "index", "search"]
 STAGE_RULE = "in = out + dropped"  # funnel_balance.sql's rows per stage and category (the others are links)
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(REPORT_TEMPLATES_DIR)), autoescape=True)
@@ -53,9 +54,10 @@ def _funnel(frame: pd.DataFrame) -> list[dict]:
     return stages
 
 
-def _tag_shares(trends: pd.DataFrame) -> list[dict]:
+def _tag_shares(trends: pd.DataFrame, movers: pd.DataFrame) -> list[dict]:
     """The whole catalog's shares per period kind and dimension: stacked bar segments per period and a
-    donut of the latest period."""
+    donut of the latest period; each dimension's movers and largest tags by name, the rest as one
+    "other" segment (trend_charts.folded_shares)."""
     palette = [
         "#4e79a7",
         "#f28e2b",
@@ -74,29 +76,39 @@ def _tag_shares(trends: pd.DataFrame) -> list[dict]:
     charts = []
     catalog = trends[trends["facet"] == ""]
     for (kind, dimension), rows in catalog.groupby(["period_kind", "dimension"]):
-        tags = sorted(rows["tag"].unique())
+        mine = (
+            movers[(movers["period_kind"] == kind) & (movers["facet"] == "") & (movers["dimension"] == dimension)]
+            if len(movers)
+            else None
+        )
+        shares = folded_shares(rows, mine)
+        tags = list(shares.columns)
         color = {
             tag: "#" + "".join(f"{round(255 * c):02x}" for c in known[(dimension, tag)])
             if (dimension, tag) in known
             else palette[i % len(palette)]
-            for i, tag in enumerate(tags)
+            for i, tag in enumerate(tags[:TOP_TAGS])
         }
+        color.update({tag: OTHER_GREY for tag in tags[TOP_TAGS:]})  # the folded others
+        partial = set(rows.loc[rows["partial"].fillna(False).astype(bool), "period"])
         periods = [
             {
-                "period": period + ("*" if group["partial"].astype(bool).any() else ""),
+                "period": period + ("*" if period in partial else ""),
                 "segments": [
-                    {"tag": r.tag, "pct": 100 * float(r.share), "color": color[r.tag]}
-                    for r in group.sort_values("tag").itertuples()
-                    if r.share > 0
+                    {"tag": tag, "pct": 100 * float(share), "color": color[tag]}
+                    for tag, share in shares.loc[period].items()
+                    if share > 0
                 ],
             }
-            for period, group in rows.groupby("period")
+            for period in shares.index
         ]
-        # the latest period as a donut: a conic gradient of the same segments
+        # the latest period as a donut: a conic gradient of the same segments (a multi-label dimension's
+        # shares can sum past 100%: the donut shows their proportions)
         stops, start = [], 0.0
+        scale = 100 / max(100.0, sum(segment["pct"] for segment in periods[-1]["segments"]))
         for segment in periods[-1]["segments"]:
-            stops.append(f"{segment['color']} {start:.2f}% {start + segment['pct']:.2f}%")
-            start += segment["pct"]
+            stops.append(f"{segment['color']} {start:.2f}% {start + scale * segment['pct']:.2f}%")
+            start += scale * segment["pct"]
         charts.append(
             {
                 "period_kind": kind,
@@ -153,7 +165,11 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
         lifecycle=warehouse.query("select_lifecycle_report", run_date=run_date).to_dict("records"),
         movers=movers_by_facet,
         facets_left_out=facets_left_out,
-        tag_shares=_tag_shares(trends),
+        tag_shares=_tag_shares(trends, movers),
+        correction={
+            "bh": f"Benjamini-Hochberg correction (false discovery rate {settings.trends.alpha})",
+            "bonferroni": f"Bonferroni correction (family-wise error rate {settings.trends.alpha})",
+        }[settings.trends.correction],
         indexes=[{"category": category, **index} for category, index in published.items()],
         quality=quality,
         gx_docs="../gx/index.html" if gx_index.exists() else None,

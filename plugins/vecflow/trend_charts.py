@@ -1,7 +1,8 @@
 """Share charts of tag_trends (PNG, matplotlib): per facet and period kind, one row per dimension with
 its tags' shares as stacked bars over the periods (a band that grows is a rising tag) and a donut of
 the latest period (the pie analysts ask for); and reports/trends/index.html, the page that shows
-them with each facet's movers."""
+them with each facet's top movers. A dimension shows its movers and its largest tags, at most
+TOP_TAGS, and the rest summed into one "other" band, so a dimension of 300 brands stays readable."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 MAX_FACET_CHARTS = 8  # the whole catalog and the facets with most movers in the latest period
+TOP_TAGS = 10  # tags of a dimension drawn by name; the others are one "other" band
+TOP_MOVERS = 12  # movers listed per facet on the trends page (all of them: the view v_trend_movers)
+OTHER_COLOR = (0.75, 0.75, 0.75)
 
 
 def facet_file_name(facet: str) -> str:
@@ -28,8 +32,33 @@ def tag_colors(taxonomy) -> dict[tuple[str, str], tuple[float, float, float]]:
     }
 
 
-def share_chart(rows: pd.DataFrame, title: str, path: Path, known_colors: dict | None = None) -> Path:
-    """`rows`: tag_trends rows of one facet and period kind; `known_colors`: see tag_colors."""
+def shown_tags(rows: pd.DataFrame, movers: pd.DataFrame | None = None, top: int = TOP_TAGS) -> list[str]:
+    """The tags of one dimension drawn by name, within one facet and period kind: its `movers` (by
+    mover_rank) first, then the largest by share summed over the periods (ties by name), at most `top`."""
+    first = [] if movers is None or movers.empty else movers.sort_values("mover_rank")["tag"].tolist()
+    total = rows.groupby("tag")["share"].sum()
+    by_share = sorted(total.index, key=lambda tag: (-total[tag], tag))
+    return list(dict.fromkeys([*first, *by_share]))[:top]
+
+
+def folded_shares(rows: pd.DataFrame, movers: pd.DataFrame | None = None, top: int = TOP_TAGS) -> pd.DataFrame:
+    """period x tag shares of one dimension (rows: its tag_trends rows in one facet and period kind):
+    the shown tags (shown_tags) in their order, then the others summed into one column named
+    'other (N tags)' where there are any. A multi-label dimension's shares are per image: they (and
+    so a period's bands) can sum past 1."""
+    shares = rows.pivot_table(index="period", columns="tag", values="share", aggfunc="sum").fillna(0.0).sort_index()
+    shown = shown_tags(rows, movers, top)
+    rest = [tag for tag in shares.columns if tag not in shown]
+    folded = shares[shown]
+    if rest:
+        folded = folded.assign(**{f"other ({len(rest)} tags)": shares[rest].sum(axis=1)})
+    return folded
+
+
+def share_figure(rows: pd.DataFrame, title: str, known_colors: dict | None = None, movers=None, top: int = TOP_TAGS):
+    """The figure of share_chart: per dimension of `rows` (tag_trends rows of one facet and period
+    kind), a series per shown tag and one for the others (folded_shares); `movers`: the facet's
+    movers in the latest period (trend_movers.sql), drawn by name whatever their share."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,21 +71,21 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path, known_colors: dict |
     palette = plt.get_cmap("tab20").colors
     known_colors = known_colors or {}
     for (bars, donut), dim in zip(axes, dimensions):
-        shares = (
-            rows[rows["dimension"] == dim]
-            .pivot_table(index="period", columns="tag", values="share", aggfunc="sum")
-            .fillna(0.0)
-            .sort_index()
-        )
+        mine = None if movers is None or movers.empty else movers[movers["dimension"] == dim]
+        shares = folded_shares(rows[rows["dimension"] == dim], mine, top)
         partial = set(rows.loc[rows["partial"].fillna(False).astype(bool), "period"])
         labels = [f"{p}*" if p in partial else p for p in shares.index]
-        colors = [known_colors.get((dim, tag), palette[i % len(palette)]) for i, tag in enumerate(shares.columns)]
+        # columns past `top` can only be the folded others
+        colors = [
+            known_colors.get((dim, tag), palette[i % len(palette)]) if i < top else OTHER_COLOR
+            for i, tag in enumerate(shares.columns)
+        ]
         bottom = pd.Series(0.0, index=shares.index)
         for tag, color in zip(shares.columns, colors):
             bars.bar(labels, shares[tag], bottom=bottom, label=tag, color=color, edgecolor="white", linewidth=0.5)
             bottom += shares[tag]
         bars.set_title(f"{dim}: share by period (* partial)", fontsize=9)
-        bars.set_ylim(0, 1)
+        bars.set_ylim(0, max(1.0, float(bottom.max())))
         bars.tick_params(axis="x", labelsize=7, rotation=30)
         latest = shares.iloc[-1]
         donut.pie(
@@ -72,6 +101,16 @@ def share_chart(rows: pd.DataFrame, title: str, path: Path, known_colors: dict |
         bars.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+def share_chart(
+    rows: pd.DataFrame, title: str, path: Path, known_colors: dict | None = None, movers=None, top: int = TOP_TAGS
+) -> Path:
+    """share_figure written to `path` (PNG); `known_colors`: see tag_colors."""
+    import matplotlib.pyplot as plt
+
+    fig = share_figure(rows, title, known_colors, movers, top)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -101,12 +140,23 @@ def facet_share_charts(
             if rows.empty:
                 continue
             name = facet or "whole catalog"
+            mine = movers[(movers["period_kind"] == kind) & (movers["facet"] == facet)].sort_values("mover_rank")
             path = share_chart(
-                rows, f"{name}: tag shares by {kind}", charts_dir / kind / f"{facet_file_name(facet)}.png", known_colors
+                rows,
+                f"{name}: tag shares by {kind}",
+                charts_dir / kind / f"{facet_file_name(facet)}.png",
+                known_colors,
+                mine,
             )
             paths.append(str(path))
-            mine = movers[(movers["period_kind"] == kind) & (movers["facet"] == facet)].sort_values("mover_rank")
-            charted.append({"name": name, "chart": f"{kind}/{path.name}", "movers": mine.to_dict("records")})
+            charted.append(
+                {
+                    "name": name,
+                    "chart": f"{kind}/{path.name}",
+                    "movers": mine.head(TOP_MOVERS).to_dict("records"),
+                    "more": max(0, len(mine) - TOP_MOVERS),
+                }
+            )
         of_kind_movers = movers[movers["period_kind"] == kind]
         sections.append(
             {
@@ -123,7 +173,9 @@ def facet_share_charts(
             kinds=list(trend_settings.periods),
             min_effect=trend_settings.min_effect,
             alpha=trend_settings.alpha,
+            correction=trend_settings.correction,
             confidence=round(100 * (1 - trend_settings.alpha)),
+            top_tags=TOP_TAGS,
         )
     )
     return paths

@@ -21,9 +21,11 @@ PERIOD_OFFSETS = {"month": pd.DateOffset(months=1), "quarter": pd.DateOffset(mon
 def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     """What the generator planned, in the facets and periods tag_trends holds: per period, facet,
     dimension and tag, the mean over the facet's unique images of each image's planned probability of
-    the tag (its day's planned shares in its group: within a planted category or source, or the rest).
-    Facets are the images' true category and source."""
-    from vecflow.demo.catalog.spec import GENERATED_DIMENSIONS, daily_shares, parse_trend_spec, within_groups
+    the tag (its day's planned shares in its group: within a planted category or source, or the rest;
+    a multi-label tag's share is the share of images carrying it). Facets are the images' true category
+    and source."""
+    from vecflow.demo.catalog.spec import parse_trend_spec, planned_probabilities
+    from vecflow.demo.catalog.world import derived_dimensions
     from vecflow.search.queries import facet_label
     from vecflow.taxonomy import load_taxonomy
 
@@ -33,26 +35,14 @@ def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     images = pd.read_parquet(truth_dir / "images.parquet")
     images = images[images["kind"] == "original"].reset_index(drop=True)
     day = (pd.to_datetime(images["listed_date"]) - pd.Timestamp(params["start_date"])).dt.days.to_numpy()
-    probabilities = {}
-    for dim in GENERATED_DIMENSIONS:
-        key, values = within_groups(spec, dim)
-        matrix = None
-        for value in [*values, None]:
-            tags, shares = daily_shares(spec, taxonomy, dim, params["days"], (key, value) if value else None)
-            member = (images[key] == value) if value else ~images[key].isin(values) if key else True
-            rows = pd.DataFrame(shares[day], columns=tags).where(pd.Series(member, index=images.index), axis=0)
-            matrix = rows if matrix is None else matrix.fillna(rows)
-        probabilities[dim] = matrix
-    style = taxonomy.style_of_category()
-    probabilities["style"] = (
-        probabilities["category"].T.groupby(style).sum().T.reindex(columns=taxonomy.tags("style"), fill_value=0.0)
-    )
+    probabilities = planned_probabilities(spec, taxonomy, images, day, params["days"])
     frames = []
     for (kind, keys), _ in trends.groupby(["period_kind", "facet_keys"]):
         keys = [k for k in keys.split(",") if k]
         start = pd.to_datetime(images["listed_date"]).dt.to_period("M" if kind == "month" else "Q").dt.start_time
         facet = images[keys].apply(lambda r: facet_label(r.to_dict()), axis=1) if keys else ""
-        derived = {"style"} if "category" in keys else set()
+        # a dimension that follows from a facet key is constant within the facet
+        derived = {dim for dim, (base, _) in derived_dimensions(taxonomy).items() if base in keys}
         for dim, matrix in probabilities.items():
             if dim in keys or dim in derived:
                 continue
@@ -86,7 +76,8 @@ def _comparisons(truth_dir: Path, trends: pd.DataFrame, alpha: float) -> pd.Data
     pooled = (rows["expected_share"] + rows["expected_previous"]) / 2
     se = (pooled * (1 - pooled) * (1 / rows["dimension_total"] + 1 / rows["previous_total"])) ** 0.5
     rows["expected_z"] = (rows["expected_change"].abs() / se).fillna(0.0)
-    # the z the corrected two-sided test needs, as tag_trends.sql decides: p x tests < alpha
+    # the z a Bonferroni-corrected two-sided test needs (p x tests < alpha): Benjamini-Hochberg rejects
+    # whatever Bonferroni rejects, so a comparison powered for one is powered for both
     rows["critical_z"] = [NormalDist().inv_cdf(1 - alpha / 2 / max(int(n), 1)) for n in rows["tests_in_period"]]
     return rows
 
@@ -103,12 +94,76 @@ def _planted_outcome(found: pd.Series, required: pd.Series, expected: str) -> bo
     return True if (found == expected).any() else None
 
 
+def adjusted_p_values(rows: pd.DataFrame, correction: str) -> pd.Series:
+    """The corrected p-values of tested comparisons (p_value, tests_in_period), as tag_trends.sql
+    computes them for `correction` (bh or bonferroni) within each period kind and period."""
+    family = [rows["period_kind"], rows["period_start"]]
+    if correction == "bonferroni":
+        return (rows["p_value"] * rows["tests_in_period"]).clip(upper=1.0)
+    if correction != "bh":
+        raise ValueError(f"unknown correction {correction!r}")
+    step_up = rows["p_value"] * rows["tests_in_period"] / rows["p_value"].groupby(family).rank(method="max")
+    # the smallest step-up value among the tests with a p-value at least as large
+    descending = rows.assign(step_up=step_up).sort_values("p_value", ascending=False, kind="stable")
+    running = descending.groupby(["period_kind", "period_start"])["step_up"].cummin()
+    return running.reindex(rows.index).clip(upper=1.0)
+
+
+def _directions(rows: pd.DataFrame, p_adjusted: pd.Series, trend_settings) -> pd.Series:
+    """tag_trends.sql's rule for a tested comparison: rising/falling/flat."""
+    significant = p_adjusted < trend_settings.alpha
+    rising = significant & (rows["share_change"] >= trend_settings.min_effect)
+    falling = significant & (rows["share_change"] <= -trend_settings.min_effect)
+    return pd.Series("flat", index=rows.index).mask(rising, "rising").mask(falling, "falling")
+
+
+def _false_movers(rows: pd.DataFrame, directions: pd.Series, min_effect: float) -> pd.DataFrame:
+    """Movers whose planned change is under half the minimum effect or of the other sign."""
+    movers = rows[directions.isin(["rising", "falling"])]
+    sign = (directions[movers.index] == "rising").astype(float) * 2 - 1
+    return movers[(movers["expected_change"].abs() < min_effect / 2) | (sign * movers["expected_change"] < 0)]
+
+
+def _by_correction(rows: pd.DataFrame, params: dict, trend_settings) -> dict:
+    """Per correction: movers, false movers, and planted trends seen (called in their direction in at
+    least one period), as if that correction had been configured. The p-values are adjusted here from
+    tag_trends' p_value rather than by running the SQL twice: the z-tests are the same, only the
+    adjustment differs, and tag_trends stays the configured run's. The configured correction's
+    adjustment is compared with tag_trends' p_adjusted (a check of the SQL on the demo's data)."""
+    from vecflow.search.queries import facet_label
+    from vecflow.tags import CORRECTIONS
+
+    tested = rows[rows["p_value"].notna()]
+    out = {}
+    for correction in CORRECTIONS:
+        adjusted = adjusted_p_values(tested, correction)
+        directions = _directions(tested, adjusted, trend_settings)
+        found = 0
+        for planted in params["spec"]["trends"]:
+            expected = "rising" if planted["to_share"] > planted["from_share"] else "falling"
+            mine = (
+                (tested["facet"] == facet_label(planted.get("within") or {}))
+                & (tested["dimension"] == planted["dimension"])
+                & (tested["tag"] == planted["tag"])
+            )
+            found += bool((directions[mine] == expected).any())
+        out[correction] = {
+            "movers": int(directions.isin(["rising", "falling"]).sum()),
+            "false_movers": int(len(_false_movers(tested, directions, trend_settings.min_effect))),
+            "planted_seen": f"{found} of {len(params['spec']['trends'])}",
+        }
+        if correction == trend_settings.correction:
+            out[correction]["max_difference_from_sql"] = float((adjusted - tested["p_adjusted"]).abs().max())
+    return out
+
+
 def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, trend_settings) -> dict:
     """Each planted trend (in its facet) against tag_trends, every period kind; and the false movers:
     tags called rising or falling in any facet whose planned change is under half the minimum effect or
     of the other sign. A planted trend is found when every comparison with the power to see it (planned
     change of at least the minimum effect, planned z a unit above the critical one) has its direction;
-    the others are shown as underpowered."""
+    the others are shown as underpowered. `by_correction`: the movers and false movers under each
+    multiple-testing correction (VECFLOW_TREND_CORRECTION)."""
     params = json.loads((truth_dir / "params.json").read_text())
     from vecflow.search.queries import facet_label
 
@@ -141,12 +196,13 @@ def planted_trend_check(truth_dir: Path, trends: pd.DataFrame, trend_settings) -
             }
         )
     movers = rows[rows["direction"].isin(["rising", "falling"])]
-    sign = (movers["direction"] == "rising").astype(float) * 2 - 1
-    false = movers[(movers["expected_change"].abs() < min_effect / 2) | (sign * movers["expected_change"] < 0)]
+    false = _false_movers(rows, rows["direction"], min_effect)
     return {
         "planted": checks,
         "movers": int(len(movers)),
         "comparisons": int(len(rows)),
+        "correction": trend_settings.correction,
+        "by_correction": _by_correction(rows, params, trend_settings),
         "false_movers": [
             {
                 "period": r.period,
@@ -241,7 +297,7 @@ def format_summary(summary: dict) -> str:
             continue
         lines.append(
             f"  trend movers, {of_kind[0]['period']} vs the {kind} before ({len(of_kind)} in "
-            f"{len({m['facet'] for m in of_kind})} facets; change [interval], Bonferroni p):"
+            f"{len({m['facet'] for m in of_kind})} facets; change [interval], corrected p):"
         )
         lines += [
             f"    {m['facet'] or '(catalog)':30s} {m['direction']:8s} {m['dimension']}={m['tag']}: "
@@ -270,6 +326,14 @@ def format_summary(summary: dict) -> str:
             f"{m['change']:+.3f} (planned {m['planned_change']:+.3f}, p_adj {m['p_adjusted']:.2g})"
             for m in trends["false_movers"]
         ]
+        lines.append(
+            "  by correction         "
+            + "; ".join(
+                f"{name}{' (configured)' if name == trends['correction'] else ''}: {c['false_movers']} false of "
+                f"{c['movers']} movers, planted seen {c['planted_seen']}"
+                for name, c in trends["by_correction"].items()
+            )
+        )
     if "search" in summary:
         search = summary["search"]
         found = [
