@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_index import DAYS, clustered, index_env  # noqa: F401  (a fixture)
-from warehouse_rows import catalog, load, row
+from warehouse_rows import tag_partition, catalog, load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
@@ -20,7 +20,7 @@ from vecflow.index.search import SearchError, SearchFilter, Window, load_library
 from vecflow.index.store import index_store
 from vecflow.index.window import build_and_publish, load_published
 from vecflow.lifecycle import apply_delist_feed
-from vecflow.tags import compute_trends, tag_partition
+from vecflow.tags import compute_trends
 from vecflow.taxonomy import load_taxonomy
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from warehouse_rows import D1, D2, catalog, load, row, unit
+from warehouse_rows import tag_partition, D1, D2, catalog, load, row, unit
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
 from vecflow.funnel import record_sql_funnel, replace_rejects, replace_stage_funnel, stage_counts
 from vecflow.index.build import build_day_indexes
 from vecflow.quality import SUITES, DataQualityError, check_partition
-from vecflow.tags import tag_partition
 
 CLEAN_KEY_COLUMNS = ["image_id", "listed_date", "category", "model_version", "run_id"]
 NO_REJECTS = pd.DataFrame(columns=["reason", "category"])

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 import pytest
-from warehouse_rows import D1, D2, catalog, load, row
+from warehouse_rows import tag_partition, D1, D2, catalog, load, row
 
 from vecflow.clean import clean_partition
 from vecflow.config import ConfigError, settings
@@ -25,7 +25,7 @@ from vecflow.search.sink import (
     trend_document,
 )
 from vecflow.summary import search_check
-from vecflow.tags import compute_trends, tag_partition
+from vecflow.tags import compute_trends
 from vecflow.taxonomy import load_taxonomy
 
 DIMENSIONS = load_taxonomy().dimensions

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import colorsys
 import datetime as dt
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vecflow.embed.load import VECTOR_COLUMNS, append_vectors
+from vecflow.embed.load import LOG_COLUMNS, append_vectors
 from vecflow_model.contract import vector_checks
 
 D1, D2 = dt.date(2026, 3, 30), dt.date(2026, 4, 2)  # two quarters
@@ -74,6 +76,31 @@ def unit(seed: int, dim: int = 256) -> list[float]:
     return (v / np.linalg.norm(v)).tolist()
 
 
+def analyses(color: str | None, pattern: str | None, category: str | None = None) -> str:
+    """What the embedding job measures of a garment of the shipped palette's `color` with `pattern`
+    (and the model's class): the analyses the tagging step maps back to those tags."""
+    from vecflow.taxonomy import load_taxonomy
+    from vecflow_model.pixel_tags import PATTERN_LAYOUTS, PATTERN_PERIODS
+
+    taxonomy = load_taxonomy()
+    out: dict = {}
+    if color is not None:
+        r, g, b = (c / 255 for c in taxonomy.tag_info("color", color)["rgb"])
+        h, s, v = colorsys.rgb_to_hsv(r, g, b)
+        out["colour"] = {"hue": h, "saturation": s, "value": v, "warmth": r - b}
+    if pattern is not None:
+        info = taxonomy.tag_info("pattern", pattern)
+        marked = f"{info['layout']}_{info['period_px']}" if "layout" in info else None
+        out["pattern"] = {
+            f"{layout}_{p}": 120.0 if f"{layout}_{p}" == marked else 8.0
+            for layout in PATTERN_LAYOUTS
+            for p in PATTERN_PERIODS
+        }
+    if category is not None:
+        out["model"] = {"category": category, "confidence": 0.95}
+    return json.dumps(out)
+
+
 def row(
     image_id,
     day,
@@ -104,16 +131,12 @@ def row(
         "listed_date": day,
         "catalog_category": category,
         "category": category,
-        "category_confidence": 0.95,
         "model_version": model_version,
         "dim": len(embedding),
         "embedding": embedding,
         "embedding_norm": float(norm),
         "embedding_finite": bool(finite),
-        "color": color,
-        "color_confidence": 0.9,
-        "pattern": pattern,
-        "pattern_confidence": 0.8,
+        "analyses": analyses(color, pattern, category),
         "run_id": run_id,
         "shard_id": shard_id,
         "attempt": attempt,
@@ -123,8 +146,17 @@ def row(
 
 
 def load(warehouse, rows, day, run_id="run-1", shard_id=0, attempt=1):
-    table = pa.Table.from_pandas(pd.DataFrame(rows)[VECTOR_COLUMNS], preserve_index=False)
+    table = pa.Table.from_pandas(pd.DataFrame(rows)[LOG_COLUMNS], preserve_index=False)
     append_vectors(warehouse, table, day, run_id, shard_id, attempt)
+
+
+def tag_partition(warehouse, run_date, run_id, model_version):
+    """The daily tagging step with the configured taxonomy."""
+    from vecflow.config import settings
+    from vecflow.tagging import tag_partition as tag
+    from vecflow.taxonomy import load_taxonomy
+
+    return tag(settings(), warehouse, load_taxonomy(), run_date, run_id, model_version)
 
 
 def catalog(warehouse, day, ids, category="dress", attributes=None, uris=None):

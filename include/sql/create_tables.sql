@@ -19,17 +19,13 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.vector_log (
   source STRING,
   listed_date DATE NOT NULL,
   catalog_category STRING,
-  category STRING,
-  category_confidence FLOAT64,
+  category STRING,  -- the category tag (the index partition), resolved when the shard is loaded
   model_version STRING,
   dim INT64,
   embedding ARRAY<FLOAT64>,
   embedding_norm FLOAT64,  -- L2 norm and finiteness from the embedding job: validation reads these
   embedding_finite BOOL,
-  color STRING,
-  color_confidence FLOAT64,
-  pattern STRING,
-  pattern_confidence FLOAT64,
+  analyses STRING,  -- the job's pixel analyses and model head class, JSON keyed by analyser (vecflow.tagging)
   run_id STRING NOT NULL,
   shard_id INT64 NOT NULL,
   attempt INT64 NOT NULL,
@@ -66,12 +62,8 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.vectors_clean (
   listed_date DATE NOT NULL,
   catalog_category STRING,
   category STRING NOT NULL,
-  category_confidence FLOAT64,
   model_version STRING NOT NULL,
-  color STRING,
-  color_confidence FLOAT64,
-  pattern STRING,
-  pattern_confidence FLOAT64,
+  analyses STRING,  -- as vector_log.analyses: what the tagging step reads, with attributes
   attributes STRING,  -- the catalog row's attributes (JSON), as catalog.attributes
   run_id STRING,
   vector_run_id STRING,
@@ -87,7 +79,23 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags (
   confidence FLOAT64,
   tag_source STRING NOT NULL,
   run_id STRING,
-  source STRING  -- the image's catalog source, a facet of tag_trends
+  source STRING,  -- the image's catalog source, a facet of tag_trends
+  taxonomy_version STRING,  -- the taxonomy file's content hash and the head set the tags come from
+  head_version STRING
+) PARTITION BY listed_date CLUSTER BY dimension, tag;
+
+-- A retag's tags of every partition, beside image_tags until its gate holds and the switch copies them.
+CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags_candidate (
+  image_id STRING NOT NULL,
+  listed_date DATE NOT NULL,
+  dimension STRING NOT NULL,
+  tag STRING NOT NULL,
+  confidence FLOAT64,
+  tag_source STRING NOT NULL,
+  run_id STRING,
+  source STRING,
+  taxonomy_version STRING,
+  head_version STRING
 ) PARTITION BY listed_date CLUSTER BY dimension, tag;
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.index_registry (
@@ -174,10 +182,15 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.link_checks (
   checked_at TIMESTAMP
 ) PARTITION BY checked_date;
 
+-- The taxonomy's tags with their dimension's declaration (written by vecflow.tagging.publish_taxonomy).
 CREATE TABLE IF NOT EXISTS {{ dataset }}.taxonomy (
   dimension STRING NOT NULL,
   tag STRING NOT NULL,
-  display STRING
+  display STRING,
+  dimension_display STRING,
+  tag_source STRING,
+  multi_label BOOL,
+  taxonomy_version STRING
 );
 
 -- Tags derived from another tag (style from category).

@@ -1,11 +1,12 @@
 -- Funnel of one partition: for every stage and category, what came in, went out and was dropped
 -- (by reason). "in" and "out" are counted from different tables, so a stage that loses rows
 -- without a reject shows up as in != out + dropped. The catalog stage is written by the plan task.
--- Up to embed, category is the catalog's; from validate on it is the model's prediction. The search
--- stage is written by the search sink (what Elasticsearch took is known only there), the delisted
--- stage by vecflow.lifecycle (the delist feed: in = its rows, out = removals recorded).
+-- Up to embed, category is the catalog's; from validate on it is the category tag. The tags stage is
+-- written by vecflow.tagging, the search stage by the search sink (what Elasticsearch took is known
+-- only there), the delisted stage by vecflow.lifecycle (the delist feed: in = its rows, out =
+-- removals recorded).
 DELETE FROM {{ dataset }}.funnel_metrics
-WHERE partition_date = @run_date AND stage NOT IN ('catalog', 'search', 'delisted');
+WHERE partition_date = @run_date AND stage NOT IN ('catalog', 'tags', 'search', 'delisted');
 INSERT INTO {{ dataset }}.funnel_metrics (stage, partition_date, category, metric, value, run_id, recorded_at)
 WITH latest AS (
   SELECT image_id, COALESCE(category, 'unknown') AS category,
@@ -31,7 +32,7 @@ counts AS (
   UNION ALL
   SELECT stage, COALESCE(category, 'unknown'), CONCAT('dropped.', reason), COUNT(*)
   FROM {{ dataset }}.rejects
-  WHERE listed_date = @run_date AND stage IN ('embed', 'validate', 'tags')
+  WHERE listed_date = @run_date AND stage IN ('embed', 'validate')
   GROUP BY stage, 2, reason
   UNION ALL
   SELECT 'validate', category, 'in', COUNT(*) FROM latest GROUP BY 2
@@ -44,17 +45,6 @@ counts AS (
   FROM {{ dataset }}.dedup_map WHERE listed_date = @run_date GROUP BY 2, reason
   UNION ALL
   SELECT 'dedup', category, 'out', COUNT(*) FROM clean GROUP BY 2
-  UNION ALL
-  -- tags counts tag rows: three direct tags per image plus the derived ones
-  SELECT 'tags', c.category, 'in', COUNT(*) * 3 + (
-    SELECT COUNT(*) FROM clean AS c2
-    JOIN {{ dataset }}.tag_derivations AS t ON t.from_dimension = 'category' AND t.from_tag = c2.category
-    WHERE c2.category = c.category)
-  FROM clean AS c GROUP BY c.category
-  UNION ALL
-  SELECT 'tags', c.category, 'out', COUNT(*)
-  FROM {{ dataset }}.image_tags AS t JOIN clean AS c ON c.image_id = t.image_id
-  WHERE t.listed_date = @run_date GROUP BY c.category
   UNION ALL
   SELECT 'index', category, 'in', COUNT(*) FROM clean GROUP BY 2
   UNION ALL

@@ -38,3 +38,12 @@ ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_share FLO
 ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_change FLOAT64;
 ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_p_adjusted FLOAT64;
 ALTER TABLE {{ dataset }}.tag_trends ADD COLUMN IF NOT EXISTS year_ago_direction STRING;
+-- tags in long form: what the tagging step reads, and the version image_tags rows come from
+ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS analyses STRING;
+ALTER TABLE {{ dataset }}.vectors_clean ADD COLUMN IF NOT EXISTS analyses STRING;
+ALTER TABLE {{ dataset }}.image_tags ADD COLUMN IF NOT EXISTS taxonomy_version STRING;
+ALTER TABLE {{ dataset }}.image_tags ADD COLUMN IF NOT EXISTS head_version STRING;
+ALTER TABLE {{ dataset }}.taxonomy ADD COLUMN IF NOT EXISTS dimension_display STRING;
+ALTER TABLE {{ dataset }}.taxonomy ADD COLUMN IF NOT EXISTS tag_source STRING;
+ALTER TABLE {{ dataset }}.taxonomy ADD COLUMN IF NOT EXISTS multi_label BOOL;
+ALTER TABLE {{ dataset }}.taxonomy ADD COLUMN IF NOT EXISTS taxonomy_version STRING;

@@ -6,7 +6,7 @@ INSERT INTO {{ dataset }}.rejects (image_id, listed_date, stage, reason, detail,
 -- itself is not read here; unnesting it per row was most of the clean stage's time).
 WITH checked AS (
   SELECT
-    image_id, listed_date, category, model_version, dim, embedding_norm AS norm, embedding_finite AS finite,
+    image_id, listed_date, catalog_category, category, model_version, dim, embedding_norm AS norm, embedding_finite AS finite,
     category IN (SELECT tag FROM {{ dataset }}.taxonomy WHERE dimension = 'category') AS known_category
   FROM {{ dataset }}.v_vector_log_latest
   WHERE listed_date = @run_date AND run_model_version = @model_version
@@ -31,7 +31,8 @@ SELECT
     WHEN 'wrong_dim' THEN CONCAT('dim ', CAST(dim AS STRING), ' != ', CAST(@expected_dim AS STRING))
     WHEN 'zero_norm' THEN CONCAT('norm ', CAST(norm AS STRING))
     WHEN 'bad_norm' THEN CONCAT('norm ', CAST(norm AS STRING))
-    WHEN 'unknown_category' THEN CONCAT('category ', COALESCE(category, 'NULL'))
+    WHEN 'unknown_category' THEN CONCAT('catalog category ', COALESCE(CONCAT('\'', catalog_category, '\''), 'NULL'),
+      ' names no category tag, and no model or head gave one')
   END,
   category, @run_id
 FROM judged

@@ -4,13 +4,11 @@
 -- (vector_run_id, shard_id, attempt) its vector stays in (v_vectors_clean joins it back).
 DELETE FROM {{ dataset }}.vectors_clean WHERE listed_date = @run_date AND model_version = @model_version;
 INSERT INTO {{ dataset }}.vectors_clean (
-  image_id, content_md5, dhash, source, listed_date, catalog_category, category, category_confidence,
-  model_version, color, color_confidence, pattern, pattern_confidence, attributes, run_id,
-  vector_run_id, shard_id, attempt)
+  image_id, content_md5, dhash, source, listed_date, catalog_category, category, model_version, analyses,
+  attributes, run_id, vector_run_id, shard_id, attempt)
 SELECT
   v.image_id, v.content_md5, v.dhash, v.source, v.listed_date, v.catalog_category, v.category,
-  v.category_confidence, v.model_version, v.color, v.color_confidence, v.pattern, v.pattern_confidence,
-  c.attributes, @run_id, v.run_id, v.shard_id, v.attempt
+  v.model_version, v.analyses, c.attributes, @run_id, v.run_id, v.shard_id, v.attempt
 FROM {{ dataset }}.v_vector_log_latest AS v
 LEFT JOIN {{ dataset }}.catalog AS c ON c.image_id = v.image_id AND c.listed_date = v.listed_date
 WHERE {% include "_valid_vectors.sql" %}

@@ -118,8 +118,10 @@ def embed_shard(s: Settings, warehouse, shard: dict, attempt: int) -> None:
 def load_vector_log(s: Settings, warehouse, run_date: dt.date, run_id: str, shards: Sequence) -> dict:
     from vecflow.embed.load import load_shards
     from vecflow.embed.staging import staging
+    from vecflow.tagging import category_resolver
 
-    return load_shards(staging(s), warehouse, run_date, run_id, shard_list(shards))
+    categorise = category_resolver(s, warehouse, s.model_version)
+    return load_shards(staging(s), warehouse, run_date, run_id, shard_list(shards), categorise)
 
 
 def clean(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
@@ -133,10 +135,11 @@ def clean(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
     }
 
 
-def tag_images(s: Settings, warehouse, run_date: dt.date, run_id: str) -> None:
-    from vecflow.tags import tag_partition
+def tag_images(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:
+    from vecflow.tagging import tag_partition
+    from vecflow.taxonomy import load_taxonomy
 
-    tag_partition(warehouse, run_date, run_id, s.model_version)
+    return tag_partition(s, warehouse, load_taxonomy(), run_date, run_id, s.model_version)
 
 
 def search_index_tags(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dict:

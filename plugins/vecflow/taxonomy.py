@@ -34,14 +34,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from vecflow.config import ConfigError
+from vecflow_model.pixel_tags import PATTERN_LAYOUTS, PATTERN_PERIODS
 
 SOURCES = ("catalog", "model", "head", "pixels", "rules", "zero_shot")
 # where a tag of each source is computed: from the catalog row, or from what the embedding job wrote
 CATEGORY_SOURCES = ("catalog", "model", "head")
 ANALYSERS = ("colour", "pattern")
-PATTERN_LAYOUTS = ("stripes", "checks", "dots")
-# pattern periods the embedding job measures (vecflow_model.pixel_tags.PATTERN_PERIODS)
-PATTERN_PERIODS = (4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 RESERVED_DIMENSIONS = {"source", "attributes", "image_id", "listed_date", "facet"}
@@ -198,7 +196,9 @@ def _check_dimension(where: str, name: str, spec) -> Dimension:
         if analyser == "colour":
             for tag, info in tags.items():
                 rgb = info.get("rgb")
-                if not (isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)):
+                if not (
+                    isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)
+                ):
                     fail(f"colour {tag!r} needs rgb: three integers 0..255")
         else:
             plain = [tag for tag, info in tags.items() if "layout" not in info]
@@ -208,13 +208,19 @@ def _check_dimension(where: str, name: str, spec) -> Dimension:
                 if "layout" not in info:
                     continue
                 if info["layout"] not in PATTERN_LAYOUTS:
-                    fail(f"pattern {tag!r}: no detector for layout {info['layout']!r}; layouts: {list(PATTERN_LAYOUTS)}")
+                    fail(
+                        f"pattern {tag!r}: no detector for layout {info['layout']!r}; layouts: {list(PATTERN_LAYOUTS)}"
+                    )
                 if info.get("period_px") not in PATTERN_PERIODS:
-                    fail(f"pattern {tag!r}: period_px {info.get('period_px')!r} is not a measured period {list(PATTERN_PERIODS)}")
+                    fail(
+                        f"pattern {tag!r}: period_px {info.get('period_px')!r} is not a measured period {list(PATTERN_PERIODS)}"
+                    )
             seen: dict[tuple, str] = {}
             for tag, info in tags.items():
                 if "layout" in info and seen.setdefault((info["layout"], info["period_px"]), tag) != tag:
-                    fail(f"patterns {seen[(info['layout'], info['period_px'])]!r} and {tag!r} are the same layout and period")
+                    fail(
+                        f"patterns {seen[(info['layout'], info['period_px'])]!r} and {tag!r} are the same layout and period"
+                    )
     if source == "zero_shot":
         for tag, info in tags.items():
             prompts = info.get("prompts")
@@ -261,15 +267,21 @@ def parse_taxonomy(raw, location: str = "taxonomy", version: str = "") -> Taxono
         if d.source != "rules":
             continue
         if d.derived_from not in dims or d.derived_from == d.name:
-            raise TaxonomyError(f"{location}: dimension {d.name!r}: rules read `from` another dimension, not {d.derived_from!r}")
+            raise TaxonomyError(
+                f"{location}: dimension {d.name!r}: rules read `from` another dimension, not {d.derived_from!r}"
+            )
         base = dims[d.derived_from]
         if base.source == "rules":
-            raise TaxonomyError(f"{location}: dimension {d.name!r}: rules read a dimension with tags of its own, not rules dimension {base.name!r}")
+            raise TaxonomyError(
+                f"{location}: dimension {d.name!r}: rules read a dimension with tags of its own, not rules dimension {base.name!r}"
+            )
         claimed: dict[str, str] = {}
         for tag, info in d.tags.items():
             for source_tag in info.get("from", []):
                 if source_tag not in base.tags:
-                    raise TaxonomyError(f"{location}: dimension {d.name!r}: tag {tag!r} derives from {source_tag!r}, not a {base.name} tag")
+                    raise TaxonomyError(
+                        f"{location}: dimension {d.name!r}: tag {tag!r} derives from {source_tag!r}, not a {base.name} tag"
+                    )
                 if not d.multi_label and claimed.setdefault(source_tag, tag) != tag:
                     raise TaxonomyError(
                         f"{location}: dimension {d.name!r}: {base.name}={source_tag} derives both {claimed[source_tag]!r} and {tag!r}"
@@ -304,4 +316,3 @@ def load_taxonomy(url: str | None = None) -> Taxonomy:
 
         url = settings().tags.taxonomy_url
     return _parsed(str(url), read_taxonomy_bytes(str(url)))
-

@@ -11,13 +11,12 @@ import sys
 
 import pandas as pd
 import pytest
-from warehouse_rows import D1, catalog, load, row, snapshot
+from warehouse_rows import tag_partition, D1, catalog, load, row, snapshot
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings
 from vecflow.funnel import record_sql_funnel
 from vecflow.index.build import build_day_indexes
-from vecflow.tags import tag_partition
 from vecflow.taxonomy import load_taxonomy
 
 pytestmark = pytest.mark.usefixtures("model_m1")

@@ -43,8 +43,6 @@ OUTPUT_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("listed_date", pa.date32()),
         ("catalog_category", pa.string()),
-        ("category", pa.string()),
-        ("category_confidence", pa.float64()),
         ("content_md5", pa.string()),
         ("dhash", pa.int64()),
         ("edge_signature", pa.list_(pa.float64())),
@@ -54,10 +52,9 @@ OUTPUT_SCHEMA = pa.schema(
         # what validation, the funnel and the quality suite read instead of the vector (vector_checks)
         ("embedding_norm", pa.float64()),
         ("embedding_finite", pa.bool_()),
-        ("color", pa.string()),
-        ("color_confidence", pa.float64()),
-        ("pattern", pa.string()),
-        ("pattern_confidence", pa.float64()),
+        # what tags are computed from, JSON keyed by analyser: colour and pattern measurements of the
+        # pixels, the model head's class ("model"); vecflow.tagging maps them to a taxonomy's tags
+        ("analyses", pa.string()),
         ("run_id", pa.string()),
         ("shard_id", pa.int32()),
         ("attempt", pa.int32()),
@@ -116,7 +113,6 @@ class ShardJob:
     manifest: str
     output: str
     catalog_root: Path
-    taxonomy: Path
     model_version: str
     registry: Path
     run_id: str

@@ -4,8 +4,9 @@ The container contract of the embedding job, the same on a GPU pod and as a loca
 a shard manifest (image_id, uri, source, listed_date, category), decodes and preprocesses images in
 DataLoader workers, embeds them under torch.inference_mode (AMP and channels_last on CUDA,
 optionally torch.compile) and writes one parquet file with a row per image: fingerprints, the
-vector, the predicted category, colour and pattern tags, and for an image that could not be used
-a reject_reason instead of a vector. The file is written under a temporary name and renamed, so a
+vector, the pixel analyses and the model head's class (`analyses`, JSON keyed by analyser: what a
+taxonomy's tags are computed from, vecflow.tagging), and for an image that could not be used a
+reject_reason instead of a vector. The job knows no taxonomy: tags are the worker's business. The file is written under a temporary name and renamed, so a
 killed job never leaves a partial output. Exit status is non-zero only for fatal errors (bad
 arguments, unreadable manifest, unknown model or wrong md5); a bad image is a row.
 
@@ -33,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri, vector_checks
 from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
-from vecflow_model.pixel_tags import PixelTagger
+from vecflow_model.pixel_tags import PixelAnalyser
 from vecflow_model.preprocess import Preprocessing, background_distance, network_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
 
@@ -47,7 +48,6 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
     p.add_argument("--manifest", required=True, help="shard manifest (parquet): a path, gs:// or s3:// URL")
     p.add_argument("--output", required=True, help="output parquet file: a path, gs:// or s3:// URL")
     p.add_argument("--catalog-root", required=True, type=Path, help="base for relative image URIs")
-    p.add_argument("--taxonomy", required=True, type=Path, help="taxonomy.json (palette and patterns)")
     p.add_argument("--model-version", required=True, help="model in the registry")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="model registry folder")
     p.add_argument("--run-id", required=True)
@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
 class ShardImages(Dataset):
     """One manifest row -> (model input or None, output row). Runs in DataLoader workers."""
 
-    def __init__(self, rows: list[dict], catalog_root: Path, tagger: PixelTagger, preprocessing: Preprocessing):
-        self.rows, self.root, self.tagger = rows, catalog_root, tagger
+    def __init__(self, rows: list[dict], catalog_root: Path, preprocessing: Preprocessing):
+        self.rows, self.root, self.analyser = rows, catalog_root, PixelAnalyser()
         self.preprocessing = preprocessing  # the card's input: size, resize mode, normalisation
 
     def __len__(self) -> int:
@@ -117,15 +117,10 @@ class ShardImages(Dataset):
         row["edge_signature"] = edge_signature(image).tolist()
         pixels = analysis_pixels(image)
         distance = background_distance(pixels)
-        tags = self.tagger.tag(pixels, distance)
-        if tags["color"] is None:
+        analyses = self.analyser.analyse(pixels, distance)
+        if analyses is None:
             return None, {**row, "reject_reason": "no_garment", "reject_detail": "no foreground pixels found"}
-        row.update(
-            color=tags["color"].value,
-            color_confidence=tags["color"].confidence,
-            pattern=tags["pattern"].value,
-            pattern_confidence=tags["pattern"].confidence,
-        )
+        row["analyses"] = analyses
         return network_input(image, distance, self.preprocessing), row
 
 
@@ -153,9 +148,8 @@ def embed_shard(args: ShardJob) -> dict:
         network = network.to(memory_format=torch.channels_last)
     if args.compile:
         network = torch.compile(network)
-    tagger = PixelTagger(json.loads(args.taxonomy.read_text()))
     loader = DataLoader(
-        ShardImages(manifest, args.catalog_root, tagger, model.preprocessing),
+        ShardImages(manifest, args.catalog_root, model.preprocessing),
         batch_size=args.batch_size,
         num_workers=args.workers,
         collate_fn=collate,
@@ -181,28 +175,22 @@ def embed_shard(args: ShardJob) -> dict:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 vectors, probabilities = network(inputs)
                 vectors = vectors.float().cpu().numpy()
-                if probabilities is not None:
+                if probabilities is not None:  # the model's own category head: its class, for the taxonomy
                     confidence, label = probabilities.float().max(dim=1)
-                    categories = [model.categories[i] for i in label.cpu().tolist()]
-                    confidences = confidence.cpu().tolist()
-                else:  # a backbone without a category head: keep the catalog's category
-                    categories = [r["catalog_category"] for r in embedded]
-                    confidences = [None] * len(embedded)
+                    for row, i, p in zip(embedded, label.cpu().tolist(), confidence.cpu().tolist()):
+                        row["analyses"]["model"] = {"category": model.categories[i], "confidence": round(p, 4)}
                 model_seconds += time.perf_counter() - tick
                 norms, finite = vector_checks(vectors)
-                for row, vector, norm, ok, category, conf in zip(
-                    embedded, vectors, norms.tolist(), finite.tolist(), categories, confidences
-                ):
+                for row, vector, norm, ok in zip(embedded, vectors, norms.tolist(), finite.tolist()):
                     rows.append(
                         {
                             **base,
                             **row,
+                            "analyses": json.dumps(row["analyses"], separators=(",", ":")),
                             "embedding": vector.tolist(),
                             "embedding_norm": norm,
                             "embedding_finite": ok,
                             "dim": len(vector),
-                            "category": category,
-                            "category_confidence": conf,
                         }
                     )
             if len(rows) // 5000 != (len(rows) - len(embedded) - len(rejected)) // 5000:

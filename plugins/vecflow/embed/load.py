@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -15,6 +16,8 @@ from vecflow.funnel import replace_rejects
 from vecflow_model.contract import VECTOR_COLUMNS
 
 log = logging.getLogger(__name__)
+# vector_log's columns: the job's, and the category tag resolved when loading (the index partition)
+LOG_COLUMNS = [*VECTOR_COLUMNS, "category"]
 
 
 class ShardOutputError(ValueError):
@@ -23,11 +26,11 @@ class ShardOutputError(ValueError):
 
 def append_vectors(warehouse, vectors, run_date: dt.date, run_id: str, shard_id: int, attempt: int) -> None:
     """The one writer of vector_log: appends one attempt of a shard's vectors (an Arrow table with at
-    least VECTOR_COLUMNS)."""
+    least LOG_COLUMNS)."""
     warehouse.run(
         "append_shard",
-        rows=vectors.select(VECTOR_COLUMNS),
-        names={"columns": VECTOR_COLUMNS},
+        rows=vectors.select(LOG_COLUMNS),
+        names={"columns": LOG_COLUMNS},
         run_date=run_date,
         run_id=run_id,
         shard_id=shard_id,
@@ -36,10 +39,17 @@ def append_vectors(warehouse, vectors, run_date: dt.date, run_id: str, shard_id:
 
 
 def load_shards(
-    staging: Staging, warehouse, run_date: dt.date, run_id: str, shards: list[dict], reject_stage: str = "embed"
+    staging: Staging,
+    warehouse,
+    run_date: dt.date,
+    run_id: str,
+    shards: list[dict],
+    categorise: Callable[[pa.Table], list],
+    reject_stage: str = "embed",
 ) -> dict:
-    """Appends the shards' vectors (their outputs in the staging area) to vector_log and replaces the
-    partition's `reject_stage` rejects (a reindex keeps its own, 'reindex_embed', beside the daily run's)."""
+    """Appends the shards' vectors (their outputs in the staging area) to vector_log, each with its
+    category tag (`categorise`: vecflow.tagging.category_resolver), and replaces the partition's
+    `reject_stage` rejects (a reindex keeps its own, 'reindex_embed', beside the daily run's)."""
     vectors_loaded, rejects = 0, []
     for shard in shards:
         try:
@@ -57,6 +67,7 @@ def load_shards(
         attempt = attempts.pop()
         rejected = pc.is_valid(table["reject_reason"])
         vectors = table.filter(pc.invert(rejected))
+        vectors = vectors.append_column("category", pa.array(categorise(vectors), pa.string()))
         append_vectors(warehouse, vectors, run_date, run_id, shard["shard_id"], attempt)
         vectors_loaded += vectors.num_rows
         rejects.append(table.filter(rejected))

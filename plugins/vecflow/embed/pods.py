@@ -22,7 +22,6 @@ from vecflow.config import settings
 from vecflow.embed.runner import shard_job
 
 MODEL_MOUNT = Path("/models")
-CONTAINER_TAXONOMY = Path("/app/taxonomy.json")
 
 
 def pod_arguments(shard: dict) -> list[str]:
@@ -30,7 +29,7 @@ def pod_arguments(shard: dict) -> list[str]:
     with XComArg.map, so it runs where the shards are known, not at DAG parse time."""
     s = settings()
     return shard_job(
-        shard, s, taxonomy=CONTAINER_TAXONOMY, registry=MODEL_MOUNT, device="cuda", workers=s.kubernetes.workers
+        shard, s, registry=MODEL_MOUNT, device="cuda", workers=s.kubernetes.workers
     ).to_args()
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from vecflow.catalog import catalog_root
 from vecflow.config import Settings
-from vecflow.resources import TAXONOMY_PATH
 from vecflow_model.contract import ShardJob
 
 log = logging.getLogger(__name__)
@@ -26,12 +25,11 @@ class EmbedError(RuntimeError):
 
 def shard_job(shard: dict, settings: Settings, **where) -> ShardJob:
     """The job of a planned shard (embed.plan.write_shards). `where` overrides what differs where it
-    runs: a pod's registry, taxonomy, device and workers (embed.pods)."""
+    runs: a pod's registry, device and workers (embed.pods)."""
     fields = {
         "manifest": shard["manifest"],
         "output": shard["output"],
         "catalog_root": Path(catalog_root(settings)),
-        "taxonomy": TAXONOMY_PATH,
         "model_version": shard["model_version"],
         "registry": settings.embed.model_registry,
         "run_id": shard["run_id"],

@@ -98,14 +98,16 @@ def load_and_clean(settings, warehouse, model_version: str, run_id: str, shards:
     from vecflow.embed import card_embedding_dim
     from vecflow.embed.load import load_shards
     from vecflow.embed.staging import staging
+    from vecflow.tagging import category_resolver
 
     dim = card_embedding_dim(settings, model_version)
+    categorise = category_resolver(settings, warehouse, model_version)  # the new model's head, if any
     by_date: dict[str, list[dict]] = {}
     for shard in shards:
         by_date.setdefault(shard["run_date"], []).append(shard)
     for day, group in sorted(by_date.items()):
         run_date = dt.date.fromisoformat(day)
-        load_shards(staging(settings), warehouse, run_date, run_id, group, reject_stage="reindex_embed")
+        load_shards(staging(settings), warehouse, run_date, run_id, group, categorise, reject_stage="reindex_embed")
         validate_and_keep(warehouse, run_date, run_id, model_version, "reindex_validate", dim)
     counts = warehouse.query("reindex_counts", run_id=run_id, model_version=model_version)
     counts["listed_date"] = pd.to_datetime(counts["listed_date"]).dt.date.astype(str)

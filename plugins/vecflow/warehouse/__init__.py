@@ -33,15 +33,19 @@ SCHEMA_FILES = (
 )
 
 
+# vector_log and vectors_clean before tags were long form: their tag columns become `analyses`
+LEGACY_TAG_COLUMNS = ("color", "color_confidence", "pattern", "pattern_confidence", "category_confidence")
+
+
 def schema_version() -> str:
-    """The schema this code expects: a hash of its DDL files and the taxonomy it loads, so any change
-    to either is a new version that `migrate` applies once."""
+    """The schema this code expects: a hash of its DDL files, so any change is a new version that
+    `migrate` applies once. (The taxonomy is data: the tagging step publishes its version.)"""
     import hashlib
 
-    from vecflow.resources import SQL_DIR, TAXONOMY_PATH
+    from vecflow.resources import SQL_DIR
 
     digest = hashlib.sha256()
-    for path in [*(SQL_DIR / f"{name}.sql" for name in SCHEMA_FILES), TAXONOMY_PATH]:
+    for path in [SQL_DIR / f"{name}.sql" for name in (*SCHEMA_FILES, "upgrade_long_tags")]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -63,23 +67,10 @@ def migrate(warehouse, force: bool = False) -> bool:
 
 
 def bootstrap(warehouse) -> None:
-    """Creates the tables and views and loads the taxonomy (idempotent DDL). Pipeline tasks call
-    `migrate`, which runs this only when the schema version changed."""
-    import pandas as pd
-
-    from vecflow.taxonomy import load_taxonomy
-
-    taxonomy = load_taxonomy()
+    """Creates the tables and views (idempotent DDL), and moves a warehouse whose vector_log still has
+    tag columns to long-form tags (upgrade_long_tags.sql, once). Pipeline tasks call `migrate`, which
+    runs this only when the schema version changed."""
     for name in SCHEMA_FILES:
         warehouse.run(name)
-    tags = pd.DataFrame(taxonomy.rows())
-    warehouse.run("replace_table", rows=tags, names={"table": "taxonomy", "columns": list(tags.columns)})
-    derivations = pd.DataFrame(
-        [
-            {"dimension": "style", "tag": style, "from_dimension": "category", "from_tag": category}
-            for category, style in taxonomy.style_of_category().items()
-        ]
-    )
-    warehouse.run(
-        "replace_table", rows=derivations, names={"table": "tag_derivations", "columns": list(derivations.columns)}
-    )
+        if name == "upgrade_tables" and set(LEGACY_TAG_COLUMNS) & set(warehouse.columns("vector_log")):
+            warehouse.run("upgrade_long_tags")

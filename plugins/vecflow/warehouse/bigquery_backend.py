@@ -235,3 +235,7 @@ class BigQueryWarehouse:
         except NotFound:
             return False
         return True
+
+    def columns(self, table: str) -> list[str]:
+        """The table's column names (a metadata lookup, no job)."""
+        return [f.name for f in self.client.get_table(f"{self.client.project}.{self.dataset}.{table}").schema]

@@ -93,3 +93,13 @@ class DuckDBWarehouse:
                 [self.dataset, table],
             ).fetchone()[0]
         return found > 0
+
+    def columns(self, table: str) -> list[str]:
+        """The table's column names, in order (a catalog lookup, no DDL)."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                "ORDER BY ordinal_position",
+                [self.dataset, table],
+            ).fetchall()
+        return [name for (name,) in rows]
