@@ -264,6 +264,7 @@ def test_cli_tags_train(planted, capsys):
     assert cli.main(["tags", "train", "--labels", str(planted["labels_file"])]) == 0
     out = capsys.readouterr().out
     assert "rejected unknown_image: 1" in out and "oversized" in out and "held-out precision" in out
+    assert "silhouette: no labels for wrap (never predicted)" in out
     head_set = load_head_set(settings(), "m1")
     assert f"head set {head_set.version} (" in out and str(head_set.path) in out
     # labels of images the model has no vectors of: nothing to train, a non-zero exit

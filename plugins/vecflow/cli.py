@@ -128,6 +128,8 @@ def cmd_tags_train(args: argparse.Namespace) -> int:
     table = tag_table(report)
     if len(table):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for dimension, tags in report["not_labelled"].items():
+        print(f"{dimension}: no labels for {', '.join(tags)} (never predicted)")
     for dimension, why in report["untrained"].items():
         print(f"no head for {dimension}: {why}")
     if head_set is None:
@@ -135,6 +137,34 @@ def cmd_tags_train(args: argparse.Namespace) -> int:
     published = int(table["published"].sum())
     print(f"head set {head_set.version} ({published} of {len(table)} tags published) written to {head_set.path}")
     print(f"rejected label rows: {head_set.path / 'rejects.csv'}")
+    return 0
+
+
+def cmd_tags_retag(args: argparse.Namespace) -> int:
+    """Retags every stored clean image with the configured taxonomy and head set; exit 1 when the
+    gate refuses the switch (image_tags is left as it was)."""
+    from vecflow.tagging import retag, tag_versions
+
+    s = settings()
+    warehouse = _warehouse(s)
+    run_id = f"retag__{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%S}"
+    done = retag(s, warehouse, run_id, args.model_version or s.model_version)
+    print(
+        f"retag {run_id}: {done['images']} images in {done['partitions']} partitions, {done['tag_rows']} tag rows "
+        f"(taxonomy {done['taxonomy_version']}, heads {done['head_version'] or '-'}) in {done['seconds']} s"
+    )
+    for dimension, count in sorted(done["untagged"].items()):
+        print(f"  untagged {dimension}: {count} images")
+    if not done["switched"]:
+        raise CommandError(
+            f"tags retag: not switched: dimensions {', '.join(done['lost_dimensions'])} would lose every tag; "
+            "image_tags unchanged"
+        )
+    print(f"image_tags switched; {done['unknown_tags']} unknown values rejected (rejects, stage tags)")
+    for v in tag_versions(warehouse).itertuples():
+        print(
+            f"image_tags holds taxonomy {v.taxonomy_version} heads {v.head_version or '-'}: {v.partitions} partitions, {v.tag_rows} rows"
+        )
     return 0
 
 
@@ -230,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer.add_argument(
         "--model-version", help="the model whose stored vectors to train on (default: the serving one)"
     )
+    retagger = tags_sub.add_parser(
+        "retag", help="retag every stored clean image with the configured taxonomy and head set (no re-embedding)"
+    )
+    retagger.add_argument("--model-version", help="the model whose stored vectors to retag (default: the serving one)")
     migrator = sub.add_parser("migrate", help="bring the warehouse to this code's schema version (once per version)")
     migrator.add_argument("--force", action="store_true", help="run the DDL even if the version is recorded")
     alerts = sub.add_parser("alerts", help="on-call: act on open alert incidents")
@@ -244,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     from vecflow.index.reindex import ModelSwitchError
     from vecflow.index.store import IndexIntegrityError
     from vecflow.index.window import IndexGateError
+    from vecflow.tagging import TaggingError
     from vecflow_model.registry import ModelRegistryError
 
     try:
@@ -262,13 +297,21 @@ def main(argv: list[str] | None = None) -> int:
             "catalog": cmd_catalog_import,
             "migrate": cmd_migrate,
             "build-indexes": cmd_build_indexes,
-            "tags": cmd_tags_train,
+            "tags": lambda a: {"train": cmd_tags_train, "retag": cmd_tags_retag}[a.tags_command](a),
         }
         return commands[args.command](args)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
-    except (ModelSwitchError, CatalogError, IndexGateError, demo.RunError, CommandError, HeadError) as exc:
+    except (
+        ModelSwitchError,
+        CatalogError,
+        IndexGateError,
+        demo.RunError,
+        CommandError,
+        HeadError,
+        TaggingError,
+    ) as exc:
         log.error("%s", exc)
         return 1
     except (IndexIntegrityError, ModelRegistryError) as exc:  # nothing to roll back, a damaged index, a model

@@ -113,16 +113,22 @@ class HeadSet:
 
 def _predict_chunk(head: Head, x: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if head.multi_label:
-        # unpublished tags are never predicted: only the published columns are scored
+        # unpublished tags are never predicted: only the published columns are scored, and the
+        # thresholds are compared as logits, so only the admitted scores go through the sigmoid
         cols = np.flatnonzero(head.published)
-        sig = _sigmoid(x @ head.W[:, cols] + head.b[cols])
-        rows, j = np.nonzero(sig >= head.thresholds[cols])
-        return rows + offset, cols[j], sig[rows, j]
+        logits = x @ head.W[:, cols] + head.b[cols]
+        with np.errstate(divide="ignore"):
+            t = head.thresholds[cols].astype(np.float64)
+            cut = np.log(t) - np.log1p(-t)  # 0 -> -inf, 1 -> inf (never)
+        rows, j = np.nonzero(logits >= cut.astype(np.float32))
+        return rows + offset, cols[j], _sigmoid(logits[rows, j])
     logits = x @ head.W + head.b
     best = logits.argmax(axis=1)
     top = logits[np.arange(len(x)), best]
-    # the softmax probability of the argmax: 1 / sum(exp(logit - top))
-    prob = 1.0 / np.exp(logits - top[:, None]).sum(axis=1)
+    # the softmax probability of the argmax: 1 / sum(exp(logit - top)), in place on the chunk
+    logits -= top[:, None]
+    np.exp(logits, out=logits)
+    prob = 1.0 / logits.sum(axis=1)
     keep = head.published[best] & (prob >= head.thresholds[best])
     rows = np.flatnonzero(keep)
     return rows + offset, best[rows], prob[rows]
@@ -348,6 +354,7 @@ def train_heads(
         "min_head_precision": min_precision,
         "tags": [],
         "untrained": {},
+        "not_labelled": {},  # tags of a trained dimension with no labels: its head never predicts them
     }
     heads: dict[str, Head] = {}
     metrics: dict[str, dict] = {}
@@ -362,6 +369,8 @@ def train_heads(
             continue
         heads[dim.name], metrics[dim.name] = trained
         report["tags"].extend({"dimension": dim.name, **m} for m in metrics[dim.name]["tags"])
+        if metrics[dim.name]["not_labelled"]:
+            report["not_labelled"][dim.name] = metrics[dim.name]["not_labelled"]
     for dim, why in report["untrained"].items():
         log.warning("tags train: no head for %s: %s", dim, why)
     if not heads:
