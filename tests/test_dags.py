@@ -32,7 +32,7 @@ def dagbag():
 
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"vecflow_daily", "vecflow_trends", "vecflow_catalog_health"} <= set(dagbag.dag_ids)
+    assert {"vecflow_daily", "vecflow_trends", "vecflow_catalog_health", "vecflow_retag"} <= set(dagbag.dag_ids)
 
 
 def test_every_dag_has_owner_tags_and_retries(dagbag):
@@ -101,7 +101,7 @@ def test_search_tasks_follow_the_search_sink_setting(sink, expected):
         [sys.executable, "-c", probe, str(REPO / "dags")], env=env, capture_output=True, text=True, check=True
     )
     found = done.stdout.strip().splitlines()[-1]
-    assert found == ("['search_index_tags', 'search_index_trends']" if expected else "[]")
+    assert found == ("['search_index_retagged', 'search_index_tags', 'search_index_trends']" if expected else "[]")
 
 
 def test_the_daily_dag_has_a_deadline_alert_unless_turned_off(monkeypatch):

@@ -320,3 +320,46 @@ def switch_model(s: Settings, warehouse, model_version: str, run_id: str) -> dic
         return switch(s, warehouse, model_version, run_id)
     except ModelSwitchError as exc:
         raise AirflowFailException(str(exc)) from None
+
+
+# --- vecflow_retag --------------------------------------------------------------------------------
+
+
+def retag_images(s: Settings, warehouse, run_id: str) -> dict:
+    """Retags every stored clean image of the serving model with the configured taxonomy and head
+    set, side by side, and switches image_tags when the gate holds; a refused gate fails the task
+    without retries (a retry would be refused the same), image_tags unchanged."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from vecflow.tagging import retag
+    from vecflow.warehouse import migrate
+
+    migrate(warehouse)
+    done = retag(s, warehouse, run_id, s.model_version)
+    if not done["switched"]:
+        raise AirflowFailException(
+            f"retag not switched: dimensions {done['lost_dimensions']} would lose every tag; image_tags unchanged"
+        )
+    return done
+
+
+def search_index_retagged(s: Settings, warehouse, run_id: str) -> dict:
+    """Rebuilds the Elasticsearch image documents of every partition the retag tagged (the serving
+    model's), so search filters read the one tag version image_tags holds."""
+    import pandas as pd
+
+    from vecflow.search.client import search_client
+    from vecflow.search.sink import index_partition
+    from vecflow.taxonomy import load_taxonomy
+
+    es = search_client(s.search.conn_id)
+    dimensions = load_taxonomy().dimensions
+    partitions = warehouse.query("select_model_partitions", model_versions=[s.model_version])["listed_date"]
+    totals = {"partitions": 0, "documents": 0, "written": 0, "refused": 0, "stale_deleted": 0}
+    for day in sorted(set(pd.to_datetime(partitions).dt.date)):
+        stats = index_partition(es, warehouse, s, dimensions, day, run_id)
+        totals["partitions"] += 1
+        for key in ("documents", "written", "refused", "stale_deleted"):
+            totals[key] += stats[key]
+    log.info("retag: Elasticsearch image documents rebuilt: %s", totals)
+    return totals
