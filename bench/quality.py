@@ -77,7 +77,7 @@ def validate(vectors) -> tuple[float, dict]:
 
 def duckdb_read(rows: int) -> float:
     """Seconds of read_vector_log on a DuckDB partition of bench/warehouse.py's synthetic rows."""
-    from warehouse import DAY, synthetic_rows
+    from warehouse import DAY, MODEL, synthetic_rows
 
     from vecflow.embed.load import append_vectors
     from vecflow.quality import read_vector_log
@@ -91,7 +91,7 @@ def duckdb_read(rows: int) -> float:
         append_vectors(warehouse, table, DAY, "bench", shard_id=0, attempt=1)
         del table
         started = time.perf_counter()
-        suite_input = read_vector_log(warehouse, DAY, "bench-v1", DIM)
+        suite_input = read_vector_log(warehouse, DAY, MODEL, DIM)
         seconds = time.perf_counter() - started
     if len(suite_input.frame) != rows or suite_input.frame["embedding_norm"].isna().any():
         raise SystemExit(f"the quality read returned {len(suite_input.frame)} rows of {rows}, or rows without a norm")

@@ -30,7 +30,9 @@ DAY = dt.date(2026, 3, 2)
 DUP_RATE = 0.03
 CHUNK = 250_000  # rows generated and appended at a time (a shard each)
 CORES = 2
-MODEL = "bench-v1"  # the rows' model; the clean stage runs as that model (Settings.with_model)
+# the rows' model: the shipped one, whose card's embedding_dim (256) the clean stage expects of them;
+# the clean stage runs as that model (Settings.with_model)
+MODEL = "garment-arcface-v1"
 
 
 class BenchmarkDidNothing(RuntimeError):
