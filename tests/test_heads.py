@@ -250,6 +250,16 @@ def test_labels_from_a_warehouse_table_and_bad_inputs(planted):
     from_table = read_labels(s, warehouse, "merch_labels")
     from_file = read_labels(s, warehouse, str(planted["labels_file"]))
     assert len(from_table) == len(from_file) and from_table.attrs["md5"]
+    import fsspec
+
+    with fsspec.open("memory://labels/sample.csv", "wb") as fh:
+        fh.write(planted["labels_file"].read_bytes())
+    from_url = read_labels(s, warehouse, "memory://labels/sample.csv")
+    assert from_url.equals(from_file) and from_url.attrs["md5"] == from_file.attrs["md5"]
+    broken = planted["labels_file"].with_name("broken.parquet")
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(HeadError, match="not a readable parquet file"):
+        read_labels(s, warehouse, str(broken))
     with pytest.raises(HeadError, match="no such file, nor a table"):
         read_labels(s, warehouse, "no_such_labels")
     with pytest.raises(HeadError, match="no such file"):
@@ -258,6 +268,32 @@ def test_labels_from_a_warehouse_table_and_bad_inputs(planted):
     wrong.write_text("image,label\na,b\n")
     with pytest.raises(HeadError, match=r"missing column\(s\) \['image_id', 'dimension', 'tag'\]"):
         read_labels(s, warehouse, str(wrong))
+
+
+def test_a_confident_heads_thresholds_still_admit_its_rows():
+    """Held-out scores of a confident head are chosen in float64 and clipped under 1: a threshold stays
+    a finite logit, so the rows the head is surest of are tagged, not lost to a threshold of 1.0."""
+    from vecflow.heads import Head, _best_threshold, _sigmoid
+
+    rng = np.random.default_rng(3)
+    centre = unit_rows(rng.normal(size=(1, DIM)))[0]
+    near = unit_rows(centre + rng.normal(scale=0.01, size=(5, DIM)))
+    far = unit_rows(rng.normal(size=(5, DIM)))
+    vectors = np.vstack([near, far])
+    W = (200 * centre)[:, None].astype(np.float32)  # logits ~200 on `near`, ~0 elsewhere
+    scores = _sigmoid(vectors.astype(np.float64) @ W.astype(np.float64))[:, 0]
+    chosen = _best_threshold(scores, np.arange(10) < 5)
+    assert chosen["f1"] == 1.0 and chosen["threshold"] < 1.0
+    multi = Head(
+        "m", True, np.array(["on"]), W, np.zeros(1, np.float32), np.array([chosen["threshold"]]), np.ones(1, bool)
+    )
+    got = HeadSet("h", {}, {"m": multi}, None).predict("m", vectors)
+    assert got["row"].tolist() == [0, 1, 2, 3, 4]
+    single = Head(
+        "s", False, np.array(["off", "on"]), np.hstack([-W, W]), np.zeros(2, np.float32), np.ones(2), np.ones(2, bool)
+    )
+    got = HeadSet("h", {}, {"s": single}, None).predict("s", near)
+    assert got["tag"].tolist() == ["on"] * 5 and (got["confidence"] == 1.0).all()
 
 
 def test_cli_tags_train(planted, capsys):

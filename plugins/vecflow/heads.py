@@ -59,7 +59,7 @@ class Head:
     tags: np.ndarray  # (k,) tag keys
     W: np.ndarray  # (d, k) float32
     b: np.ndarray  # (k,) float32
-    thresholds: np.ndarray  # (k,) float32: the confidence a tag needs (best held-out F1)
+    thresholds: np.ndarray  # (k,) float64: the confidence a tag needs (best held-out F1)
     published: np.ndarray  # (k,) bool: held-out precision reached the minimum
 
 
@@ -135,7 +135,8 @@ def _predict_chunk(head: Head, x: np.ndarray, offset: int) -> tuple[np.ndarray, 
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+    # within +-36 float64's sigmoid stays under 1, so a threshold chosen on it is a finite logit
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -36, 36)))
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -143,11 +144,13 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def read_labels(settings, warehouse, file_or_table: str) -> pd.DataFrame:
     """The labels (image_id, dimension, tag as strings) of a CSV or parquet file (a path or an fsspec
-    URL) or of a warehouse table; `attrs` carry where they came from and the md5 the card records."""
+    URL, opened with the catalog's VECFLOW_CATALOG_STORAGE_OPTIONS: labels live beside the catalog) or
+    of a warehouse table; `attrs` carry where they came from and the md5 the card records."""
     name = str(file_or_table)
     looks_like_file = "://" in name or "/" in name or Path(name).suffix.lower() in (".csv", ".parquet", ".gz")
     if looks_like_file or Path(name).exists():
-        content = _read_bytes(name)
+        remote = "://" in name and not name.startswith("file://")
+        content = _read_bytes(name, settings.catalog.storage_options if remote else {})
         try:
             if _is_parquet(name):
                 frame = pd.read_parquet(io.BytesIO(content))
@@ -175,11 +178,11 @@ def read_labels(settings, warehouse, file_or_table: str) -> pd.DataFrame:
     return labels
 
 
-def _read_bytes(url: str) -> bytes:
+def _read_bytes(url: str, storage_options: dict) -> bytes:
     import fsspec
 
     try:
-        with fsspec.open(url, "rb") as fh:
+        with fsspec.open(url, "rb", **storage_options) as fh:
             return fh.read()
     except FileNotFoundError:
         raise HeadError(f"labels {url}: no such file") from None
@@ -313,7 +316,7 @@ def _train_multi(x: np.ndarray, y: np.ndarray, tags: np.ndarray) -> tuple[np.nda
     rarest = np.where(y, counts[None, :], np.iinfo(np.int64).max).argmin(axis=1)
     held = _split(rarest, SPLIT_SEED)
     W = np.zeros((x.shape[1], len(tags)), dtype=np.float32)
-    b = np.full(len(tags), -60.0, dtype=np.float32)  # an untrained tag never fires
+    b = np.full(len(tags), -36.0, dtype=np.float32)  # an untrained tag is never published either
     untrained = []
     for k in range(len(tags)):
         positives = int(y[~held, k].sum())
@@ -403,6 +406,9 @@ def _train_dimension(dim, rows: pd.DataFrame, vectors: np.ndarray, row_of: dict,
     """(Head, metrics) of one dimension, or the reason none could be trained."""
     by_image = rows.groupby("image_id", sort=True)["tag"].agg(list)
     x = vectors[[row_of[i] for i in by_image.index]]
+    # held-out scores in float64: float32 probabilities of a confident head round to 1.0, and a
+    # threshold of 1.0 would admit nothing
+    as64 = np.float64
     if dim.multi_label:
         tags = np.array(sorted(set(rows["tag"])))
         y = np.stack([np.isin(tags, labelled) for labelled in by_image])
@@ -412,21 +418,21 @@ def _train_dimension(dim, rows: pd.DataFrame, vectors: np.ndarray, row_of: dict,
         if len(untrained) == len(tags):
             return "no tag has both labelled and unlabelled training images"
         truth = y[held]
-        scores = _sigmoid(x[held] @ W + b)
+        scores = _sigmoid(x[held].astype(as64) @ W.astype(as64) + b.astype(as64))
         scores[:, untrained] = -np.inf
     else:
         if rows["tag"].nunique() < 2:
             return f"only one tag ({rows['tag'].iloc[0]}) labelled; a single-label head needs two or more"
         tags, W, b, held = _train_single(x, [t[0] for t in by_image])
         untrained = []
-        logits = x[held] @ W + b
+        logits = x[held].astype(as64) @ W.astype(as64) + b.astype(as64)
         best = logits.argmax(axis=1)
         prob = 1.0 / np.exp(logits - logits[np.arange(len(best)), best][:, None]).sum(axis=1)
         # a tag is predicted for a row only where it is the most probable
         scores = np.where(best[:, None] == np.arange(len(tags))[None, :], prob[:, None], -np.inf)
         truth = np.asarray([t[0] for t in by_image])[held][:, None] == tags[None, :]
     train_counts = (np.stack([np.isin(tags, labelled) for labelled in by_image]) & ~held[:, None]).sum(axis=0)
-    per_tag, thresholds, published = [], np.ones(len(tags), np.float32), np.zeros(len(tags), bool)
+    per_tag, thresholds, published = [], np.ones(len(tags), np.float64), np.zeros(len(tags), bool)
     for k, tag in enumerate(tags):
         m = _best_threshold(scores[:, k], truth[:, k])
         if k in untrained:
