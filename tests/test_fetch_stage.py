@@ -99,7 +99,8 @@ def test_remote_images_are_fetched_before_the_embedding_job(vecflow_home, monkey
 
 def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, image_server):
     """Pay once: the second run of a partition copies every vector (reused) and sends no image to the
-    embedding job; the tables it leaves are the first run's."""
+    embedding job; the tables it leaves are the first run's. Two of the images have no category (a
+    NULL the copy once crashed on)."""
     import pyarrow.parquet as pq
     from warehouse_rows import snapshot
 
@@ -111,8 +112,13 @@ def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, i
     folder = partition_dir(vecflow_home / "catalog", DAY)
     folder.mkdir(parents=True)
     (folder / "local.jpg").write_bytes(photos[1])
-    rows = [("h0", f"{url}/img/0.jpg"), ("h2", f"{url}/img/2.jpg"), ("local", f"listed_date={DAY}/local.jpg")]
-    pd.DataFrame(rows, columns=["image_id", "uri"]).assign(source="shop_a").to_parquet(folder / "manifest.parquet")
+    rows = [
+        ("h0", f"{url}/img/0.jpg", "dress"),
+        ("h2", f"{url}/img/2.jpg", None),
+        ("local", f"listed_date={DAY}/local.jpg", None),
+    ]
+    catalog = pd.DataFrame(rows, columns=["image_id", "uri", "category"]).assign(source="shop_a")
+    catalog.to_parquet(folder / "manifest.parquet")
     s = settings()
     warehouse = get_warehouse(s)
     bootstrap(warehouse)
@@ -131,7 +137,8 @@ def test_a_rerun_of_unchanged_images_embeds_nothing(vecflow_home, monkeypatch, i
     second = run("run-2")
     embedded = pq.read_table(second[0]["output"]).to_pandas()
     assert embedded.empty  # the job got no image
-    assert pq.read_table(reused_url(second[0])).num_rows == 3
+    reused = pq.read_table(reused_url(second[0]), columns=["image_id", "catalog_category"]).to_pylist()
+    assert {r["image_id"]: r["catalog_category"] for r in reused} == {"h0": "dress", "h2": None, "local": None}
     latest = warehouse.table("v_vector_log_latest")
     assert set(latest["run_id"]) == {"run-2"} and latest["reused"].all()
     record_sql_funnel(warehouse, DAY, "run-2", s.model_version)

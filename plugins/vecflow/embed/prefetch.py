@@ -96,6 +96,12 @@ def _local_bytes(uri, root: Path) -> bytes | None:
         return None
 
 
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """The frame's rows with None for a missing value: pandas reads a NULL text value (an image with
+    no category) as NaN, which pyarrow refuses in a string column."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def _reusable(warehouse, shard: dict, md5s: list, manifest: pd.DataFrame, attempt: int) -> pa.Table:
     """The copied vectors (OUTPUT_SCHEMA rows) of the manifest's images whose content this model embedded."""
     wanted = sorted({m for m in md5s if m})
@@ -105,10 +111,10 @@ def _reusable(warehouse, shard: dict, md5s: list, manifest: pd.DataFrame, attemp
     found = warehouse.query("select_reusable_vectors", model_version=shard["model_version"], content_md5s=wanted)
     if found.empty:
         return empty
-    by_md5 = {row["content_md5"]: row for row in found.to_dict("records")}
+    by_md5 = {row["content_md5"]: row for row in _records(found)}
     now = dt.datetime.now(dt.UTC)
     rows = []
-    for md5, item in zip(md5s, manifest.to_dict("records")):
+    for md5, item in zip(md5s, _records(manifest)):
         vector = by_md5.get(md5)
         if vector is None or item["reject_reason"]:
             continue
