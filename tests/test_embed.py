@@ -15,7 +15,6 @@ import torch
 
 from vecflow.config import settings
 from vecflow.embed.plan import shard_size
-from vecflow.resources import TAXONOMY_PATH
 from vecflow_model.embed import main as entrypoint
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, file_md5, load_model, read_card
 
@@ -97,6 +96,17 @@ def _tiny_shard(tmp_path):
     return tmp_path / "shard.parquet"
 
 
+def _tags(out: pd.DataFrame) -> pd.DataFrame:
+    """The shipped taxonomy's tags of a shard output's rows (dimension -> tag columns, one per image)."""
+    from vecflow.tagging import tag_frame
+    from vecflow.taxonomy import load_taxonomy
+
+    frame = out.reset_index()
+    tags = tag_frame(frame, load_taxonomy()).tags
+    single = tags.drop_duplicates(["row", "dimension"]).pivot(index="row", columns="dimension", values="tag")
+    return single.set_axis(out.index[single.index])
+
+
 def _run(tmp_path, manifest, output, attempt=1, extra=()):
     return entrypoint(
         [
@@ -106,8 +116,6 @@ def _run(tmp_path, manifest, output, attempt=1, extra=()):
             str(tmp_path),
             "--output",
             str(output),
-            "--taxonomy",
-            str(TAXONOMY_PATH),
             "--model-version",
             MODEL,
             "--run-id",
@@ -143,8 +151,11 @@ def test_entrypoint_writes_vectors_and_reject_rows(tmp_path):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.allclose(vectors[list(good.index).index("zdup")], vectors[list(good.index).index("img0")])
     assert good.loc["zdup", "content_md5"] == good.loc["img0", "content_md5"]
-    assert set(good["color"]) == {"red"} and set(good["pattern"]) == {"striped"}
-    assert (good["category"] == good["catalog_category"]).mean() >= 0.8
+    # the job measures; the taxonomy's tags come from its analyses (vecflow.tagging)
+    tags = _tags(good)
+    assert set(tags["color"]) == {"red"} and set(tags["pattern"]) == {"striped"}
+    model = [json.loads(a)["model"]["category"] for a in good["analyses"]]
+    assert (pd.Series(model, index=good.index) == good["catalog_category"]).mean() >= 0.8
     assert set(out["run_id"]) == {"r1"} and set(out["attempt"]) == {1}
     assert not list(tmp_path.glob(".out.parquet.*.tmp"))
 
@@ -193,8 +204,6 @@ def test_an_exported_backbone_from_the_registry_embeds_rgb(tmp_path):
         str(tmp_path),
         "--output",
         str(tmp_path / "out.parquet"),
-        "--taxonomy",
-        str(TAXONOMY_PATH),
         "--model-version",
         "own-backbone-v1",
         "--registry",
@@ -210,8 +219,9 @@ def test_an_exported_backbone_from_the_registry_embeds_rgb(tmp_path):
     good = pq.read_table(tmp_path / "out.parquet").to_pandas().query("reject_reason.isna()")
     vectors = np.stack(good["embedding"].to_numpy())
     assert vectors.shape == (5, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    # no category head: the catalog's category is kept, without a confidence
-    assert (good["category"] == good["catalog_category"]).all() and good["category_confidence"].isna().all()
+    # no category head: no model class among the analyses (the catalog's category is the tag)
+    assert all("model" not in json.loads(a) for a in good["analyses"])
+    assert (_tags(good)["category"] == good["catalog_category"]).all()
     # a weights file that is not an exported program is a clear registry error, and a non-zero exit
     torch.save(_OwnBackbone().state_dict(), registry / "model.pt2")
     card = json.loads((registry / "card.json").read_text())
@@ -240,16 +250,18 @@ def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
     from vecflow.config import settings
     from vecflow.embed.load import load_shards
     from vecflow.embed.staging import staging
+    from vecflow.tagging import category_resolver
 
     manifest = _tiny_shard(tmp_path)
     output = tmp_path / "out.parquet"
     day = dt.date(2026, 1, 1)
     shard = {"shard_id": 0, "output": str(output)}
+    categorise = category_resolver(settings(), warehouse, MODEL)
     _run(tmp_path, manifest, output, attempt=1)
-    load_shards(staging(settings()), warehouse, day, "r1", [shard])
-    load_shards(staging(settings()), warehouse, day, "r1", [shard])  # the load task retried
+    load_shards(staging(settings()), warehouse, day, "r1", [shard], categorise)
+    load_shards(staging(settings()), warehouse, day, "r1", [shard], categorise)  # the load task retried
     _run(tmp_path, manifest, output, attempt=2)  # the shard retried after a failure downstream
-    load_shards(staging(settings()), warehouse, day, "r1", [shard])
+    load_shards(staging(settings()), warehouse, day, "r1", [shard], categorise)
     assert len(warehouse.table("vector_log")) == 10  # two attempts of five vectors, each loaded once
     clean_partition(settings(), warehouse, day, "r1")
     clean = warehouse.table("vectors_clean")
@@ -263,7 +275,7 @@ def test_retried_shard_leaves_no_duplicates_downstream(tmp_path, warehouse):
 
 
 def test_pod_spec_rendered_by_the_provider(monkeypatch):
-    from vecflow.embed.pods import CONTAINER_TAXONOMY, MODEL_MOUNT, embed_pod_operator, pod_arguments
+    from vecflow.embed.pods import MODEL_MOUNT, embed_pod_operator, pod_arguments
     from vecflow.embed.runner import shard_job
     from vecflow_model.embed import parse_args
 
@@ -297,9 +309,7 @@ def test_pod_spec_rendered_by_the_provider(monkeypatch):
     env = {e.name: e.value for e in container.env}
     # the job is in the arguments (vecflow_model.contract.ShardJob); only the try number comes from the pod's env
     assert env == {"ATTEMPT": "{{ ti.try_number }}"}
-    assert parse_args(args) == shard_job(
-        shard, settings(), taxonomy=CONTAINER_TAXONOMY, registry=MODEL_MOUNT, device="cuda", workers=8, attempt=1
-    )
+    assert parse_args(args) == shard_job(shard, settings(), registry=MODEL_MOUNT, device="cuda", workers=8, attempt=1)
     assert pod.spec.security_context.run_as_non_root is True
     assert container.security_context.read_only_root_filesystem is True
     assert op.retries >= 2 and op.retry_exponential_backoff
@@ -354,7 +364,7 @@ def test_dataloader_workers_give_the_same_rows(tmp_path):
     manifest = _tiny_shard(tmp_path)
     assert _run(tmp_path, manifest, tmp_path / "serial.parquet") == 0
     assert _run(tmp_path, manifest, tmp_path / "workers.parquet", extra=["--workers", "2"]) == 0
-    columns = ["image_id", "content_md5", "dhash", "category", "color", "pattern", "reject_reason"]
+    columns = ["image_id", "content_md5", "dhash", "analyses", "reject_reason"]
     serial = pq.read_table(tmp_path / "serial.parquet").to_pandas().sort_values("image_id").reset_index(drop=True)
     workers = pq.read_table(tmp_path / "workers.parquet").to_pandas().sort_values("image_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(serial[columns], workers[columns])

@@ -6,16 +6,28 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from vecflow.demo.catalog import fashion_mnist
 from vecflow.demo.catalog.generate import SOURCE_MAX_CORRELATION, distinct_sources
 from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
-from vecflow.resources import TAXONOMY_PATH
-from vecflow.taxonomy import load_taxonomy
+from vecflow.pixel_tags import colour_tags, pattern_tags
+from vecflow.taxonomy import load_taxonomy, parse_taxonomy
 from vecflow_model.imaging import DecodeError, _edge_projection, analysis_pixels, decode, dhash64, edge_signature
-from vecflow_model.pixel_tags import PixelTagger
+from vecflow_model.pixel_tags import PixelAnalyser
+
+
+def pixel_tags(pictures, taxonomy=None) -> list[tuple[str, str]]:
+    """(colour, pattern) of each picture: what the job measures, mapped by the taxonomy."""
+    taxonomy = taxonomy or load_taxonomy()
+    analyses = [PixelAnalyser().analyse(analysis_pixels(p)) for p in pictures]
+    colour = pd.DataFrame([a["colour"] for a in analyses])
+    pattern = pd.DataFrame([a["pattern"] for a in analyses])
+    colours = colour_tags(colour, taxonomy.dimension("color"))["tag"]
+    patterns = pattern_tags(pattern, taxonomy.dimension("pattern"))["tag"]
+    return list(zip(colours, patterns))
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +47,26 @@ def rendered():
 
 
 def test_tags_match_what_was_drawn(rendered):
-    tagger = PixelTagger(json.loads(TAXONOMY_PATH.read_text()))
-    color_ok = pattern_ok = 0
-    for picture, color, pattern, _ in rendered:
-        tags = tagger.tag(analysis_pixels(decode(jpeg_bytes(picture, 90))))
-        color_ok += tags["color"].value == color
-        pattern_ok += tags["pattern"].value == pattern
-    # measured on 1500 generated images: colour 0.985, pattern 0.964 (sandals' thin straps miss most)
-    assert color_ok / len(rendered) >= 0.95
+    tags = pixel_tags([decode(jpeg_bytes(picture, 90)) for picture, *_ in rendered])
+    color_ok = sum(got[0] == color for got, (_, color, _, _) in zip(tags, rendered))
+    pattern_ok = sum(got[1] == pattern for got, (_, _, pattern, _) in zip(tags, rendered))
+    # measured on 440 generated images in 11 colours (white, grey, beige and black among them): colour
+    # 0.959, pattern 0.975 (sandals' thin straps miss most)
+    assert color_ok / len(rendered) >= 0.93
     assert pattern_ok / len(rendered) >= 0.92
+
+
+def test_achromatic_colours_are_told_apart_by_lightness_and_warmth(rendered):
+    """White, grey and black are one hue: lightness and warmth tell them apart, in a palette of the
+    achromatic colours only as in the shipped one."""
+    achromatic = [r for r in rendered if r[1] in ("white", "grey", "black")]
+    tags = pixel_tags([decode(jpeg_bytes(picture, 90)) for picture, *_ in achromatic])
+    # measured: 72 of 81 (thin black straps blend with the background and read as grey)
+    assert sum(got[0] == color for got, (_, color, _, _) in zip(tags, achromatic)) / len(achromatic) >= 0.85
+    raw = json.loads(json.dumps(load_taxonomy().raw))
+    raw["dimensions"]["color"]["tags"] = {k: raw["dimensions"]["color"]["tags"][k] for k in ("white", "grey", "black")}
+    only = pixel_tags([decode(jpeg_bytes(picture, 90)) for picture, *_ in achromatic], parse_taxonomy(raw))
+    assert sum(got[0] == color for got, (_, color, _, _) in zip(only, achromatic)) / len(achromatic) >= 0.85
 
 
 def hamming(a: int, b: int) -> int:
@@ -51,18 +74,17 @@ def hamming(a: int, b: int) -> int:
 
 
 def test_near_duplicates_keep_tags_dhash_and_edges(rendered):
-    tagger = PixelTagger(json.loads(TAXONOMY_PATH.read_text()))
     rng = np.random.default_rng(5)
     same_tags = close_hash = same_edges = 0
     for picture, *_ in rendered[:60]:
         original = decode(jpeg_bytes(picture, 90))
         copy = decode(near_duplicate(picture, rng)[0])
-        a, b = tagger.tag(analysis_pixels(original)), tagger.tag(analysis_pixels(copy))
-        same_tags += (a["color"].value, a["pattern"].value) == (b["color"].value, b["pattern"].value)
+        a, b = pixel_tags([original, copy])
+        same_tags += a == b
         close_hash += hamming(dhash64(original), dhash64(copy)) <= 3
         same_edges += float(edge_signature(original) @ edge_signature(copy)) >= 0.96
     # measured on the 217 near duplicates of `make run`: 213 within 3 bits (the rest 4-6), edge cosine >= 0.971
-    assert same_tags >= 55 and close_hash >= 58 and same_edges >= 58
+    assert same_tags >= 55 and close_hash >= 56 and same_edges >= 58
 
 
 def test_edge_signature_tells_same_coloured_trousers_apart():
@@ -103,7 +125,6 @@ def test_dhash_is_a_signed_int64():
 
 
 def test_blank_image_has_no_garment():
-    tagger = PixelTagger(json.loads(TAXONOMY_PATH.read_text()))
     buf = io.BytesIO()
     Image.new("RGB", (256, 256), (246, 246, 246)).save(buf, "JPEG")
-    assert tagger.tag(analysis_pixels(decode(buf.getvalue()))) == {"color": None, "pattern": None}
+    assert PixelAnalyser().analyse(analysis_pixels(decode(buf.getvalue()))) is None

@@ -9,6 +9,8 @@ What each source reads, per image (vectors_clean's row, or a shard's rows for th
 - pixels: the job's colour or pattern measurements (`analyses.colour` / `.pattern`), through the
   taxonomy's palette and patterns (vecflow.pixel_tags).
 - rules: the tags of the dimension the rules read.
+- zero_shot: the cosine of the stored vector with each tag's prompts embedded by the model card's
+  text tower (vecflow_model.registry.load_text_tower).
 A dimension with a `fallback` takes the fallback's tag where its own source gave none. The category
 is resolved the same way when a shard is loaded (it partitions the indexes); tagging reads it back.
 Nothing is read from the images again, so a new taxonomy or head set retags history (`retag`).
@@ -46,7 +48,7 @@ TAG_COLUMNS = [
 
 
 class TaggingError(RuntimeError):
-    """Tags cannot be computed as the taxonomy asks (a head dimension with no head set trained)."""
+    """Tags cannot be computed as the taxonomy asks (a zero_shot dimension and no text tower)."""
 
 
 @dataclass
@@ -153,11 +155,44 @@ def _head_tags(
     )
 
 
+def _zero_shot_tags(
+    frame: pd.DataFrame, dim: Dimension, tower, vectors: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Single-label: the tag whose prompts are nearest, confidence its softmax(100 * cosine)
+    probability (CLIP's logit scale); multi-label: every tag above the dimension's threshold, its
+    cosine the confidence."""
+    if tower is None:
+        raise TaggingError(
+            f"dimension {dim.name!r}: source zero_shot needs a text tower (`text_tower` in the model card); none is loaded"
+        )
+    tags = np.array(list(dim.tags), dtype=object)
+    # a tag is the mean of its prompts' directions
+    prompts = np.stack([tower.embed(info["prompts"]).mean(axis=0) for info in dim.tags.values()])
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    if vectors is None or not len(frame):
+        return pd.DataFrame(columns=["row", "tag", "confidence"]), _no_rejects()
+    if vectors.shape[1] != prompts.shape[1]:
+        raise TaggingError(
+            f"dimension {dim.name!r}: the text tower embeds in {prompts.shape[1]} dimensions, the vectors have {vectors.shape[1]}"
+        )
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ prompts.T
+    if dim.multi_label:
+        rows, columns = np.nonzero(cosine > dim.zero_shot_threshold)
+        confidence = cosine[rows, columns]
+    else:
+        rows, columns = np.arange(len(cosine)), cosine.argmax(axis=1)
+        logits = 100.0 * (cosine - cosine.max(axis=1, keepdims=True))
+        confidence = 1.0 / np.exp(logits).sum(axis=1)  # the best tag's softmax probability
+    out = pd.DataFrame({"row": frame.index[rows], "tag": tags[columns], "confidence": np.round(confidence, 3)})
+    return out, _no_rejects()
+
+
 def _no_rejects() -> pd.DataFrame:
     return pd.DataFrame(columns=["row", "dimension", "reason", "detail"])
 
 
-def _source_tags(source: str, frame, dim, heads, vectors) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _source_tags(source: str, frame, dim, heads, vectors, tower=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     if source == "catalog":
         return _catalog_tags(frame, dim)
     if source == "model":
@@ -166,15 +201,16 @@ def _source_tags(source: str, frame, dim, heads, vectors) -> tuple[pd.DataFrame,
         return _pixel_tags(frame, dim)
     if source == "head":
         return _head_tags(frame, dim, heads, vectors)
-    raise TaggingError(
-        f"dimension {dim.name!r}: source {source!r} needs a model with a text tower (none is configured)"
-    )
+    # zero_shot: the one source left (rules dimensions are tagged from other dimensions' tags)
+    return _zero_shot_tags(frame, dim, tower, vectors)
 
 
-def dimension_tags(frame: pd.DataFrame, dim: Dimension, heads=None, vectors=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def dimension_tags(
+    frame: pd.DataFrame, dim: Dimension, heads=None, vectors=None, tower=None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(row, tag, confidence, tag_source) of a non-rules dimension and its rejects; `frame` has
     parsed_analyses and parsed_attributes (prepare)."""
-    tags, rejects = _source_tags(dim.source, frame, dim, heads, vectors)
+    tags, rejects = _source_tags(dim.source, frame, dim, heads, vectors, tower)
     tags = tags.assign(tag_source=dim.source)
     if dim.fallback:
         missing = frame.index.difference(pd.Index(tags["row"]))
@@ -211,16 +247,17 @@ def resolve_category(frame: pd.DataFrame, taxonomy: Taxonomy, heads=None, vector
     return pd.Series(tags.set_index("row")["tag"]).reindex(frame.index)
 
 
-def tag_frame(frame: pd.DataFrame, taxonomy: Taxonomy, heads=None, vectors=None) -> Tagged:
+def tag_frame(frame: pd.DataFrame, taxonomy: Taxonomy, heads=None, vectors=None, tower=None) -> Tagged:
     """Every dimension's tags of the frame's images (image_id, catalog_category, source, analyses,
-    attributes; `vectors` row-aligned when a dimension has a head)."""
+    attributes; `vectors` row-aligned when a dimension has a head or is zero_shot, `tower` the text
+    tower of a zero_shot dimension)."""
     frame = prepare(frame)
     parts, rejects, untagged = [], [], {}
     by_name: dict[str, pd.DataFrame] = {}
     for dim in taxonomy.dims.values():
         if dim.source == "rules":
             continue
-        tags, bad = dimension_tags(frame, dim, heads, vectors)
+        tags, bad = dimension_tags(frame, dim, heads, vectors, tower)
         by_name[dim.name] = tags
         parts.append(tags.assign(dimension=dim.name))
         rejects.append(bad)
@@ -232,7 +269,7 @@ def tag_frame(frame: pd.DataFrame, taxonomy: Taxonomy, heads=None, vectors=None)
         base = by_name[dim.derived_from].rename(columns={"tag": "from_tag"})[["row", "from_tag", "confidence"]]
         derived = base.merge(rules, on="from_tag")[["row", "tag", "confidence"]].drop_duplicates(["row", "tag"])
         parts.append(derived.assign(dimension=dim.name, tag_source="rules"))
-    tags = pd.concat(parts, ignore_index=True)
+    tags = pd.concat(parts, ignore_index=True).astype({"row": int})
     awaiting = [d.name for d in taxonomy.by_source("head") if heads is None or d.name not in heads.dimensions]
     if awaiting and len(frame):
         log.warning(
@@ -284,17 +321,34 @@ def reject_rows(frame: pd.DataFrame, tagged: Tagged) -> pd.DataFrame:
     )
 
 
-def needs_vectors(taxonomy: Taxonomy) -> bool:
-    return bool(taxonomy.by_source("head"))
+def needs_vectors(heads, tower) -> bool:
+    """Whether tagging reads the stored vectors: a head set or a text tower scores them."""
+    return heads is not None or tower is not None
 
 
 def head_set(settings, taxonomy: Taxonomy, model_version: str):
     """The head set that tags the taxonomy's head dimensions (None when it has none)."""
-    if not needs_vectors(taxonomy):
+    if not taxonomy.by_source("head"):
         return None
     from vecflow.heads import load_head_set
 
     return load_head_set(settings, model_version)
+
+
+def text_tower(settings, taxonomy: Taxonomy, model_version: str):
+    """The model card's text tower when the taxonomy has zero_shot dimensions (None when it has
+    none); a TaggingError naming them when the card declares no tower."""
+    zero_shot = [d.name for d in taxonomy.by_source("zero_shot")]
+    if not zero_shot:
+        return None
+    from vecflow_model.registry import load_text_tower
+
+    tower = load_text_tower(model_version, settings.embed.model_registry)
+    if tower is None:
+        raise TaggingError(
+            f"dimensions {zero_shot} are zero_shot and model {model_version}'s card declares no `text_tower`"
+        )
+    return tower
 
 
 def vectors_of(frame: pd.DataFrame) -> np.ndarray:
@@ -357,14 +411,16 @@ def tag_partition(settings, warehouse, taxonomy: Taxonomy, run_date: dt.date, ru
 
     publish_taxonomy(warehouse, taxonomy)
     heads = head_set(settings, taxonomy, model_version)
+    tower = text_tower(settings, taxonomy, model_version)
+    vectors = needs_vectors(heads, tower)
     frame = warehouse.query(
         "select_tagging_rows",
-        names={"extra_columns": ["embedding"] if heads is not None else []},
+        names={"extra_columns": ["embedding"] if vectors else []},
         date_from=run_date,
         date_to=run_date,
         model_version=model_version,
     )
-    tagged = tag_frame(frame, taxonomy, heads, vectors_of(frame) if heads is not None else None)
+    tagged = tag_frame(frame, taxonomy, heads, vectors_of(frame) if vectors else None, tower)
     rows = long_rows(frame, tagged, taxonomy, heads, run_id)
     warehouse.run("replace_image_tags", rows=rows, names={"columns": TAG_COLUMNS}, run_date=run_date)
     rejects = reject_rows(frame, tagged)
@@ -415,6 +471,8 @@ def retag(settings, warehouse, run_id: str, model_version: str, chunk_days: int 
     taxonomy = load_taxonomy()
     publish_taxonomy(warehouse, taxonomy)
     heads = head_set(settings, taxonomy, model_version)
+    tower = text_tower(settings, taxonomy, model_version)
+    vectors = needs_vectors(heads, tower)
     partitions = sorted(set(warehouse.query("select_model_partitions", model_versions=[model_version])["listed_date"]))
     if not partitions:
         raise TaggingError(f"no clean images of model {model_version} to retag")
@@ -426,12 +484,12 @@ def retag(settings, warehouse, run_id: str, model_version: str, chunk_days: int 
         first, last = partitions[i], partitions[min(i + chunk_days, len(partitions)) - 1]
         frame = warehouse.query(
             "select_tagging_rows",
-            names={"extra_columns": ["embedding"] if heads is not None else []},
+            names={"extra_columns": ["embedding"] if vectors else []},
             date_from=first,
             date_to=last,
             model_version=model_version,
         )
-        tagged = tag_frame(frame, taxonomy, heads, vectors_of(frame) if heads is not None else None)
+        tagged = tag_frame(frame, taxonomy, heads, vectors_of(frame) if vectors else None, tower)
         rows = long_rows(frame, tagged, taxonomy, heads, run_id)
         warehouse.run("append_image_tags_candidate", rows=rows, names={"columns": TAG_COLUMNS})
         rejects.append(reject_rows(frame, tagged))
