@@ -311,3 +311,36 @@ def test_cli_tags_train(planted, capsys):
     assert cli.main(["tags", "train", "--labels", str(ghost)]) == 1
     assert "rejected unknown_image: 2" in capsys.readouterr().out
     assert cli.main(["tags", "train", "--labels", str(ghost), "--model-version", "m9"]) == 1
+
+
+def test_labelled_vectors_are_each_images_newest_of_the_model_on_both_backends(warehouse):
+    """select_labelled_vectors.sql on BigQuery (the emulator) and DuckDB: the labelled images' clean
+    vectors of the model, an image listed on two days by its newest vector."""
+    rows = [  # image, day, model, vector's first coordinate
+        ("a", DAY, "m1", 1.0),
+        ("a", DAY + dt.timedelta(days=1), "m1", 2.0),
+        ("b", DAY, "m1", 3.0),
+        ("b", DAY, "m2", 4.0),
+        ("c", DAY, "m1", 5.0),
+    ]
+    log = pd.DataFrame(
+        {
+            "image_id": [r[0] for r in rows],
+            "listed_date": [r[1] for r in rows],
+            "model_version": [r[2] for r in rows],
+            "category": "dress",
+            "embedding": [[r[3], 0.0] for r in rows],
+            "run_id": "run-1",
+            "shard_id": 0,
+            "attempt": 1,
+            "embedded_at": pd.Timestamp("2026-03-30T01:00:00Z"),
+        }
+    )
+    clean = log[["image_id", "listed_date", "model_version", "category", "shard_id", "attempt"]].assign(
+        vector_run_id="run-1"
+    )
+    for table, frame in [("vector_log", log), ("vectors_clean", clean)]:
+        warehouse.run("replace_table", rows=frame, names={"table": table, "columns": list(frame.columns)})
+    got = warehouse.query("select_labelled_vectors", model_version="m1", image_ids=["a", "b", "ghost"])
+    assert got["image_id"].tolist() == ["a", "b"]
+    assert [float(v[0]) for v in got["embedding"]] == [2.0, 3.0]
