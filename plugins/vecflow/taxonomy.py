@@ -16,6 +16,7 @@ A dimension:
       "separator": "|",           catalog, multi_label: a string value is split on it (a JSON list is taken as it is)
       "analyser": "colour",       pixels: `colour` or `pattern`
       "from": "category",         rules: the dimension the rules read
+      "zero_shot_threshold": 0.25, zero_shot, multi_label: a tag is given above this cosine
       "tags": {"key": {"display": "...", "synonyms": ["..."], ...per-source fields}}
     }
 
@@ -68,6 +69,7 @@ class Dimension:
     separator: str = "|"
     analyser: str | None = None
     derived_from: str | None = None
+    zero_shot_threshold: float = 0.25
     synonyms: dict[str, str] = field(default_factory=dict)  # normalised synonym or key or display -> tag
 
     @property
@@ -224,8 +226,11 @@ def _check_dimension(where: str, name: str, spec) -> Dimension:
     if source == "zero_shot":
         for tag, info in tags.items():
             prompts = info.get("prompts")
-            if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) for p in prompts)):
-                fail(f"zero_shot tag {tag!r} needs prompts: a non-empty list of texts")
+            if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) and p.strip() for p in prompts)):
+                fail(f"zero_shot tag {tag!r} needs prompts: a non-empty list of non-empty texts")
+    threshold = spec.get("zero_shot_threshold", 0.25)
+    if not (isinstance(threshold, int | float) and not isinstance(threshold, bool) and -1 < threshold < 1):
+        fail(f"zero_shot_threshold {threshold!r} must be a number between -1 and 1 (a cosine)")
     return Dimension(
         name=name,
         display=str(spec.get("display", name)),
@@ -238,6 +243,7 @@ def _check_dimension(where: str, name: str, spec) -> Dimension:
         separator=separator,
         analyser=analyser,
         derived_from=spec.get("from"),
+        zero_shot_threshold=float(threshold),
         synonyms=synonyms,
     )
 
@@ -251,6 +257,12 @@ def parse_taxonomy(raw, location: str = "taxonomy", version: str = "") -> Taxono
     if category is None:
         raise TaxonomyError(
             f"{location}: dimension 'category' is required (it partitions the indexes); found {sorted(dims)}"
+        )
+    column = raw["dimensions"]["category"].get("column", "category")
+    if column != "category":
+        raise TaxonomyError(
+            f"{location}: dimension 'category': column {column!r} must be 'category' (the catalog's "
+            "category column; VECFLOW_CATALOG_COLUMNS maps a catalog's own column onto it)"
         )
     if category.multi_label or category.source not in CATEGORY_SOURCES:
         raise TaxonomyError(

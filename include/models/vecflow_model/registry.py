@@ -17,10 +17,16 @@ suite and index sizing expect it). An RGB card (torchvision, torch-export) also 
 and may have `resize` ("squash", default, or "center_crop") and `normalize` ({"mean": [r, g, b],
 "std": [r, g, b]}; ImageNet's by default; "none" for a model that normalises inside itself, as a
 CLIP tower exported with its own preprocessing does). read_card refuses a card that breaks these.
+
+A card may declare a text tower for zero_shot tags: `text_tower` {"weights_file", "weights_md5",
+"max_length": L}, a torch.export program (batch dimension dynamic) mapping (N, L) int64 UTF-8 byte
+ids (0-padded, truncated to L) to (N, D) text embeddings in the image embedding space
+(load_text_tower).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,6 +34,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -190,3 +197,63 @@ def load_model(model_version: str, registry: Path = DEFAULT_REGISTRY) -> LoadedM
     else:
         raise ModelRegistryError(f"{model_version}: no fc/classifier to drop on {card['architecture']}")
     return LoadedModel(model_version, card, _FeatureEmbedder(backbone.eval()).eval(), preprocessing, None)
+
+
+@dataclass
+class TextTower:
+    """A card's text tower: texts -> L2-normalised (N, D) vectors in the image embedding space."""
+
+    model_version: str
+    max_length: int
+    embedding_dim: int
+    network: nn.Module
+    # each text is embedded once per loaded tower (a retag tags many chunks with the same prompts)
+    embedded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+
+    def byte_ids(self, texts: list[str]) -> torch.Tensor:
+        ids = torch.zeros((len(texts), self.max_length), dtype=torch.int64)
+        for i, text in enumerate(texts):
+            data = text.encode("utf-8")[: self.max_length]
+            ids[i, : len(data)] = torch.tensor(list(data), dtype=torch.int64)
+        return ids
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        new = [text for text in dict.fromkeys(texts) if text not in self.embedded]
+        if new:
+            with torch.no_grad():
+                out = self.network(self.byte_ids(new))
+            if tuple(out.shape) != (len(new), self.embedding_dim):
+                raise ModelRegistryError(
+                    f"{self.model_version}: the text tower maps {len(new)} texts to shape {tuple(out.shape)}, "
+                    f"not ({len(new)}, {self.embedding_dim}) (the card's embedding_dim)"
+                )
+            self.embedded.update(zip(new, F.normalize(out.float(), dim=1).numpy()))
+        return np.stack([self.embedded[text] for text in texts])
+
+
+def load_text_tower(model_version: str, registry: Path = DEFAULT_REGISTRY) -> TextTower | None:
+    """The text tower the model's card declares (md5-checked like the model), or None when it
+    declares none; ModelRegistryError naming the card and the field when the declaration is bad."""
+    card, _ = read_card(model_version, registry)
+    spec = card.get("text_tower")
+    if spec is None:
+        return None
+    where = f"{Path(registry) / model_version / 'card.json'}: text_tower"
+    if not isinstance(spec, dict):
+        raise ModelRegistryError(f'{where} is {spec!r}; {{"weights_file", "weights_md5", "max_length"}}')
+    for name in ("weights_file", "weights_md5"):
+        if not isinstance(spec.get(name), str) or not spec[name]:
+            raise ModelRegistryError(f"{where}: field {name!r} missing or not a string")
+    if not _positive_int(spec.get("max_length")):
+        raise ModelRegistryError(f"{where}: field 'max_length' is {spec.get('max_length')!r}, not a positive integer")
+    weights = Path(registry) / model_version / spec["weights_file"]
+    if not weights.exists():
+        raise ModelRegistryError(f"{model_version}: text tower weights {weights} missing")
+    actual = file_md5(weights)
+    if actual != spec["weights_md5"]:
+        raise ModelRegistryError(f"{model_version}: md5 of {weights} is {actual}, card says {spec['weights_md5']}")
+    try:
+        network = torch.export.load(weights).module()
+    except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelRegistryError(f"{model_version}: {weights} is not a torch.export program: {exc}") from None
+    return TextTower(model_version, spec["max_length"], int(card["embedding_dim"]), network)
