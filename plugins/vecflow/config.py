@@ -825,11 +825,15 @@ def _warn_unknown(names: tuple[str, ...]) -> None:
     import logging
 
     known = {variable for variable, *_ in variables()}
+    # compared without the prefix every name shares, which alone would make any name look close
+    suffixes = [variable.removeprefix(PREFIX) for variable in known]
     for name in names:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), suffixes, n=1)
             logging.getLogger(__name__).warning(
-                "%s is not a vecflow setting and is ignored%s", name, f" (did you mean {close[0]}?)" if close else ""
+                "%s is not a vecflow setting and is ignored%s",
+                name,
+                f" (did you mean {PREFIX}{close[0]}?)" if close else "",
             )
 
 
