@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from vecflow.config import ConfigError
-from vecflow.demo.catalog.generate import CatalogParams, apportion, generate
-from vecflow.demo.catalog.spec import load_trend_spec, parse_trend_spec
+from vecflow.demo.catalog.generate import LABEL_SAMPLE_RATE, CatalogParams, apportion, generate
+from vecflow.demo.catalog.spec import catalog_dimensions, load_trend_spec, parse_trend_spec
+from vecflow.demo.catalog.world import CATEGORY_WEIGHTS, HEAD_MAPS
 from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.taxonomy import load_taxonomy
 
@@ -112,8 +113,112 @@ def test_truth_shares_follow_the_spec(catalog):
     red = shares[(shares["dimension"] == "color") & (shares["tag"] == "red")].set_index("quarter")
     assert striped.loc["2026-Q2", "share"] > striped.loc["2026-Q1", "share"]
     assert red.loc["2026-Q2", "share"] < red.loc["2026-Q1", "share"]
-    for _, group in shares.groupby(["quarter", "dimension"]):
-        assert group["share"].sum() == pytest.approx(1.0)
+    for (_, dimension), group in shares.groupby(["quarter", "dimension"]):
+        if dimension == "occasion":  # multi-label: an image counts under each of its 1 to 3 tags
+            assert 1.0 < group["share"].sum() < 3.0
+        else:
+            assert group["share"].sum() == pytest.approx(1.0)
+    assert set(shares["dimension"]) == set(load_taxonomy().dimensions)
+
+
+def _manifests(root) -> pd.DataFrame:
+    return pd.concat(pd.read_parquet(p) for p in sorted(root.glob("listed_date=*/manifest.parquet")))
+
+
+def _values(dim, value) -> list[str]:
+    return [] if value is None else value.split(dim.separator) if dim.multi_label else [value]
+
+
+def test_catalog_columns_name_the_true_tags(catalog, taxonomy):
+    """Every catalog-sourced column maps through the taxonomy's synonyms to the truth; no value is the
+    none tag; a value that maps to nothing is listed in unknown_values.csv and leaves a single-label
+    truth empty."""
+    root, _ = catalog
+    truth = pd.read_parquet(root / "truth" / "images.parquet").set_index("image_id")
+    manifest = _manifests(root).set_index("image_id").loc[truth.index]
+    unknown = pd.read_csv(root / "truth" / "unknown_values.csv")
+    listed = set(zip(unknown["image_id"], unknown["dimension"], unknown["value"]))
+    dims = catalog_dimensions(taxonomy)
+    assert {d.column for d in dims} == {"brand", "material", "occasions", "fit"} <= set(manifest.columns)
+    found_unknown = set()
+    for dim in dims:
+        for image_id, value, true in zip(truth.index, manifest[dim.column], truth[dim.name]):
+            value, true = (None if pd.isna(v) else v for v in (value, true))
+            tags = [dim.map_value(v) for v in _values(dim, value)]
+            found_unknown |= {(image_id, dim.name, v) for v, t in zip(_values(dim, value), tags) if t is None}
+            mapped = [t for t in tags if t is not None]
+            if dim.multi_label:
+                assert "|".join(sorted(mapped, key=list(dim.tags).index)) == true
+                assert 1 <= len(mapped) <= 3
+            elif true is None:
+                assert len(tags) == 1 and tags[0] is None
+            elif value is None:
+                assert true == dim.none_tag
+            else:
+                assert mapped == [true] and true != dim.none_tag
+    assert found_unknown == listed
+    assert set(unknown["dimension"]) >= {"brand"}
+    # the rate is 0.5%; at least one, never many
+    assert 0 < (unknown["dimension"] == "brand").sum() < 0.02 * len(truth)
+
+
+def test_brand_values_use_names_variants_and_misspelled_synonyms(catalog, taxonomy):
+    root, _ = catalog
+    truth = pd.read_parquet(root / "truth" / "images.parquet").set_index("image_id")
+    brand = taxonomy.dimension("brand")
+    written = _manifests(root).set_index("image_id").loc[truth.index, "brand"].dropna()
+    true = truth.loc[written.index, "brand"]
+    known = true.notna()
+    display = [brand.tags[t]["display"] for t in true[known]]
+    exact = written[known] == display
+    variant = ~exact & np.array(
+        [w.strip().replace("_", " ").casefold() == d.casefold() for w, d in zip(written[known], display)]
+    )
+    synonym = ~exact & ~variant
+    for w, t in zip(written[known][synonym], true[known][synonym]):
+        assert w in brand.tags[t]["synonyms"] and brand.map_value(w) == t
+    misspelled = [w for w, t in zip(written[known][synonym], true[known][synonym]) if "Studio" not in w]
+    assert misspelled  # the shipped synonyms are the brand's name with " Studio" or misspelt
+    # catalog_values in the default spec: variant_rate 0.2, synonym_rate 0.1 (a variant may equal the name)
+    assert 0.05 < synonym.mean() < 0.16 and 0.08 < variant.mean() < 0.25
+
+
+def test_brand_popularity_is_zipf(catalog, taxonomy):
+    """Brands in taxonomy order are ranks of a Zipf popularity (exponent 1 in the default spec)."""
+    root, _ = catalog
+    truth = pd.read_parquet(root / "truth" / "images.parquet")
+    originals = truth[truth["kind"] == "original"]
+    counts = originals["brand"].value_counts().reindex(taxonomy.tags("brand"), fill_value=0).to_numpy()
+    ranks = np.arange(1, len(counts) + 1)
+    expected = originals["brand"].notna().sum() / ranks / (1.0 / ranks).sum()
+    assert np.abs(counts[:10] - expected[:10]).max() <= 2.5  # apportioned: tracks the plan
+    slope = np.polyfit(np.log(ranks[:40]), np.log(np.maximum(counts[:40], 0.5)), 1)[0]
+    assert -1.3 < slope < -0.7
+
+
+def test_category_decides_fit_material_and_the_derived_truth(catalog, taxonomy):
+    root, _ = catalog
+    truth = pd.read_parquet(root / "truth" / "images.parquet")
+    for category, group in truth.groupby("category"):
+        assert set(group["silhouette"]) == {HEAD_MAPS["silhouette"][category]}
+        assert set(group["style"]) == {taxonomy.derived("style")[category]}
+        assert set(group["material"].dropna()) <= set(CATEGORY_WEIGHTS["material"][category])
+        apparel = HEAD_MAPS["silhouette"][category] in ("top", "bottom", "one_piece")
+        assert (group["fit"] == "not_applicable").sum() == (0 if apparel else len(group)), category
+    bags = truth[truth["category"] == "bag"]["material"]
+    assert (bags == "leather").mean() > 0.25
+
+
+def test_labels_are_a_sample_of_originals_with_their_head_tags(catalog, taxonomy):
+    root, _ = catalog
+    truth = pd.read_parquet(root / "truth" / "images.parquet").set_index("image_id")
+    labels = pd.read_csv(root / "truth" / "labels.csv")
+    originals = truth[truth["kind"] == "original"]
+    assert set(labels["dimension"]) == {d.name for d in taxonomy.by_source("head")} == {"silhouette"}
+    assert len(labels) == round(LABEL_SAMPLE_RATE * len(originals)) and labels["image_id"].is_unique
+    assert labels["image_id"].isin(originals.index).all()
+    assert (labels["tag"].to_numpy() == originals.loc[labels["image_id"], "silhouette"].to_numpy()).all()
+    assert labels["tag"].nunique() >= 3  # a random sample, not one category's
 
 
 def test_apportion_sums_per_day_and_tracks_expected_totals():
@@ -193,6 +298,37 @@ def test_apportion_sums_per_day_and_tracks_expected_totals():
             },
             "one key per dimension",
         ),
+        (
+            {"trends": [{"dimension": "silhouette", "tag": "top", "from_share": 0.1, "to_share": 0.2}]},
+            "dimension='silhouette' must be one of",
+        ),
+        (
+            {
+                "trends": [
+                    {
+                        "dimension": "material",
+                        "tag": "linen",
+                        "from_share": 0.1,
+                        "to_share": 0.2,
+                        "within": {"category": "bag"},
+                    }
+                ]
+            },
+            "never occur",
+        ),
+        (
+            {
+                "trends": [
+                    {"dimension": "occasion", "tag": t, "from_share": 0.1, "to_share": 0.2}
+                    for t in ["work", "casual", "party", "sport", "travel", "wedding", "beach"]
+                ]
+            },
+            "unplanted tags",
+        ),
+        ({"zipf": {"material": 1.0}}, "zipf.material"),
+        ({"zipf": {"brand": -1}}, "zipf.brand"),
+        ({"catalog_values": {"typo_rate": 0.1}}, "catalog_values"),
+        ({"catalog_values": {"synonym_rate": 0.7, "variant_rate": 0.7}}, "catalog_values rates sum"),
     ],
 )
 def test_malformed_trend_spec_names_the_field(raw, field, taxonomy):
@@ -216,7 +352,11 @@ def test_default_spec_is_valid(taxonomy):
         ("color", "red", ""),
         ("color", "blue", "category=dress"),
         ("category", "bag", "source=shop_b"),
+        ("material", "linen", ""),
+        ("occasion", "party", ""),
     }
+    assert taxonomy.dimension("material").source == "catalog" and taxonomy.dimension("occasion").multi_label
+    assert spec.zipf == {"brand": 1.0}
     assert json.loads(DEFAULT_TREND_SPEC.read_text())["corrupt_rate"] == spec.corrupt_rate
 
 
@@ -253,3 +393,33 @@ def test_a_trend_planted_within_a_facet_moves_there_and_barely_in_the_catalog(tm
     assert json.loads((tmp_path / "truth" / "params.json").read_text())["spec"]["trends"][0]["within"] == {
         "source": "shop_b"
     }
+
+
+def test_planted_material_and_occasion_trends_are_realised(catalog, taxonomy):
+    """linen rises among the categories that have it (0.05 -> 0.35), `party` among all images (0.15 ->
+    0.45, multi-label: the other occasions keep their share), both apportioned day by day."""
+    root, _ = catalog
+    truth = pd.read_parquet(root / "truth" / "images.parquet")
+    originals = truth[truth["kind"] == "original"]
+    days = pd.to_datetime(originals["listed_date"])
+    first, last = (
+        originals[days < days.min() + pd.Timedelta(days=3)],
+        originals[days > days.max() - pd.Timedelta(days=3)],
+    )
+    linen_categories = [c for c, weights in CATEGORY_WEIGHTS["material"].items() if "linen" in weights]
+
+    def linen(frame):
+        return (frame[frame["category"].isin(linen_categories)]["material"] == "linen").mean()
+
+    def occasion(frame, tag):
+        return frame["occasion"].str.split("|").apply(lambda tags: tag in tags).mean()
+
+    # progress over the 10 days: the first 3 average 1/9, the last 3 average 8/9
+    assert linen(first) == pytest.approx(0.05 + 0.30 / 9, abs=0.04)
+    assert linen(last) == pytest.approx(0.05 + 0.30 * 8 / 9, abs=0.04)
+    assert (originals[~originals["category"].isin(linen_categories)]["material"] != "linen").all()
+    assert occasion(first, "party") == pytest.approx(0.15 + 0.30 / 9, abs=0.04)
+    assert occasion(last, "party") == pytest.approx(0.15 + 0.30 * 8 / 9, abs=0.04)
+    for tag in set(taxonomy.tags("occasion")) - {"party"}:  # each of 1.5 others drawn from 7
+        assert occasion(first, tag) == pytest.approx(1.5 / 7, abs=0.06)
+        assert occasion(last, tag) == pytest.approx(1.5 / 7, abs=0.06)

@@ -112,3 +112,40 @@ def test_a_planted_trend_is_judged_by_the_comparisons_that_can_see_it(found, pow
 
     found = pd.Series(found)
     assert _planted_outcome(found, found[pd.Series(powered)], "rising") is outcome
+
+
+def test_the_oracle_plans_every_dimension_as_the_generator_realised_it(tmp_path):
+    """The oracle's planned shares (per period and facet) of every dimension, catalog-sourced,
+    multi-label and derived ones included, are the shares the generator realised in the truth."""
+    import pandas as pd
+
+    from vecflow.demo.catalog.generate import CatalogParams, generate
+    from vecflow.demo.catalog.spec import load_trend_spec
+    from vecflow.demo.truth import expected_shares
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    generate(
+        tmp_path,
+        CatalogParams(9, dt.date(2026, 3, 20), 24, 30),
+        load_trend_spec(DEFAULT_TREND_SPEC, taxonomy),
+        taxonomy,
+    )
+    trends = pd.DataFrame({"period_kind": ["quarter", "month", "quarter"], "facet_keys": ["", "", "category"]})
+    expected = expected_shares(tmp_path / "truth", trends)
+    assert set(expected["dimension"]) == set(taxonomy.dimensions)
+    assert (
+        not expected[expected["facet_keys"] == "category"]["dimension"].isin(["style", "silhouette", "category"]).any()
+    )
+    truth = pd.read_parquet(tmp_path / "truth" / "images.parquet")
+    truth = truth[truth["kind"] == "original"]
+    quarter = pd.to_datetime(truth["listed_date"]).dt.to_period("Q").dt.start_time
+    catalog = expected[(expected["facet_keys"] == "") & (expected["period_kind"] == "quarter")]
+    worst = 0.0
+    for (dimension, tag, start), planned in catalog.groupby(["dimension", "tag", "period_start"])["expected_share"]:
+        values = truth.loc[quarter == start, dimension].dropna()
+        carried = values.str.split("|").apply(lambda tags: tag in tags)
+        worst = max(worst, abs(carried.mean() - planned.iloc[0]))
+    assert worst < 0.03, worst
+    party = catalog[(catalog["dimension"] == "occasion") & (catalog["tag"] == "party")].sort_values("period_start")
+    assert party["expected_share"].diff().iloc[1] > 0.1  # the planted multi-label trend: Q2 is half the range on
