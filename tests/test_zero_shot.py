@@ -67,28 +67,30 @@ class _ByteTrigrams(nn.Module):
         return counts @ self.mix
 
 
-def _card_with_tower(registry, name: str, tower: dict | None) -> None:
-    """The shipped model's card under `name` (weights linked), with `tower` as its text_tower."""
+def _card_with_tower(registry, name: str, tower: dict | None, **fields) -> None:
+    """The shipped model's card under `name` (weights linked), with `tower` as its text_tower and
+    `fields` changed."""
     shipped = DEFAULT_REGISTRY / "garment-arcface-v1"
     card = json.loads((shipped / "card.json").read_text())
     (registry / name).mkdir(parents=True)
     (registry / name / card["weights_file"]).symlink_to(shipped / card["weights_file"])
-    card = {**card, "model_version": name} | ({"text_tower": tower} if tower is not None else {})
+    card = {**card, "model_version": name, **fields} | ({"text_tower": tower} if tower is not None else {})
     (registry / name / "card.json").write_text(json.dumps(card))
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """m1 with a text tower of DIM outputs, `no-tower` without one, `narrow` whose tower gives 64."""
+    """m1 with a text tower into its DIM-d space, `no-tower` without one, `narrow` whose card says 64."""
     registry = tmp_path_factory.mktemp("registry")
     ids = torch.randint(1, 256, (2, MAX_LENGTH))
-    batch = {"ids": {0: torch.export.Dim("batch")}}
+    program = torch.export.export(
+        _ByteTrigrams(DIM).eval(), (ids,), dynamic_shapes={"ids": {0: torch.export.Dim("batch")}}
+    )
+    path = tmp_path_factory.mktemp("tower") / "text.pt2"
+    torch.export.save(program, path)
+    tower = {"weights_file": "text.pt2", "weights_md5": file_md5(path), "max_length": MAX_LENGTH}
     for name, dim in ((MODEL, DIM), ("narrow", 64)):
-        program = torch.export.export(_ByteTrigrams(dim).eval(), (ids,), dynamic_shapes=batch)
-        path = tmp_path_factory.mktemp("tower") / "text.pt2"
-        torch.export.save(program, path)
-        tower = {"weights_file": "text.pt2", "weights_md5": file_md5(path), "max_length": MAX_LENGTH}
-        _card_with_tower(registry, name, tower)
+        _card_with_tower(registry, name, tower, embedding_dim=dim)
         shutil.copy(path, registry / name / "text.pt2")
     _card_with_tower(registry, "no-tower", None)
     return registry
@@ -184,7 +186,7 @@ def test_a_card_without_a_text_tower_is_named(registry, monkeypatch):
 
 
 def test_a_bad_text_tower_is_refused(registry, tmp_path):
-    with pytest.raises(ModelRegistryError, match="text tower maps 1 texts to shape \\(1, 64\\), not \\(1, 256\\)"):
+    with pytest.raises(ModelRegistryError, match="text tower maps 1 texts to shape \\(1, 256\\), not \\(1, 64\\)"):
         load_text_tower("narrow", registry).embed(["a dress"])
     tower = load_text_tower(MODEL, registry)
     with pytest.raises(
@@ -209,6 +211,7 @@ def test_a_bad_text_tower_is_refused(registry, tmp_path):
         _taxonomy(mood={**MOOD, "zero_shot_threshold": 2})
 
 
+@pytest.mark.integration  # SQL on the warehouse
 def test_the_daily_tagging_step_reads_the_vectors_of_zero_shot_dimensions(
     registry, tmp_path, vecflow_home, monkeypatch
 ):
