@@ -423,3 +423,27 @@ def test_planted_material_and_occasion_trends_are_realised(catalog, taxonomy):
     for tag in set(taxonomy.tags("occasion")) - {"party"}:  # each of 1.5 others drawn from 7
         assert occasion(first, tag) == pytest.approx(1.5 / 7, abs=0.06)
         assert occasion(last, tag) == pytest.approx(1.5 / 7, abs=0.06)
+
+
+def test_the_taxonomy_is_part_of_the_catalog_identity(taxonomy):
+    from vecflow.demo.catalog.generate import catalog_identity
+    from vecflow.taxonomy import parse_taxonomy
+
+    spec = load_trend_spec(DEFAULT_TREND_SPEC, taxonomy)
+    other = parse_taxonomy(taxonomy.raw, version="another")
+    assert catalog_identity(PARAMS, spec, taxonomy) != catalog_identity(PARAMS, spec, other)
+
+
+def test_a_dimension_the_generator_cannot_plant_is_named(tmp_path, taxonomy):
+    import copy
+
+    from vecflow.taxonomy import parse_taxonomy
+
+    raw = copy.deepcopy(taxonomy.raw)
+    raw["dimensions"]["collar"] = {"source": "head", "tags": {"round": {}, "v_neck": {}}}
+    with pytest.raises(ConfigError, match="cannot plant dimension 'collar'"):
+        generate(tmp_path, PARAMS, load_trend_spec(DEFAULT_TREND_SPEC, taxonomy), parse_taxonomy(raw))
+    raw = copy.deepcopy(taxonomy.raw)
+    del raw["dimensions"]["material"]["tags"]["leather"]
+    with pytest.raises(ConfigError, match="material tags \\['leather'\\]"):
+        generate(tmp_path, PARAMS, load_trend_spec(DEFAULT_TREND_SPEC, taxonomy), parse_taxonomy(raw))

@@ -48,7 +48,7 @@ def generate_catalog(args: argparse.Namespace, force: bool = True) -> bool:
     spec = load_trend_spec(args.trends, taxonomy)
     params = CatalogParams(args.seed, args.start_date, args.days, args.images_per_day)
     existing = s.paths.catalog_dir / "truth" / "params.json"
-    wanted = catalog_identity(params, spec)
+    wanted = catalog_identity(params, spec, taxonomy)
     if not force and existing.exists():
         have = json.loads(existing.read_text())
         if {k: have.get(k) for k in wanted} == wanted:

@@ -81,10 +81,12 @@ def quarter_label(day: dt.date) -> str:
     return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
 
 
-def catalog_identity(params: CatalogParams, spec: TrendSpec) -> dict:
-    """What makes a generated catalog: the same identity, the same catalog (truth/params.json holds it)."""
+def catalog_identity(params: CatalogParams, spec: TrendSpec, taxonomy: Taxonomy) -> dict:
+    """What makes a generated catalog: the same identity, the same catalog (truth/params.json holds it).
+    The taxonomy's version too: its dimensions and tags decide what is planted."""
     return {
         "generator_version": GENERATOR_VERSION,
+        "taxonomy_version": taxonomy.version,
         "seed": params.seed,
         "start_date": params.start_date.isoformat(),
         "days": params.days,
@@ -446,7 +448,7 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     shares = tag_shares(truth[truth["kind"] == "original"], taxonomy)
     shares.to_csv(catalog_dir / "truth" / "tag_shares.csv", index=False)
     summary = {
-        **catalog_identity(params, spec),
+        **catalog_identity(params, spec, taxonomy),
         "images": int(len(truth)),
         **{f"{k}_images": int(v) for k, v in truth["kind"].value_counts().items()},
     }
