@@ -79,10 +79,12 @@ def _catalog_tags(frame: pd.DataFrame, dim: Dimension) -> tuple[pd.DataFrame, pd
             lambda v: v if isinstance(v, list) else ([] if v is None or v != v else str(v).split(dim.separator))
         )
         values = values.explode()
-    present = values.notna() & (values.astype(str).str.strip() != "")
-    values = values[present]
-    keys = values.astype(str).map(normalise)
-    tags = keys.map(dim.synonyms)
+    text = values.astype(str)
+    present = values.notna() & (text.str.strip() != "")
+    values, text = values[present], text[present]
+    # a catalog repeats few distinct values: each is normalised and looked up once
+    distinct = pd.unique(text)
+    tags = text.map(dict(zip(distinct, (dim.synonyms.get(normalise(v)) for v in distinct))))
     found = tags.notna()
     out = pd.DataFrame({"row": tags.index[found], "tag": tags[found].to_numpy(), "confidence": 1.0})
     unknown = values[~found]
