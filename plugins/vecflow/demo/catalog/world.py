@@ -71,8 +71,10 @@ def check_world(taxonomy: Taxonomy) -> None:
                 f"{taxonomy.location}: the demo generator cannot plant dimension {d.name!r} (source {d.source}); "
                 f"it plants catalog, pixels and rules dimensions and head dimensions {sorted(HEAD_MAPS)}"
             )
-        if d.source == "rules" and d.multi_label:
-            raise ConfigError(f"{taxonomy.location}: the demo generator plants single-label rules only, not {d.name!r}")
+        if d.source == "rules" and (d.multi_label or taxonomy.dimension(d.derived_from).multi_label):
+            raise ConfigError(
+                f"{taxonomy.location}: the demo generator plants rules between single-label dimensions only, not {d.name!r}"
+            )
     tables = {**{k: {c: {t: 1} for c, t in m.items()} for k, m in HEAD_MAPS.items()}, **CATEGORY_WEIGHTS}
     for name, by_category in tables.items():
         if name not in taxonomy.dims:
