@@ -39,23 +39,24 @@ keyed AS (
   FROM {{ dataset }}.image_tags AS t
   JOIN image_keys AS k USING (image_id, listed_date)
 ),
--- one pass over the tags: per day and finest key combination, images per tag and per dimension (tag
--- NULL); every coarser facet sums these (an image has one value of each single-label key, one listing
--- date). An image has several values of a multi-label key, so summing over one would count it twice:
--- facets on a set of multi-label keys read a pass of their own (daily_<keys>), one row per image and
--- value of those keys, where the keys are never summed over.
+-- one pass over the tags: per month and finest key combination, images per tag and per dimension (tag
+-- NULL); every coarser facet and every quarter sums these (an image has one value of each single-label
+-- key, one listing date; a quarter is three months). An image has several values of a multi-label
+-- key, so summing over one would count it twice: facets on a set of multi-label keys read a pass of
+-- their own (monthly_<keys>), one row per image and value of those keys, where the keys are never
+-- summed over.
 {%- for multi in [[]] + multi_key_sets %}
 {%- set keys = key_dimensions + multi %}
-daily{% for key in multi %}_{{ key }}{% endfor %} AS (
+monthly{% for key in multi %}_{{ key }}{% endfor %} AS (
   {%- for totals in (false, true) %}
-  SELECT listed_date, source{% for key in keys %}, {{ key }}{% endfor %}, dimension,
-         {% if totals %}NULL{% else %}tag{% endif %} AS tag, COUNT(DISTINCT image_id) AS images
+  SELECT CAST(DATE_TRUNC(listed_date, MONTH) AS DATE) AS month, source{% for key in keys %}, {{ key }}{% endfor %},
+         dimension, {% if totals %}NULL{% else %}tag{% endif %} AS tag, COUNT(DISTINCT image_id) AS images
   FROM keyed
   {%- for key in multi %}
   JOIN (SELECT image_id, listed_date, tag AS {{ key }} FROM {{ dataset }}.image_tags WHERE dimension = '{{ key }}')
     AS multi_{{ key }} USING (image_id, listed_date)
   {%- endfor %}
-  GROUP BY listed_date, source{% for key in keys %}, {{ key }}{% endfor %}, dimension{% if not totals %}, tag{% endif %}
+  GROUP BY month, source{% for key in keys %}, {{ key }}{% endfor %}, dimension{% if not totals %}, tag{% endif %}
   {%- if not totals %}
   UNION ALL
   {%- endif %}
@@ -66,11 +67,11 @@ facet_counts AS (
 {%- for period in periods %}
 {%- set period_loop = loop %}
 {%- for facet in facets %}
-  SELECT '{{ period }}' AS period_kind, CAST(DATE_TRUNC(listed_date, {{ period | upper }}) AS DATE) AS period_start,
+  SELECT '{{ period }}' AS period_kind, CAST(DATE_TRUNC(month, {{ period | upper }}) AS DATE) AS period_start,
     '{{ facet | join(",") }}' AS facet_keys,
     {% if facet %}CONCAT({% for key in facet %}{% if not loop.first %}',', {% endif %}'{{ key }}=', {{ key }}{% if not loop.last %}, {% endif %}{% endfor %}){% else %}''{% endif %} AS facet,
     dimension, tag, SUM(images) AS images
-  FROM daily{% for key in facet if key in multi_label_keys %}_{{ key }}{% endfor %}
+  FROM monthly{% for key in facet if key in multi_label_keys %}_{{ key }}{% endfor %}
   WHERE TRUE
   {%- for key in facet %}
     AND {{ key }} IS NOT NULL AND dimension != '{{ key }}'
@@ -152,48 +153,64 @@ p_values AS (
     IF(tested,
        t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
          * EXP(-x * x),
-       NULL) AS p_value,
-    SUM(IF(tested, 1, 0)) OVER (PARTITION BY period_kind, period_start, compared_with) AS tests
+       NULL) AS p_value
   FROM (SELECT *, 1 / (1 + 0.3275911 * x) AS t FROM (SELECT *, ABS(z) / SQRT(2) AS x FROM z_scores))
 ),
--- Benjamini-Hochberg: a test's rank is how many of the period's tests have a p-value at most its own
+-- a family of tests: one period kind, period and comparison (the windows below run over the distinct
+-- p-values of a family, not its rows: narrow rows, many ties)
+families AS (
+  SELECT period_kind, period_start, compared_with, SUM(IF(tested, 1, 0)) AS tests
+  FROM p_values GROUP BY period_kind, period_start, compared_with
+),
+distinct_p AS (
+  SELECT period_kind, period_start, compared_with, p_value, COUNT(*) AS n
+  FROM p_values WHERE tested GROUP BY period_kind, period_start, compared_with, p_value
+),
+-- Benjamini-Hochberg: a test's rank is how many of the family's tests have a p-value at most its own
 -- (ties share the highest rank), p x tests / rank is its step-up value, and its adjusted p-value the
 -- smallest step-up value of the tests with a p-value at least its own
-ranked AS (
-  SELECT *,
-    IF(tested, COUNT(p_value) OVER (PARTITION BY period_kind, period_start, compared_with ORDER BY p_value), NULL)
-      AS p_rank
-  FROM p_values
+step_up AS (
+  SELECT d.*, f.tests,
+    d.p_value * f.tests / SUM(d.n) OVER (PARTITION BY d.period_kind, d.period_start, d.compared_with ORDER BY d.p_value)
+      AS step_up
+  FROM distinct_p AS d JOIN families AS f USING (period_kind, period_start, compared_with)
 ),
-adjusted AS (
-  SELECT *,
-    IF(tested, LEAST(1.0, CASE @correction
-      WHEN 'bh' THEN MIN(p_value * tests / p_rank)
-        OVER (PARTITION BY period_kind, period_start, compared_with ORDER BY p_value DESC)
+adjusted_p AS (
+  SELECT period_kind, period_start, compared_with, p_value,
+    LEAST(1.0, CASE @correction
+      WHEN 'bh' THEN MIN(step_up) OVER (PARTITION BY period_kind, period_start, compared_with ORDER BY p_value DESC)
       WHEN 'bonferroni' THEN p_value * tests
-    END), NULL) AS p_adjusted
-  FROM ranked
+    END) AS p_adjusted
+  FROM step_up
 ),
 directions AS (
-  SELECT p.*,
+  SELECT p.*, f.tests, a.p_adjusted,
     CASE
       WHEN p.base_share IS NULL THEN 'new'
       WHEN NOT p.tested THEN 'insufficient'
-      WHEN p.change >= st.min_effect AND p.p_adjusted < st.alpha THEN 'rising'
-      WHEN p.change <= -st.min_effect AND p.p_adjusted < st.alpha THEN 'falling'
+      WHEN p.change >= st.min_effect AND a.p_adjusted < st.alpha THEN 'rising'
+      WHEN p.change <= -st.min_effect AND a.p_adjusted < st.alpha THEN 'falling'
       ELSE 'flat'
     END AS direction,
     p.change - st.z_interval * p.change_se AS change_low,
     p.change + st.z_interval * p.change_se AS change_high
-  FROM adjusted AS p CROSS JOIN settings AS st
+  FROM p_values AS p
+  CROSS JOIN settings AS st
+  JOIN families AS f USING (period_kind, period_start, compared_with)
+  LEFT JOIN adjusted_p AS a USING (period_kind, period_start, compared_with, p_value)
+),
+-- movers ranked within their period and facet, biggest change first
+ranks AS (
+  SELECT period_kind, period_start, facet_keys, facet, dimension, tag,
+    RANK() OVER (PARTITION BY period_kind, period_start, facet_keys, facet
+                 ORDER BY ABS(change) DESC, p_adjusted, dimension, tag) AS mover_rank
+  FROM directions WHERE compared_with = 'previous' AND direction IN ('rising', 'falling')
 ),
 previous AS (
-  SELECT *,
-    IF(direction IN ('rising', 'falling'),
-       RANK() OVER (PARTITION BY period_kind, period_start, facet_keys, facet, direction IN ('rising', 'falling')
-                    ORDER BY ABS(change) DESC, p_adjusted, dimension, tag),
-       NULL) AS mover_rank
-  FROM directions WHERE compared_with = 'previous'
+  SELECT d.*, r.mover_rank
+  FROM directions AS d
+  LEFT JOIN ranks AS r USING (period_kind, period_start, facet_keys, facet, dimension, tag)
+  WHERE d.compared_with = 'previous'
 )
 SELECT
   p.period_kind, p.period_start, p.period, p.coverage, p.coverage < 1 AS partial, p.facet_keys, p.facet,
