@@ -240,3 +240,35 @@ def test_the_retag_dag_announces_image_tags_after_search_is_rebuilt(sink, monkey
     else:
         assert set(dag.task_ids) == {"retag_images", "publish_image_tags"}
         assert publish.upstream_task_ids == {"retag_images"}
+
+
+def test_analyses_columns_read_what_json_reads_row_by_row():
+    """The one-pass Arrow parse a retag relies on: NaN hues, rows with no analyses or an analyser
+    missing, nested legacy tags; and a field typed differently across rows, parsed per row instead."""
+    from vecflow.tagging import analyses_columns
+
+    rows = [
+        json.dumps({"colour": {"hue": float("nan"), "saturation": 0.1, "value": 0.9, "warmth": 0.0}}),
+        "",
+        None,
+        json.dumps(
+            {
+                "colour": {"hue": 0.5, "saturation": 0.8, "value": 0.5, "warmth": -0.4},
+                "model": {"category": "bag", "confidence": 0.9},
+            }
+        ),
+        json.dumps({"legacy": {"color": {"tag": "red", "confidence": 0.7}}}),
+    ]
+    fast = analyses_columns(pd.Series(rows, index=[10, 11, 12, 13, 14]))
+    assert list(fast.index) == [10, 11, 12, 13, 14]
+    assert fast["analyses.colour.hue"].isna().tolist() == [True, True, True, False, True]
+    assert fast["analyses.colour.saturation"].tolist()[::3] == [0.1, 0.8]
+    assert fast["analyses.model.category"].fillna("-").tolist() == ["-", "-", "-", "bag", "-"]
+    assert (
+        fast.loc[14, "analyses.legacy.color.tag"] == "red" and fast.loc[14, "analyses.legacy.color.confidence"] == 0.7
+    )
+    mixed = analyses_columns(
+        pd.Series([json.dumps({"model": {"category": 3}}), json.dumps({"model": {"category": "bag"}})])
+    )
+    assert mixed["analyses.model.category"].tolist() == [3, "bag"]
+    assert analyses_columns(pd.Series([], dtype=object)).empty
