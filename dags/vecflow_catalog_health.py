@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from vecflow.dag_defaults import DAG_KWARGS
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test
 
 
 @dag(
@@ -30,4 +30,4 @@ def vecflow_catalog_health():
     sweep_links()
 
 
-vecflow_catalog_health()
+adapt_dag_test(vecflow_catalog_health())

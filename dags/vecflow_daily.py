@@ -15,7 +15,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, task, task_group
 from vecflow.alerts import deadline_alert
 from vecflow.assets import IMAGE_TAGS, INDEXES, VECTOR_LOG, VECTORS_CLEAN
 from vecflow.config import settings
-from vecflow.dag_defaults import DAG_KWARGS, embed_shards, index_stage
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test, embed_shards, index_stage
 
 
 @dag(
@@ -89,4 +89,4 @@ def vecflow_daily():
     [tagged, indexed] >> check_quality()
 
 
-vecflow_daily()
+adapt_dag_test(vecflow_daily())

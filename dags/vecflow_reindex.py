@@ -14,7 +14,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, task
 
 from vecflow.assets import INDEXES, VECTORS_CLEAN
-from vecflow.dag_defaults import DAG_KWARGS, embed_shards
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test, embed_shards
 
 DATE_PARAM = {"type": ["null", "string"], "format": "date"}
 
@@ -66,4 +66,4 @@ def vecflow_reindex():
     embed_shards(shards) >> load_and_clean(shards) >> build_indexes(shards) >> switch_model()
 
 
-vecflow_reindex()
+adapt_dag_test(vecflow_reindex())

@@ -15,7 +15,7 @@ from airflow.sdk import dag, task
 
 from vecflow.assets import IMAGE_TAGS
 from vecflow.config import settings
-from vecflow.dag_defaults import DAG_KWARGS
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test
 
 
 @dag(
@@ -50,4 +50,4 @@ def vecflow_retag():
         retagged >> search_index_retagged() >> published
 
 
-vecflow_retag()
+adapt_dag_test(vecflow_retag())

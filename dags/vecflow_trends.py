@@ -7,7 +7,7 @@ from airflow.sdk import dag, task
 
 from vecflow.assets import IMAGE_TAGS
 from vecflow.config import settings
-from vecflow.dag_defaults import DAG_KWARGS
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test
 
 
 @dag(
@@ -42,4 +42,4 @@ def vecflow_trends():
     trends >> write_summary()
 
 
-vecflow_trends()
+adapt_dag_test(vecflow_trends())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from vecflow.dag_defaults import DAG_KWARGS
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test
 
 
 @dag(
@@ -28,4 +28,4 @@ def vecflow_watchdog():
     check_inflow()
 
 
-vecflow_watchdog()
+adapt_dag_test(vecflow_watchdog())

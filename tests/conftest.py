@@ -38,7 +38,6 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "VECFLOW_RETRY_DELAY_SECONDS": "1",
-        "VECFLOW_DAILY_DEADLINE_MINUTES": "0",  # dag.test() cannot run a DAG with a deadline (alerts.deadline_alert)
         "VECFLOW_HOME": str(Path(tempfile.mkdtemp(prefix="vecflow-home-"))),
         "VECFLOW_MODEL_REGISTRY": str(_test_registry()),
         # read once when gcsfs is imported: on, every bucket costs a 60 s gRPC probe of Google's endpoint

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,74 @@ def test_the_catalog_health_dag_sweeps_once_a_day(dagbag):
 
     dag = dagbag.dags["vecflow_catalog_health"]
     assert isinstance(dag.timetable, CronDataIntervalTimetable) and [t.task_id for t in dag.tasks] == ["sweep_links"]
+
+
+def test_every_dag_is_adapted_to_dag_test(dagbag):
+    from vecflow.dag_defaults import _test_run
+
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.test.__func__ is _test_run, f"{dag_id}: its file does not call adapt_dag_test"
+
+
+FLAKY_DAG = """
+import datetime as dt
+
+from airflow.sdk import dag, get_current_context, task
+
+from vecflow.alerts import deadline_alert
+from vecflow.dag_defaults import DAG_KWARGS, adapt_dag_test
+
+
+@dag(dag_id="flaky", schedule=None, deadline=deadline_alert(), **DAG_KWARGS, tags=["test"])
+def flaky():
+    @task(retry_delay=dt.timedelta(minutes=5))
+    def first_try_fails(shard: int):
+        if get_current_context()["ti"].try_number == 1:
+            raise RuntimeError("the first try fails")
+
+    first_try_fails.expand(shard=[0, 1])
+
+
+adapt_dag_test(flaky())
+"""
+
+
+def test_dag_test_finishes_a_dag_with_a_deadline_and_retries_at_once(airflow_db, tmp_path, monkeypatch):
+    """Airflow 3.3.2's dag.test() fails a successful run of a DAG with a DeadlineAlert
+    (apache/airflow#73428) and waits out each retry delay: adapt_dag_test runs it without either."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VECFLOW_DAILY_DEADLINE_MINUTES", "45")
+    monkeypatch.setattr("airflow.settings.DAGS_FOLDER", str(tmp_path))  # dag.test() syncs the DAG from its bundle
+    (tmp_path / "flaky.py").write_text(FLAKY_DAG)
+    dag = DagBag(dag_folder=str(tmp_path / "flaky.py")).get_dag("flaky")
+    started = time.monotonic()
+    run = dag.test()
+    took = time.monotonic() - started
+    assert run.state == "success"
+    assert {(ti.map_index, ti.try_number) for ti in run.get_task_instances()} == {(0, 2), (1, 2)}
+    assert took < 120, f"{took:.0f} s: a retry waited its delay (300 s)"
+    # the DAG a scheduler runs keeps its deadline and delays
+    assert len(dag.deadline) == 1 and dag.get_task("first_try_fails").retry_delay == dt.timedelta(minutes=5)
+
+
+def test_airflow_dags_test_runs_a_partition(airflow_db, tmp_path, monkeypatch):
+    """README "Run one partition with airflow dags test": the CLI on a tiny generated catalog, with the
+    settings' defaults (a deadline alert, 300 s retry delays) and no plugins folder, exits 0 and fills
+    the partition."""
+    from vecflow.warehouse import get_warehouse
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VECFLOW_RETRY_DELAY_SECONDS", "AIRFLOW__CORE__PLUGINS_FOLDER")
+    }
+    env |= {"VECFLOW_HOME": str(tmp_path), "VECFLOW_SEARCH_SINK": "none"}
+    generate = ["generate-catalog", "--start-date", "2026-03-30", "--days", "1", "--images-per-day", "6"]
+    subprocess.run([sys.executable, "-m", "vecflow.cli", *generate], env=env, check=True, capture_output=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    done = subprocess.run(
+        [airflow, "dags", "test", "vecflow_daily", "2026-03-31"], env=env, capture_output=True, text=True, timeout=500
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    monkeypatch.setenv("VECFLOW_HOME", str(tmp_path))
+    clean = get_warehouse().table("vectors_clean")
+    assert len(clean) > 0 and set(clean["listed_date"].astype(str)) == {"2026-03-30"}

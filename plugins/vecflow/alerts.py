@@ -568,8 +568,8 @@ def deadline_alert():
     """The DeadlineAlert for the daily DAG (`deadline=deadline_alert()`): alerts when a run has not
     finished VECFLOW_DAILY_DEADLINE_MINUTES (default 120) after it was queued. The callback runs on
     the triggerer, which every executor has (synchronous callbacks need an executor that runs them).
-    0 turns it off (None): `dag.test()` in Airflow 3.3.2 cannot finish a run of a DAG with a deadline
-    (it looks the alert up by its definition instead of its id), so the in-process runs set 0."""
+    0 turns it off (None). `dag.test()` runs (`airflow dags test`, the demo) go without it
+    (dag_defaults.adapt_dag_test)."""
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
     minutes = load_settings().dags.daily_deadline_minutes

@@ -65,19 +65,13 @@ def airflow_env(home: Path) -> dict:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        # dag.test() cannot finish a DAG with a DeadlineAlert in Airflow 3.3.2 (see alerts.deadline_alert)
-        "VECFLOW_DAILY_DEADLINE_MINUTES": "0",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
     }
 
 
-# what the demo sets unless the caller did: a short retry delay, so a failing task fails fast
-DEMO_DEFAULTS = {"VECFLOW_RETRY_DELAY_SECONDS": "2"}
-
-
 def prepare_airflow(home: Path) -> None:
     """Sets the environment before airflow is imported and migrates the metadata database once."""
-    os.environ.update({**DEMO_DEFAULTS, **os.environ, **airflow_env(home)})
+    os.environ.update(airflow_env(home))
     db = home / "airflow" / "airflow.db"
     if not db.exists():
         (home / "airflow").mkdir(parents=True, exist_ok=True)
