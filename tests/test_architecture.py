@@ -49,7 +49,7 @@ def test_the_pipeline_imports_without_the_demo():
     done = subprocess.run([sys.executable, "-c", HIDE_DEMO, str(DAGS_DIR)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     modules, dags = re.search(r"(\d+) modules, (\d+) dags", done.stdout).groups()
-    assert int(modules) > 20 and int(dags) == 5
+    assert int(modules) > 20 and int(dags) == 6
 
 
 def test_every_variable_the_code_reads_is_a_setting_and_in_the_readme():
@@ -97,8 +97,8 @@ def test_a_trend_facet_on_an_unknown_key_is_named(monkeypatch):
     from vecflow.tags import facet_kinds
     from vecflow.taxonomy import load_taxonomy
 
-    monkeypatch.setenv("VECFLOW_TREND_FACETS", "category, brand+source")
-    with pytest.raises(ConfigError, match=r"VECFLOW_TREND_FACETS: facet 'brand\+source' names \['brand'\]"):
+    monkeypatch.setenv("VECFLOW_TREND_FACETS", "category, fabric+source")
+    with pytest.raises(ConfigError, match=r"VECFLOW_TREND_FACETS: facet 'fabric\+source' names \['fabric'\]"):
         facet_kinds(settings().trends, load_taxonomy())
     monkeypatch.setenv("VECFLOW_TREND_FACETS", "source+category,none_of_these")
     with pytest.raises(ConfigError, match="none_of_these"):
@@ -126,10 +126,12 @@ def test_settings_are_parsed_from_the_environment_only(monkeypatch, tmp_path):
 
 
 def test_the_output_schema_is_the_vector_logs(warehouse):
+    from vecflow.embed.load import LOG_COLUMNS
     from vecflow_model.contract import VECTOR_COLUMNS
 
-    # the loader selects by name: the same names, in any order
-    assert sorted(warehouse.table("vector_log").columns) == sorted(VECTOR_COLUMNS)
+    # the loader selects by name: the same names, in any order (and the category it resolves)
+    assert sorted(warehouse.table("vector_log").columns) == sorted(LOG_COLUMNS)
+    assert set(LOG_COLUMNS) - set(VECTOR_COLUMNS) == {"category"}
 
 
 def test_a_shard_job_round_trips_through_the_entrypoint(tmp_path):
@@ -140,7 +142,6 @@ def test_a_shard_job_round_trips_through_the_entrypoint(tmp_path):
         manifest=str(tmp_path / "m.parquet"),
         output=str(tmp_path / "o.parquet"),
         catalog_root=tmp_path,
-        taxonomy=tmp_path / "t.json",
         model_version="m1",
         registry=tmp_path / "registry",
         run_id="manual__2026-01-01",
