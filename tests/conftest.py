@@ -18,15 +18,12 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="vecflow-airflow-"))
 def _test_registry() -> Path:
     """The shipped model, and "m1" (the model tests/warehouse_rows.row() names) as the shipped card
     under that name, so the stages that read the serving model's card (its embedding_dim) find one."""
-    import json
+    from vecflow_model.registry import link_model
 
     shipped = REPO / "include" / "models" / "registry" / "garment-arcface-v1"
     registry = Path(tempfile.mkdtemp(prefix="vecflow-registry-"))
-    (registry / shipped.name).symlink_to(shipped, target_is_directory=True)
-    card = json.loads((shipped / "card.json").read_text())
-    (registry / "m1").mkdir()
-    (registry / "m1" / card["weights_file"]).symlink_to(shipped / card["weights_file"])
-    (registry / "m1" / "card.json").write_text(json.dumps({**card, "model_version": "m1"}))
+    link_model(shipped, registry)  # head sets trained by tests land here, not in the shipped registry
+    link_model(shipped, registry, "m1")
     return registry
 
 

@@ -202,9 +202,17 @@ def check_quality(s: Settings, warehouse, run_date: dt.date, run_id: str) -> dic
 
 
 def tag_trends(s: Settings, warehouse) -> list[dict]:
+    """tag_trends from image_tags; refused (not retried) while image_tags mixes tag versions."""
+    from vecflow.tagging import TaggingError, check_one_version
     from vecflow.tags import compute_trends
     from vecflow.taxonomy import load_taxonomy
 
+    try:
+        check_one_version(warehouse)
+    except TaggingError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from None  # a retry reads the same mix
     movers = compute_trends(warehouse, s.trends, load_taxonomy())
     log.info("trend movers in the latest periods, by facet:\n%s", movers.to_string(index=False))
     return json.loads(movers.to_json(orient="records", date_format="iso"))

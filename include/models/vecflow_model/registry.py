@@ -257,3 +257,17 @@ def load_text_tower(model_version: str, registry: Path = DEFAULT_REGISTRY) -> Te
     except (RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ModelRegistryError(f"{model_version}: {weights} is not a torch.export program: {exc}") from None
     return TextTower(model_version, spec["max_length"], int(card["embedding_dim"]), network)
+
+
+def link_model(model_dir: Path, registry: Path, model_version: str | None = None) -> Path:
+    """A model of another registry in `registry` (as `model_version`, its own name by default), its
+    card and weights linked, not copied: a scratch registry that shares the shipped weights and
+    keeps its own head sets (written under <model>/heads/) out of the shipped one."""
+    target = Path(registry) / (model_version or model_dir.name)
+    target.mkdir(parents=True, exist_ok=True)
+    card = json.loads((model_dir / "card.json").read_text())
+    weights = target / card["weights_file"]
+    if not weights.exists():
+        weights.symlink_to((model_dir / card["weights_file"]).resolve())
+    (target / "card.json").write_text(json.dumps({**card, "model_version": target.name}, indent=2))
+    return target

@@ -1,7 +1,9 @@
 """The demo's runner: generates the catalog (unless the same one is already there), then drives the
 date range through Airflow itself: one `vecflow_daily` DAG run per partition (dag.test, in this
-process, on the SQLite metadata database under VECFLOW_HOME/airflow), then `vecflow_trends`, and
-prints the summary with the planted-truth checks. With the Elasticsearch sink on and no connection
+process, on the SQLite metadata database under VECFLOW_HOME/airflow); then, as merchandisers would,
+trains the head dimensions on the generator's labelled sample (`tags train`) and retags history with
+them (`vecflow_retag`); then `vecflow_trends`, and prints the summary with the planted-truth checks
+and every dimension's tags against the truth. With the Elasticsearch sink on and no connection
 defined, it starts the loopback stand-in server for the run (data under VECFLOW_HOME/elasticsearch).
 `python -m vecflow.cli run|generate-catalog|search-server` reach it.
 """
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vecflow.cli import parse_date
@@ -85,10 +88,11 @@ class RunError(RuntimeError):
     """A DAG run failed, or did not do what it was run for."""
 
 
-def run_partitions(dates: list[dt.date]) -> None:
-    """One vecflow_daily run per partition; the data interval [D, D+1) is the run whose logical
-    date is D + 1 day (interval timetables run at the end of their interval). A run that did not
-    process its partition, or in which a task did not run, is an error, whatever state it ended in."""
+def run_partitions(dates: list[dt.date], before_trends: Callable | None = None) -> None:
+    """One vecflow_daily run per partition, then `before_trends(dagbag)` if given, then vecflow_trends;
+    the data interval [D, D+1) is the run whose logical date is D + 1 day (interval timetables run at
+    the end of their interval). A run that did not process its partition, or in which a task did not
+    run, is an error, whatever state it ended in."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_DIR))
@@ -105,7 +109,47 @@ def run_partitions(dates: list[dt.date]) -> None:
         elapsed = time.perf_counter() - started
         # print, not log: Airflow reconfigures logging once a DAG runs
         print(f"vecflow_daily {day}: success ({i}/{len(dates)}, {elapsed / i:.1f} s/run)", flush=True)
+    if before_trends is not None:
+        before_trends(bag)
     check_run(trends, trends.test(), "vecflow_trends")
+
+
+def train_heads_and_retag(bag) -> None:
+    """The head dimensions' heads trained on the generator's labelled sample (truth/labels.csv, what
+    `vecflow.cli tags train --labels` reads) over the stored vectors, then a vecflow_retag run: history
+    tagged again with them, one tag version throughout."""
+    from vecflow.heads import read_labels, tag_table, train_heads
+    from vecflow.taxonomy import load_taxonomy
+    from vecflow.warehouse import get_warehouse
+
+    s = settings()
+    warehouse = get_warehouse(s)
+    labels = read_labels(s, warehouse, str(s.paths.catalog_dir / "truth" / "labels.csv"))
+    heads, report = train_heads(s, warehouse, labels, load_taxonomy())
+    if heads is None:
+        raise RunError(f"tags train trained no head: {report}")
+    table = tag_table(report)
+    print(
+        f"tags train: head set {heads.version} on {len(labels)} labels, {int(table['published'].sum())} of "
+        f"{len(table)} tags published (held-out F1 {table['f1'].min():.3f}..{table['f1'].max():.3f})",
+        flush=True,
+    )
+    retag = bag.get_dag("vecflow_retag")
+    check_run(retag, retag.test(), "vecflow_retag")
+    print("vecflow_retag: success", flush=True)
+
+
+def demo_registry(home: Path) -> Path:
+    """A model registry under VECFLOW_HOME linking the shipped models, so the head sets the demo trains
+    stay out of the project's include/models/registry."""
+    from vecflow.resources import MODEL_REGISTRY_DIR
+    from vecflow_model.registry import link_model
+
+    registry = home / "registry"
+    for model in MODEL_REGISTRY_DIR.iterdir():
+        if (model / "card.json").exists():
+            link_model(model, registry)
+    return registry
 
 
 def check_run(dag, dag_run, what: str) -> None:
@@ -154,13 +198,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 derived.unlink()
     # the DAGs start no later than the catalog (unless the caller set the start date: then a date before it fails)
     os.environ.setdefault("VECFLOW_START_DATE", min(args.start_date, s.dags.start_date).isoformat())
+    if not os.environ.get("VECFLOW_MODEL_REGISTRY"):
+        os.environ["VECFLOW_MODEL_REGISTRY"] = str(demo_registry(s.paths.home))
     prepare_airflow(s.paths.home)
     dates = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
+    from vecflow.demo.tag_accuracy import format_tag_accuracy, write_tag_accuracy
     from vecflow.demo.truth import format_summary, planted_truth
     from vecflow.warehouse import get_warehouse
 
     with search_server_if_needed(s):
-        run_partitions(dates)
+        run_partitions(dates, before_trends=train_heads_and_retag)
         search = None
         if s.search.sink == "elasticsearch":
             from vecflow.search.client import search_client
@@ -169,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         truth = planted_truth(s, get_warehouse(s), search)
     summary = json.loads((s.paths.reports_dir / "summary.json").read_text())
     print(format_summary({**summary, **truth}))
+    print(format_tag_accuracy(write_tag_accuracy(s, get_warehouse(s))))
     trends = truth.get("trends", {})
     missed = [c for c in trends.get("planted", []) if c["ok"] is False]
     return 1 if missed or trends.get("false_movers") else 0
