@@ -147,6 +147,41 @@ def test_a_folder_of_images_becomes_a_partition_that_embeds(vecflow_home, tmp_pa
         import_folder(s, empty, DAY)
 
 
+def test_catalog_import_warns_about_folders_that_are_no_category(vecflow_home, tmp_path, capsys, caplog):
+    """Folder names are mapped through the category dimension's synonyms: `Dresses` and `coat` are
+    categories, `misc` and `Summer sale` are not; images at the top have no category."""
+    from PIL import Image
+
+    from vecflow.cli import main
+
+    photos = tmp_path / "photos"
+    files = ["Dresses/a.jpg", "coat/b.jpg", "misc/c.jpg", "misc/d.jpg", "Summer sale/e.jpg", "f.jpg", "g.jpg"]
+    for name in files:
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), "white").save(photos / name)
+
+    assert main(["catalog", "import", str(photos), "--date", str(DAY), "--category-from-folder"]) == 0
+    out = capsys.readouterr().out
+    unknown = "3 images in 2 folders whose names are no category of the taxonomy"
+    assert unknown in out and "(nor a synonym of one): 'misc' (2), 'Summer sale' (1);" in out
+    assert (
+        "warning: 2 images have no category (not in a sub-folder): f.jpg, g.jpg; the category's fallback source" in out
+    )
+    assert [r.levelname for r in caplog.records if "catalog import" in r.getMessage()] == ["WARNING", "WARNING"]
+    # what the folders hold is imported as it is: the daily run maps (or rejects) the names
+    assert sorted(read_partition(settings(), None, DAY)["category"].dropna()) == [
+        "Dresses",
+        "Summer sale",
+        "coat",
+        "misc",
+        "misc",
+    ]
+
+    assert main(["catalog", "import", str(photos), "--date", str(DAY)]) == 0
+    out = capsys.readouterr().out
+    assert "7 images have no category (no --category-from-folder): Dresses/a.jpg" in out and unknown not in out
+
+
 # --- a GCS server on 127.0.0.1 -------------------------------------------------------------------
 
 

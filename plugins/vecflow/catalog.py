@@ -195,7 +195,9 @@ def import_folder(
     """Writes a catalog partition (the default layout, under the catalog root) listing the images of a
     directory tree: image_id is the path under `folder`, uri the file's absolute `file://` URI, category
     the image's folder name when `category_from_folder`. Other files are counted and named, not listed.
-    Returns what was written."""
+    Folder names that are no category of the taxonomy (through the category dimension's synonyms) and
+    images with no category are warned about (logged, and returned in `warnings`). Returns what was
+    written."""
     import fsspec
 
     folder = Path(folder).resolve()
@@ -227,4 +229,47 @@ def import_folder(
     fs.makedirs(posixpath.dirname(target), exist_ok=True)
     with fs.open(target, "wb") as fh:
         manifest.to_parquet(fh, index=False)
-    return {"partition": run_date.isoformat(), "manifest": target, "images": len(images), "skipped": skipped}
+    warnings = _category_warnings(settings, manifest, category_from_folder)
+    for warning in warnings:
+        log.warning("catalog import %s: %s", folder, warning)
+    return {
+        "partition": run_date.isoformat(),
+        "manifest": target,
+        "images": len(images),
+        "skipped": skipped,
+        "warnings": warnings,
+    }
+
+
+def _shown(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+def _category_warnings(settings: Settings, manifest: pd.DataFrame, category_from_folder: bool) -> list[str]:
+    """What a daily run will make of the imported categories, said before it runs: folder names that
+    name no category of the taxonomy, and images with no category."""
+    from vecflow.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy(settings.tags.taxonomy_url)
+    dim = taxonomy.dimension("category")
+    warnings = []
+    named = manifest["category"].dropna()
+    unknown = named[named.map(dim.map_value).isna()].value_counts()
+    if len(unknown):
+        counts = [f"{name!r} ({n})" for name, n in unknown.items()]
+        warnings.append(
+            f"{unknown.sum()} images in {len(unknown)} folders whose names are no category of the "
+            f"{taxonomy.location} (nor a synonym of one): {_shown(counts)}; a daily run rejects these "
+            "values (unknown_tag): rename the folders or add the names to the categories' synonyms"
+        )
+    missing = manifest.loc[manifest["category"].isna(), "image_id"].tolist()
+    if missing:
+        why = "not in a sub-folder" if category_from_folder else "no --category-from-folder"
+        if dim.fallback:
+            then = f"the category's fallback source ({dim.fallback}) tags them"
+        elif dim.none_tag:
+            then = f"they get the category {dim.none_tag!r}"
+        else:
+            then = "they get no category tag"
+        warnings.append(f"{len(missing)} images have no category ({why}): {_shown(missing)}; {then}")
+    return warnings

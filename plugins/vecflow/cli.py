@@ -110,6 +110,8 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     if done["skipped"]:
         shown = ", ".join(done["skipped"][:5]) + (", ..." if len(done["skipped"]) > 5 else "")
         print(f"  {len(done['skipped'])} other files not listed (not images): {shown}")
+    for warning in done["warnings"]:
+        print(f"  warning: {warning}")
     return 0
 
 
