@@ -24,11 +24,15 @@ WITH settings AS (
 span AS (
   SELECT MIN(listed_date) AS first_day, MAX(listed_date) AS last_day FROM {{ dataset }}.image_tags
 ),
--- each image's facet keys: its source, and its tag in each single-label dimension a facet uses
+-- each listing's (image and listing date) facet keys: its source and its tag in each single-label
+-- dimension a facet uses; and whether it has a tag in each multi-label dimension
 image_keys AS (
   SELECT image_id, listed_date, MAX(source) AS source
   {%- for key in key_dimensions %},
     MAX(IF(dimension = '{{ key }}', tag, NULL)) AS {{ key }}
+  {%- endfor %}
+  {%- for dimension in multi_label_dimensions %},
+    MAX(IF(dimension = '{{ dimension }}', 1, 0)) AS has_{{ dimension }}
   {%- endfor %}
   FROM {{ dataset }}.image_tags
   GROUP BY image_id, listed_date
@@ -39,27 +43,35 @@ keyed AS (
   FROM {{ dataset }}.image_tags AS t
   JOIN image_keys AS k USING (image_id, listed_date)
 ),
--- one pass over the tags: per month and finest key combination, images per tag and per dimension (tag
--- NULL); every coarser facet and every quarter sums these (an image has one value of each single-label
--- key, one listing date; a quarter is three months). An image has several values of a multi-label
--- key, so summing over one would count it twice: facets on a set of multi-label keys read a pass of
--- their own (monthly_<keys>), one row per image and value of those keys, where the keys are never
--- summed over.
+-- one pass over the tags: per month and finest key combination, the listings with each tag (a listing
+-- has a tag once: COUNT(*)), and with any tag of each multi-label dimension (tag NULL; a single-label
+-- dimension's listings are the sum of its tags'). Every coarser facet and every quarter sums these (a
+-- listing has one value of each single-label key and one date; a quarter is three months). A listing
+-- has several values of a multi-label key, so summing over one would count it twice: facets on a set
+-- of multi-label keys read a pass of their own (monthly_<keys>), one row per listing and value of
+-- those keys, where the keys are never summed over.
 {%- for multi in [[]] + multi_key_sets %}
 {%- set keys = key_dimensions + multi %}
 monthly{% for key in multi %}_{{ key }}{% endfor %} AS (
-  {%- for totals in (false, true) %}
+  {%- for dimension in [none] + multi_label_dimensions %}
+  {%- if dimension %}
+  UNION ALL
   SELECT CAST(DATE_TRUNC(listed_date, MONTH) AS DATE) AS month, source{% for key in keys %}, {{ key }}{% endfor %},
-         dimension, {% if totals %}NULL{% else %}tag{% endif %} AS tag, COUNT(DISTINCT image_id) AS images
+         '{{ dimension }}' AS dimension, NULL AS tag, COUNT(*) AS images
+  FROM image_keys
+  {%- else %}
+  SELECT CAST(DATE_TRUNC(listed_date, MONTH) AS DATE) AS month, source{% for key in keys %}, {{ key }}{% endfor %},
+         dimension, tag, COUNT(*) AS images
   FROM keyed
+  {%- endif %}
   {%- for key in multi %}
   JOIN (SELECT image_id, listed_date, tag AS {{ key }} FROM {{ dataset }}.image_tags WHERE dimension = '{{ key }}')
     AS multi_{{ key }} USING (image_id, listed_date)
   {%- endfor %}
-  GROUP BY month, source{% for key in keys %}, {{ key }}{% endfor %}, dimension{% if not totals %}, tag{% endif %}
-  {%- if not totals %}
-  UNION ALL
+  {%- if dimension %}
+  WHERE has_{{ dimension }} = 1
   {%- endif %}
+  GROUP BY month, source{% for key in keys %}, {{ key }}{% endfor %}{% if not dimension %}, dimension, tag{% endif %}
   {%- endfor %}
 ),
 {%- endfor %}
@@ -85,8 +97,10 @@ facet_counts AS (
 {%- endfor %}
 ),
 totals AS (
-  SELECT period_kind, period_start, facet_keys, facet, dimension, images AS dimension_total
-  FROM facet_counts WHERE tag IS NULL
+  SELECT period_kind, period_start, facet_keys, facet, dimension, SUM(images) AS dimension_total
+  FROM facet_counts
+  WHERE {% if multi_label_dimensions %}(tag IS NULL) = (dimension IN ('{{ multi_label_dimensions | join("', '") }}')){% else %}TRUE{% endif %}
+  GROUP BY period_kind, period_start, facet_keys, facet, dimension
 ),
 shares AS (
   SELECT

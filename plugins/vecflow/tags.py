@@ -49,6 +49,7 @@ def compute_trends(warehouse, trend_settings, taxonomy):
             "key_dimensions": [key for key in keys if key not in multi_label],
             "multi_label_keys": multi_label,
             "multi_key_sets": multi_key_sets,
+            "multi_label_dimensions": [d for d in taxonomy.dimensions if taxonomy.dimension(d).multi_label],
         },
         min_effect=trend_settings.min_effect,
         alpha=trend_settings.alpha,
