@@ -8,10 +8,11 @@
 -- only when its change is at least @min_effect and the corrected p-value is under @alpha; a period (or
 -- the one it is compared with) that covers less than @min_coverage of its days is `insufficient`, and
 -- one not fully covered by the catalog is `partial`. Every taxonomy tag appears in every period and
--- facet (a vanished tag shows share 0). A share counts images, not tag rows: an image with several
--- tags of a multi-label dimension counts once in its total and once under each tag (those shares need
--- not sum to 1), and a facet on a multi-label dimension (@multi_label_keys) counts an image under each
--- of its tags. Replaced as a whole: trends span every partition.
+-- facet (a vanished tag shows share 0). A share counts listings (an image on its listing date), not
+-- tag rows: a listing with several tags of a multi-label dimension counts once in its total and once
+-- under each tag (those shares need not sum to 1), and a facet on a multi-label dimension
+-- (multi_label_keys) counts a listing under each of its tags. Replaced as a whole: trends span every
+-- partition.
 DELETE FROM {{ dataset }}.tag_trends WHERE TRUE;
 INSERT INTO {{ dataset }}.tag_trends (
   period_kind, period_start, period, coverage, partial, facet_keys, facet, dimension, tag,
