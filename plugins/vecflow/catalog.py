@@ -190,11 +190,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 
 def import_folder(
-    settings: Settings, folder: Path, run_date: dt.date, category_from_folder: bool = False, source: str = "import"
+    settings: Settings,
+    folder: Path,
+    run_date: dt.date,
+    category_from_folder: bool = False,
+    source: str = "import",
+    attributes: Path | None = None,
 ) -> dict:
     """Writes a catalog partition (the default layout, under the catalog root) listing the images of a
     directory tree: image_id is the path under `folder`, uri the file's absolute `file://` URI, category
-    the image's folder name when `category_from_folder`. Other files are counted and named, not listed.
+    the image's folder name when `category_from_folder`, and the columns of an `attributes` file (CSV
+    or parquet with an image_id column: brand, material, ...; what catalog-sourced tag dimensions
+    read) joined on image_id. Other files are counted and named, not listed.
     Folder names that are no category of the taxonomy (through the category dimension's synonyms) and
     images with no category are warned about (logged, and returned in `warnings`). Returns what was
     written."""
@@ -218,6 +225,11 @@ def import_folder(
         },
         columns=MANIFEST_COLUMNS,
     )
+    warnings = []
+    if attributes is not None:
+        manifest, unmatched = _with_attributes(manifest, Path(attributes))
+        if unmatched:
+            warnings.append(f"{len(unmatched)} rows of {attributes} name no imported image: {_shown(unmatched)}")
     c = settings.catalog
     if c.source != "files" or c.path_template != "listed_date={date}/":
         raise CatalogError(
@@ -229,7 +241,7 @@ def import_folder(
     fs.makedirs(posixpath.dirname(target), exist_ok=True)
     with fs.open(target, "wb") as fh:
         manifest.to_parquet(fh, index=False)
-    warnings = _category_warnings(settings, manifest, category_from_folder)
+    warnings += _category_warnings(settings, manifest, category_from_folder)
     for warning in warnings:
         log.warning("catalog import %s: %s", folder, warning)
     return {
@@ -239,6 +251,22 @@ def import_folder(
         "skipped": skipped,
         "warnings": warnings,
     }
+
+
+def _with_attributes(manifest: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The manifest with an attributes file's other columns joined on image_id, and the file's image
+    ids that name no imported image."""
+    if not path.is_file():
+        raise CatalogError(f"attributes file {path} does not exist")
+    extra = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "image_id" not in extra.columns:
+        raise CatalogError(f"attributes file {path}: no image_id column (found {sorted(extra.columns)})")
+    clash = sorted(set(extra.columns) & set(MANIFEST_COLUMNS) - {"image_id"})
+    if clash:
+        raise CatalogError(f"attributes file {path}: columns {clash} are the catalog's own, not attributes")
+    extra = extra.replace("", None).drop_duplicates("image_id", keep="last")
+    unmatched = sorted(set(extra["image_id"]) - set(manifest["image_id"]))
+    return manifest.merge(extra, on="image_id", how="left"), unmatched
 
 
 def _shown(names: list[str], limit: int = 5) -> str:
@@ -260,7 +288,7 @@ def _category_warnings(settings: Settings, manifest: pd.DataFrame, category_from
         warnings.append(
             f"{unknown.sum()} images in {len(unknown)} folders whose names are no category of the "
             f"{taxonomy.location} (nor a synonym of one): {_shown(counts)}; a daily run rejects these "
-            "values (unknown_tag): rename the folders or add the names to the categories' synonyms"
+            "values (unknown_category): rename the folders or add the names to the categories' synonyms"
         )
     missing = manifest.loc[manifest["category"].isna(), "image_id"].tolist()
     if missing:

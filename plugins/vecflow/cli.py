@@ -105,7 +105,7 @@ def cmd_build_indexes(args: argparse.Namespace) -> int:
 def cmd_catalog_import(args: argparse.Namespace) -> int:
     from vecflow.catalog import import_folder
 
-    done = import_folder(settings(), args.folder, args.date, args.category_from_folder, args.source)
+    done = import_folder(settings(), args.folder, args.date, args.category_from_folder, args.source, args.attributes)
     print(f"catalog partition {done['partition']}: {done['images']} images listed in {done['manifest']}")
     if done["skipped"]:
         shown = ", ".join(done["skipped"][:5]) + (", ..." if len(done["skipped"]) > 5 else "")
@@ -253,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_argument("--date", type=parse_date, required=True, help="the partition (listed_date), YYYY-MM-DD")
     importer.add_argument("--category-from-folder", action="store_true", help="each image's folder is its category")
     importer.add_argument("--source", default="import", help="the images' source (default: import)")
+    importer.add_argument(
+        "--attributes",
+        type=Path,
+        help="CSV or parquet: image_id (the path under the folder) and the catalog's other columns (brand, ...)",
+    )
     tags = sub.add_parser("tags", help="tags of the taxonomy's dimensions")
     tags_sub = tags.add_subparsers(dest="tags_command", required=True)
     trainer = tags_sub.add_parser("train", help="train the `head` dimensions' heads on labels and the stored vectors")

@@ -13,7 +13,6 @@ image_ids. Every load checks the files against their manifest's md5s.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import io
 import logging
@@ -137,18 +136,13 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, trained):
 
 def build_group(category: str, groups: int) -> int:
     """The build group (mapped task instance) a category's indexes are built in, of `groups`
-    (VECFLOW_INDEX_BUILD_GROUPS): the taxonomy's categories in turn, in label order, so as many groups
-    as categories give each its own; any other category by a stable hash of its name."""
-    known = _taxonomy_categories()
-    position = known.index(category) if category in known else stable_id(category)
-    return position % groups
-
-
-@functools.cache
-def _taxonomy_categories() -> list[str]:
+    (VECFLOW_INDEX_BUILD_GROUPS): the taxonomy's categories in turn, in the taxonomy's order, so as many
+    groups as categories give each its own; any other category by a stable hash of its name."""
     from vecflow.taxonomy import load_taxonomy
 
-    return [tag for _, tag in sorted(load_taxonomy().category_by_label().items())]
+    known = load_taxonomy().tags("category")
+    position = known.index(category) if category in known else stable_id(category)
+    return position % groups
 
 
 def group_categories(categories, group: int, groups: int) -> list[str]:
