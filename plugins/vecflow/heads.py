@@ -6,7 +6,8 @@ head over stored CLIP embeddings.
 A single-label dimension gets a multinomial logistic regression, a multi-label one a binary logistic
 regression per tag (one-vs-rest). The labelled images are split, stratified and seeded, into training
 and held-out images; every tag gets precision, recall, F1 and support on the held-out images, and its
-threshold is the confidence at which its held-out F1 is best (Rekognition Custom Labels' practice). A
+threshold is the confidence at which its held-out F1 is best (Rekognition Custom Labels' practice),
+placed halfway to the next held-out score under it (a few held-out images must not make it brittle). A
 tag whose held-out precision is under VECFLOW_TAG_MIN_HEAD_PRECISION is kept in the weights but not
 published: it is never predicted, and the report says why.
 
@@ -283,12 +284,15 @@ def _best_threshold(scores: np.ndarray, truth: np.ndarray) -> dict:
     i = int(f1.argmax())
     if f1[i] <= 0:
         return result
+    # halfway to the first score left out (half the last one when none is): the held-out rows are
+    # split the same, and new rows scored a little under the lowest held-out positive are not lost
+    threshold = (s[i] + s[i + 1]) / 2 if i + 1 < len(s) else s[i] / 2
     return {
         "support": support,
         "precision": float(precision[i]),
         "recall": float(recall[i]),
         "f1": float(f1[i]),
-        "threshold": float(s[i]),
+        "threshold": float(threshold),
     }
 
 
