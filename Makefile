@@ -83,6 +83,7 @@ bench: setup
 	$(VENV)/bin/python bench/embed.py --mode cpu
 	$(VENV)/bin/python bench/warehouse.py
 	$(VENV)/bin/python bench/trends.py
+	$(VENV)/bin/python bench/retag.py
 	$(VENV)/bin/python bench/index.py
 	$(VENV)/bin/python bench/quality.py
 	$(VENV)/bin/python bench/fetch.py
