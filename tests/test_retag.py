@@ -272,3 +272,33 @@ def test_analyses_columns_read_what_json_reads_row_by_row():
     )
     assert mixed["analyses.model.category"].tolist() == [3, "bag"]
     assert analyses_columns(pd.Series([], dtype=object)).empty
+
+
+@duckdb
+def test_the_retag_dag_switches_image_tags_and_emits_the_asset(airflow_db, history, tmp_path, monkeypatch):
+    """dag.test() of vecflow_retag (no search sink): image_tags switched, the asset event carries
+    what the retag did; with a taxonomy the gate refuses, retag_images fails and nothing changes."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    from vecflow.assets import IMAGE_TAGS
+
+    monkeypatch.setenv("VECFLOW_SEARCH_SINK", "none")
+    version = _taxonomy(tmp_path, monkeypatch, _new_taxonomy)
+    dags = Path(__file__).resolve().parents[1] / "dags" / "vecflow_retag.py"
+    dag = DagBag(dag_folder=str(dags)).get_dag("vecflow_retag")
+    assert dag.test().state == "success"
+    assert set(history.table("image_tags")["taxonomy_version"]) == {version}
+    with create_session() as session:
+        extras = [e.extra for e in session.query(AssetEvent).all() if e.asset.name == IMAGE_TAGS.name]
+    assert any(e.get("taxonomy_version") == version and e.get("images") == 3 and e.get("switched") for e in extras)
+
+    def lose_material(dimensions):
+        _new_taxonomy(dimensions)
+        dimensions["material"]["column"] = "fabric"
+
+    _taxonomy(tmp_path, monkeypatch, lose_material)
+    dag = DagBag(dag_folder=str(dags)).get_dag("vecflow_retag")
+    assert dag.test().state == "failed"
+    assert set(history.table("image_tags")["taxonomy_version"]) == {version}
