@@ -72,6 +72,9 @@ def test_planted_trends_found_with_their_direction(truth):
     # calls the planted trend the other way
     assert found[("color", "blue", "category=dress")]["ok"] is not False
     assert found[("category", "bag", "source=shop_b")]["ok"] is not False
+    # a catalog-sourced and a multi-label dimension: linen among the categories that have it, party among all
+    assert found[("material", "linen", "")]["ok"] is not False
+    assert found[("occasion", "party", "")]["ok"] is not False
 
 
 def test_no_false_movers_in_any_facet_or_period(truth):
