@@ -84,11 +84,14 @@ def test_an_earlier_versions_rows_are_backfilled_when_migrating(vecflow_home):
     from warehouse_rows import load, row, unit
 
     from vecflow.clean import clean_partition
+    from vecflow.tagging import publish_taxonomy
+    from vecflow.taxonomy import load_taxonomy
     from vecflow.warehouse import bootstrap, get_warehouse
 
     s = settings().with_model("m1")
     warehouse = get_warehouse(s)
     bootstrap(warehouse)
+    publish_taxonomy(warehouse, load_taxonomy())  # as loading a shard does: validation reads the categories
     load(warehouse, [row("a", DAY), row("b", DAY), row("nan", DAY, embedding=[math.nan] + unit(2)[1:])], DAY)
     clean_partition(s, warehouse, DAY, "run-1")
     with duckdb.connect(str(s.paths.warehouse_path)) as con:  # back to the earlier version's shape
@@ -104,3 +107,50 @@ def test_an_earlier_versions_rows_are_backfilled_when_migrating(vecflow_home):
     clean = warehouse.table("v_vectors_clean").set_index("image_id")
     assert sorted(clean.index) == ["a", "b"]
     assert np.allclose(clean.loc["a", "embedding"], log.loc["a", "embedding"])
+
+
+def test_tag_columns_of_an_earlier_version_become_analyses_and_keep_their_tags(vecflow_home):
+    """A warehouse from before tags were long form: vector_log and vectors_clean with colour, pattern
+    and category-confidence columns and no analyses. Migrating moves each row's tags into its analyses
+    (legacy tags and the model's class) and drops the columns; the tagging step then gives the rows
+    the tags they had, under the taxonomy's current version."""
+    import duckdb
+    from warehouse_rows import load, row, tag_partition
+
+    from vecflow.clean import clean_partition
+    from vecflow.tagging import publish_taxonomy
+    from vecflow.taxonomy import load_taxonomy
+    from vecflow.warehouse import bootstrap, get_warehouse
+
+    s = settings().with_model("m1")
+    warehouse = get_warehouse(s)
+    bootstrap(warehouse)
+    publish_taxonomy(warehouse, load_taxonomy())
+    load(warehouse, [row("a", DAY, category="coat"), row("b", DAY, category="bag")], DAY)
+    clean_partition(s, warehouse, DAY, "run-1")
+    with duckdb.connect(str(s.paths.warehouse_path)) as con:  # back to the earlier version's shape
+        for table in ("vector_log", "vectors_clean"):
+            for column, kind in [
+                ("color", "VARCHAR"),
+                ("color_confidence", "DOUBLE"),
+                ("pattern", "VARCHAR"),
+                ("pattern_confidence", "DOUBLE"),
+                ("category_confidence", "DOUBLE"),
+            ]:
+                con.execute(f"ALTER TABLE vecflow.{table} ADD COLUMN {column} {kind}")
+            con.execute(
+                f"UPDATE vecflow.{table} SET analyses = NULL, color = IF(image_id = 'a', 'green', 'pink'), "
+                "color_confidence = 0.7, pattern = IF(image_id = 'a', 'checked', NULL), pattern_confidence = 0.6, "
+                "category_confidence = 0.9"
+            )
+
+    assert migrate(warehouse, force=True) is True
+    for table in ("vector_log", "vectors_clean"):
+        columns = set(warehouse.table(table).columns)
+        assert "analyses" in columns and not columns & {"color", "pattern", "category_confidence"}
+    tag_partition(warehouse, DAY, "run-2", "m1")
+    tags = warehouse.table("image_tags")
+    got = {(r.image_id, r.dimension): (r.tag, r.confidence) for r in tags.itertuples() if r.dimension != "category"}
+    assert got[("a", "color")] == ("green", 0.7) and got[("a", "pattern")] == ("checked", 0.6)
+    assert got[("b", "color")] == ("pink", 0.7) and ("b", "pattern") not in got
+    assert got[("a", "style")][0] == "outerwear" and set(tags["taxonomy_version"]) == {load_taxonomy().version}
