@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 import pytest
-from warehouse_rows import tag_partition, D1, D2, catalog, load, row
+from warehouse_rows import D1, D2, catalog, load, row, tag_partition
 
 from vecflow.clean import clean_partition
 from vecflow.config import ConfigError, settings
@@ -28,8 +28,17 @@ from vecflow.summary import search_check
 from vecflow.tags import compute_trends
 from vecflow.taxonomy import load_taxonomy
 
-DIMENSIONS = load_taxonomy().dimensions
+DIMENSIONS = ["category", "color", "pattern", "style"]
 pytestmark = pytest.mark.usefixtures("model_m1")
+
+
+@pytest.fixture(autouse=True)
+def four_dimensions(tmp_path, monkeypatch):
+    """The shipped taxonomy's first four dimensions: what these tests count documents and trends of."""
+    shipped = load_taxonomy().raw["dimensions"]
+    path = tmp_path / "four-dimensions.json"
+    path.write_text(json.dumps({"dimensions": {d: shipped[d] for d in DIMENSIONS}}))
+    monkeypatch.setenv("VECFLOW_TAXONOMY_URL", str(path))
 
 
 def tagged_partition(warehouse, day, rows, run_id="run-1"):
@@ -70,8 +79,8 @@ def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(wareho
         "source": "shop_a",
         "model_version": "m1",
         "tags": {"category": ["coat"], "color": ["red"], "pattern": ["striped"], "style": ["outerwear"]},
-        "confidence": {"category": 0.95, "color": 0.9, "pattern": 0.8, "style": 0.95},
-        "tag_source": {"category": "model", "color": "pixels", "pattern": "pixels", "style": "derived"},
+        "confidence": {"category": 1.0, "color": 1.0, "pattern": 0.6, "style": 1.0},
+        "tag_source": {"category": "catalog", "color": "pixels", "pattern": "pixels", "style": "rules"},
         "attributes": {"brand": "Acme", "price": 49.5, "title": "Wool coat"},
     }
     assert "attributes" not in before["b"]
