@@ -30,7 +30,7 @@ def photos(n: int) -> list[bytes]:
     images, _ = fashion_mnist.load("test")
     rng = np.random.default_rng(0)
     return [
-        jpeg_bytes(render(images[i], (200, 40, 40), pattern_modulation("dotted", 8, 256), rng), 90) for i in range(n)
+        jpeg_bytes(render(images[i], (200, 40, 40), pattern_modulation("dots", 8, 256), rng), 90) for i in range(n)
     ]
 
 

@@ -174,7 +174,6 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
     colour_p = 1.0 / np.arange(1, len(colours) + 1) ** 0.8
     colour_p = rng.permutation(colour_p / colour_p.sum())
     pattern_p = np.r_[0.6, np.full(len(patterns) - 1, 0.4 / (len(patterns) - 1))]
-    layout_name = {"stripes": "striped", "checks": "checked", "dots": "dotted"}
     analyser = PixelAnalyser()
     by_label = {tag: info["label"] for tag, info in taxonomy.dimension("category").tags.items()}
     pool = {}
@@ -185,7 +184,7 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
             colour = colours[rng.choice(len(colours), p=colour_p)]
             pattern = patterns[rng.choice(len(patterns), p=pattern_p)]
             info = taxonomy.tag_info("pattern", pattern)
-            modulation = pattern_modulation(layout_name.get(info.get("layout"), "solid"), info.get("period_px"), 256)
+            modulation = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
             picture = render(
                 images[rng.choice(candidates)], tuple(taxonomy.tag_info("color", colour)["rgb"]), modulation, rng
             )

@@ -140,7 +140,7 @@ def wide_photos(directory) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for i in range(4):
-        garment = render(images[i], (40, 60, 200), pattern_modulation("solid", None, 256), rng)
+        garment = render(images[i], (40, 60, 200), pattern_modulation(None, None, 256), rng)
         canvas = Image.new("RGB", (384, 256), garment.getpixel((0, 0)))
         canvas.paste(garment, (64 + 16 * i, 0))
         path = directory / f"own{i}.jpg"

@@ -49,7 +49,7 @@ def bring_photos(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         stem = category or "misc"
         for i, index in enumerate(picks):
             image_id = f"{name}/{stem}-{i:02d}.jpg"
-            picture = render(images[index], colours[i % 3], pattern_modulation("solid", None, 256), rng)
+            picture = render(images[index], colours[i % 3], pattern_modulation(None, None, 256), rng)
             (folder / image_id).write_bytes(jpeg_bytes(picture, 90))
             rows.append({"image_id": image_id, "brand": BRANDS[i % 5], "occasions": OCCASIONS[i % 4]})
             if category and i < 5:

@@ -78,7 +78,7 @@ def _tiny_shard(tmp_path):
     rng = np.random.default_rng(0)
     rows = []
     for i in range(4):
-        data = jpeg_bytes(render(images[i], (200, 30, 35), pattern_modulation("striped", 8, 256), rng), 90)
+        data = jpeg_bytes(render(images[i], (200, 30, 35), pattern_modulation("stripes", 8, 256), rng), 90)
         (tmp_path / f"img{i}.jpg").write_bytes(data)
         rows.append(
             {"image_id": f"img{i}", "uri": f"img{i}.jpg", "category": taxonomy.category_by_label()[int(labels[i])]}

@@ -31,7 +31,7 @@ def product_photos(n: int) -> list[bytes]:
     images, _ = fashion_mnist.load("test")
     rng = np.random.default_rng(1)
     return [
-        jpeg_bytes(render(images[i], (40, 60, 200), pattern_modulation("striped", 8, 256), rng), 90) for i in range(n)
+        jpeg_bytes(render(images[i], (40, 60, 200), pattern_modulation("stripes", 8, 256), rng), 90) for i in range(n)
     ]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_index import DAYS, clustered, index_env  # noqa: F401  (a fixture)
-from warehouse_rows import tag_partition, catalog, load, row
+from warehouse_rows import catalog, load, row, tag_partition
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings

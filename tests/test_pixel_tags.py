@@ -40,7 +40,8 @@ def rendered():
     out = []
     for i in range(300):
         color, pattern = colors[i % len(colors)], patterns[(i // len(colors)) % len(patterns)]
-        mod = pattern_modulation(pattern, taxonomy.tag_info("pattern", pattern).get("period_px"), 256)
+        info = taxonomy.tag_info("pattern", pattern)
+        mod = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
         picture = render(images[i], tuple(taxonomy.tag_info("color", color)["rgb"]), mod, rng)
         out.append((picture, color, pattern, int(labels[i])))
     return out
@@ -92,7 +93,7 @@ def test_edge_signature_tells_same_coloured_trousers_apart():
     collide, and the edge signature is what keeps them apart."""
     images, labels = fashion_mnist.load("test")
     trousers = distinct_sources(images, np.flatnonzero(labels == 1), SOURCE_MAX_CORRELATION, needed=40)
-    modulation = pattern_modulation("solid", None, 256)
+    modulation = pattern_modulation(None, None, 256)
     rng = np.random.default_rng(3)
     pictures = [decode(jpeg_bytes(render(images[i], (200, 40, 40), modulation, rng), 90)) for i in trousers]
     signatures = np.array([edge_signature(p) for p in pictures])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from warehouse_rows import tag_partition, D1, D2, catalog, load, row, unit
+from warehouse_rows import D1, D2, catalog, load, row, tag_partition, unit
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings

@@ -81,7 +81,8 @@ def rendered_catalog_accuracy(
     batch = []
     for i in range(count):
         color, pattern = rng.choice(colors), rng.choice(patterns)
-        mod = pattern_modulation(pattern, taxonomy.tag_info("pattern", pattern).get("period_px"), 256)
+        info = taxonomy.tag_info("pattern", pattern)
+        mod = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
         picture = decode(jpeg_bytes(render(images[i], tuple(taxonomy.tag_info("color", color)["rgb"]), mod, rng), 90))
         batch.append(model_input(background_distance(analysis_pixels(picture))))
     _, probabilities = embed_all(model, torch.from_numpy(np.stack(batch))[:, None])

@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 import pytest
-from warehouse_rows import tag_partition, D1, catalog, load, row, snapshot
+from warehouse_rows import D1, catalog, load, row, snapshot, tag_partition
 
 from vecflow.clean import clean_partition
 from vecflow.config import settings

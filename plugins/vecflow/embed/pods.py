@@ -28,9 +28,7 @@ def pod_arguments(shard: dict) -> list[str]:
     """The entrypoint's arguments for one shard; the attempt comes from the pod's environment. Used
     with XComArg.map, so it runs where the shards are known, not at DAG parse time."""
     s = settings()
-    return shard_job(
-        shard, s, registry=MODEL_MOUNT, device="cuda", workers=s.kubernetes.workers
-    ).to_args()
+    return shard_job(shard, s, registry=MODEL_MOUNT, device="cuda", workers=s.kubernetes.workers).to_args()
 
 
 def embed_pod_operator(task_id: str = "embed_shard", **overrides):

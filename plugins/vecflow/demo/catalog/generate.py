@@ -283,7 +283,9 @@ def generate(catalog_dir: Path, params: CatalogParams, spec: TrendSpec, taxonomy
     color, pattern = ({d.analyser: d.name for d in taxonomy.by_source("pixels")}[a] for a in ("colour", "pattern"))
     colors = {tag: tuple(taxonomy.tag_info(color, tag)["rgb"]) for tag in taxonomy.tags(color)}
     modulations = {
-        tag: pattern_modulation(tag, taxonomy.tag_info(pattern, tag).get("period_px"), IMAGE_SIZE)
+        tag: pattern_modulation(
+            taxonomy.tag_info(pattern, tag).get("layout"), taxonomy.tag_info(pattern, tag).get("period_px"), IMAGE_SIZE
+        )
         for tag in taxonomy.tags(pattern)
     }
 

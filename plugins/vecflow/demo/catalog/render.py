@@ -11,22 +11,23 @@ BACKGROUND = 246.0
 PATTERN_DARKENING = 0.55
 
 
-def pattern_modulation(pattern: str, period_px: int | None, size: int) -> np.ndarray:
-    """Multiplicative (size, size) map: 1 on the base fabric, PATTERN_DARKENING on the pattern marks."""
-    if pattern == "solid" or period_px is None:
+def pattern_modulation(layout: str | None, period_px: int | None, size: int) -> np.ndarray:
+    """Multiplicative (size, size) map: 1 on the base fabric, PATTERN_DARKENING on the pattern marks of
+    a taxonomy pattern's `layout` (stripes, checks, dots) and period; no layout is the plain fabric."""
+    if layout is None or period_px is None:
         return np.ones((size, size), dtype=np.float32)
     y, x = np.mgrid[0:size, 0:size]
-    if pattern == "striped":
+    if layout == "stripes":
         marks = (y % period_px) < period_px // 2
-    elif pattern == "checked":
+    elif layout == "checks":
         half = period_px // 2
         marks = ((x // half) + (y // half)) % 2 == 1
-    elif pattern == "dotted":
+    elif layout == "dots":
         cy = (y % period_px) - period_px / 2 + 0.5
         cx = (x % period_px) - period_px / 2 + 0.5
         marks = cx * cx + cy * cy <= (period_px * 0.3) ** 2
     else:
-        raise ValueError(f"no renderer for pattern {pattern!r}")
+        raise ValueError(f"no renderer for pattern layout {layout!r}")
     return np.where(marks, PATTERN_DARKENING, 1.0).astype(np.float32)
 
 
