@@ -81,6 +81,12 @@ def test_no_false_movers_in_any_facet_or_period(truth):
     trends = truth["trends"]
     assert trends["comparisons"] > 1000 and trends["movers"] > 0
     assert trends["false_movers"] == [], json.dumps(trends["false_movers"], indent=1)
+    # the count under both corrections; the oracle's own adjustment of the configured one is the SQL's
+    by_correction = trends["by_correction"]
+    assert trends["correction"] == "bh" and set(by_correction) == {"bh", "bonferroni"}
+    assert by_correction["bh"]["max_difference_from_sql"] < 1e-9
+    assert by_correction["bh"]["false_movers"] == len(trends["false_movers"])
+    assert by_correction["bonferroni"]["movers"] <= by_correction["bh"]["movers"] == trends["movers"]
 
 
 def test_planted_duplicates_found_with_their_canonical(truth):
