@@ -43,7 +43,18 @@ CATEGORY_SOURCES = ("catalog", "model", "head")
 ANALYSERS = ("colour", "pattern")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
-RESERVED_DIMENSIONS = {"source", "attributes", "image_id", "listed_date", "facet"}
+# names taken by image_tags' and tag_trends' own columns
+RESERVED_DIMENSIONS = {
+    "source",
+    "attributes",
+    "image_id",
+    "listed_date",
+    "facet",
+    "tag",
+    "dimension",
+    "month",
+    "images",
+}
 
 
 class TaxonomyError(ConfigError):
