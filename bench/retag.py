@@ -324,7 +324,7 @@ class Timers:
     """Seconds spent in the tagging module's steps and in each SQL file while a retag runs (the
     steps are wrapped on entry and put back on exit; nested steps count in both)."""
 
-    STEPS = ("tag_frame", "prepare", "dimension_tags", "long_rows", "reject_rows", "vectors_of", "head_set")
+    STEPS = ("tag_frame", "prepare", "dimension_tags", "long_rows", "reject_rows", "embedding_matrix", "head_set")
 
     def __init__(self, warehouse):
         self.warehouse = warehouse
@@ -336,7 +336,7 @@ class Timers:
         self.originals = {name: getattr(tagging, name) for name in self.STEPS}
         for name, fn in self.originals.items():
             setattr(tagging, name, self._timed(name, fn))
-        for method in ("run", "query"):
+        for method in ("run", "query", "query_arrow"):
             setattr(self.warehouse, method, self._timed_sql(getattr(self.warehouse, method)))
         return self
 
@@ -345,7 +345,7 @@ class Timers:
 
         for name, fn in self.originals.items():
             setattr(tagging, name, fn)
-        for method in ("run", "query"):
+        for method in ("run", "query", "query_arrow"):
             delattr(self.warehouse, method)
 
     def _add(self, key, started):

@@ -87,6 +87,8 @@ def _schema(table: pa.Table) -> list:
     from google.cloud import bigquery
 
     def kind(t: pa.DataType) -> str:
+        if pa.types.is_dictionary(t):  # dictionary-encoded strings (tag rows) load as their values
+            return kind(t.value_type)
         if pa.types.is_boolean(t):
             return "BOOL"
         if pa.types.is_integer(t):
@@ -222,6 +224,13 @@ class BigQueryWarehouse:
         for statement in setup:
             self._execute(statement, params)
         return self._execute(last, params).to_dataframe(create_bqstorage_client=False)
+
+    def query_arrow(self, name: str, names: dict | None = None, **params) -> pa.Table:
+        """As `query`, as an Arrow table (vectors as one list column, strings as Arrow)."""
+        *setup, last = self.statements(name, names)
+        for statement in setup:
+            self._execute(statement, params)
+        return self._execute(last, params).to_arrow(create_bqstorage_client=False)
 
     def table(self, table: str) -> pd.DataFrame:
         return self.query("select_table", names={"table": table})

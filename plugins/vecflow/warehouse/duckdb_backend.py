@@ -82,6 +82,15 @@ class DuckDBWarehouse:
                 con.execute(statement, self._bind(statement, params))
             return con.execute(last, self._bind(last, params)).df()
 
+    def query_arrow(self, name: str, names: dict | None = None, **params) -> pa.Table:
+        """As `query`, as an Arrow table: lists (vectors) stay one flat buffer and strings stay Arrow,
+        where pandas would make an object per value."""
+        *setup, last = self.statements(name, names)
+        with self.connect() as con:
+            for statement in setup:
+                con.execute(statement, self._bind(statement, params))
+            return con.sql(last, params=self._bind(last, params)).to_arrow_table()
+
     def table(self, table: str) -> pd.DataFrame:
         return self.query("select_table", names={"table": table})
 
