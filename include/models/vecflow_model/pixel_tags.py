@@ -32,6 +32,36 @@ def _layout_frequencies(layout: str, period_px: int) -> list[tuple[float, float]
     return [(f, 0.0), (0.0, f)]  # dots: a grid along both axes
 
 
+# every (layout, period) measured, in the order of its frequencies below: two per key (a stripe's
+# one twice), so one gather reads every window of an image's spectrum
+PATTERN_KEYS = [f"{layout}_{period}" for layout in PATTERN_LAYOUTS for period in PATTERN_PERIODS]
+
+
+def _two_frequencies(layout: str, period_px: int) -> list[tuple[float, float]]:
+    frequencies = _layout_frequencies(layout, period_px)
+    return frequencies * (2 // len(frequencies))
+
+
+_FREQUENCIES = np.array(
+    [_two_frequencies(layout, period) for layout in PATTERN_LAYOUTS for period in PATTERN_PERIODS]
+).reshape(-1, 2)
+_OFFSETS = np.arange(-6, 7)
+_RING = np.ones((13, 13), dtype=bool)
+_RING[3:-3, 3:-3] = False  # the 3-pixel border of the 13x13 window around a frequency
+
+
+def _peak_ratios(power: np.ndarray) -> np.ndarray:
+    """Per frequency of _FREQUENCIES: the peak power near it over the median power of the ring
+    around it (a pattern's period shows as a peak standing out of its surroundings)."""
+    n = power.shape[0]
+    centres = np.rint(_FREQUENCIES).astype(int)
+    ys = (centres[:, 0, None] + _OFFSETS) % n
+    xs = (centres[:, 1, None] + _OFFSETS) % n
+    windows = power[ys[:, :, None], xs[:, None, :]]  # (frequencies, 13, 13)
+    peak = windows[:, 5:8, 5:8].max(axis=(1, 2))
+    return peak / np.maximum(np.median(windows[:, _RING], axis=1), 1e-9)
+
+
 def _eroded(mask: np.ndarray, steps: int) -> np.ndarray:
     """The mask less `steps` pixels along its border (4-neighbour erosion); the mask itself if
     nothing would be left."""
@@ -94,27 +124,8 @@ class PixelAnalyser:
         log_lum = np.log1p(pixels.sum(axis=2, dtype=np.float32) / 3.0)
         signal = np.where(mask, log_lum - log_lum[mask].mean(), 0.0)
         power = _power_spectrum(signal.astype(np.float32))
-        return {
-            f"{layout}_{period}": round(
-                float(np.mean([self._peak_ratio(power, f) for f in _layout_frequencies(layout, period)])), 3
-            )
-            for layout in PATTERN_LAYOUTS
-            for period in PATTERN_PERIODS
-        }
-
-    @staticmethod
-    def _peak_ratio(power: np.ndarray, freq: tuple[float, float]) -> float:
-        """Peak power near a frequency over the median power of the ring around it."""
-        n = power.shape[0]
-        fy, fx = int(round(freq[0])), int(round(freq[1]))
-        ys = np.arange(fy - 6, fy + 7) % n
-        xs = np.arange(fx - 6, fx + 7) % n
-        window = power[np.ix_(ys, xs)]
-        peak = window[5:8, 5:8].max()
-        ring = np.concatenate(
-            [window[:3].ravel(), window[-3:].ravel(), window[3:-3, :3].ravel(), window[3:-3, -3:].ravel()]
-        )
-        return float(peak / max(np.median(ring), 1e-9))
+        ratios = _peak_ratios(power).reshape(len(PATTERN_KEYS), -1).mean(axis=1)
+        return {key: round(float(r), 3) for key, r in zip(PATTERN_KEYS, ratios)}
 
     def analyse(self, pixels: np.ndarray, distance: np.ndarray | None = None) -> dict[str, dict] | None:
         """Analyses of a (256, 256, 3) image by analyser name, or None when no garment stands out
