@@ -220,6 +220,43 @@ def test_every_dimension_is_tagged_in_long_form_and_unknown_values_are_rejects(w
     assert stats["untagged"]["silhouette"] == 2
 
 
+def test_catalog_values_come_from_the_warehouse_as_lists_numbers_or_whole_attributes(warehouse, tmp_path, monkeypatch):
+    """What select_tagging_rows.sql extracts with JSON_QUERY, on both warehouses: a multi-label value
+    given as a JSON list (nulls and blanks in it skipped), a number, an explicit null; an attribute key
+    that is no plain JSONPath name, read from the whole attributes; an analysis with a NaN hue."""
+    raw = json.loads(json.dumps(load_taxonomy().raw))
+    raw["dimensions"]["fit"]["column"] = "Fit Type"
+    raw["dimensions"]["size"] = {"source": "catalog", "tags": {"eu_42": {"synonyms": ["42"]}, "eu_44": {}}}
+    path = tmp_path / "taxonomy.json"
+    path.write_text(json.dumps(raw))
+    monkeypatch.setenv("VECFLOW_TAXONOMY_URL", str(path))
+    attributes = [
+        json.dumps({"occasions": ["Work", "party", None, " "], "Fit Type": "Skinny", "size": 42}),
+        json.dumps({"occasions": "beach|Disco", "Fit Type": None, "size": 7}),
+        None,
+    ]
+    catalog(warehouse, D1, ["i1", "i2", "i3"], attributes=attributes)
+    white = row("i3", D1, color="white")
+    measured = json.loads(white["analyses"])
+    measured["colour"]["hue"] = float("nan")  # as the job writes a colourless garment's hue
+    white["analyses"] = json.dumps(measured)
+    load(warehouse, [row("i1", D1), row("i2", D1), white], D1)
+    clean_partition(settings(), warehouse, D1, "run-1")
+    tag_partition(warehouse, D1, "run-1", "m1")
+    tags = warehouse.table("image_tags")
+    got = {(i, d): set(g["tag"]) for (i, d), g in tags.groupby(["image_id", "dimension"])}
+    assert got[("i1", "occasion")] == {"work", "party"} and got[("i2", "occasion")] == {"beach"}
+    assert got[("i1", "fit")] == {"slim"} and got[("i2", "fit")] == got[("i3", "fit")] == {"not_applicable"}
+    assert got[("i1", "size")] == {"eu_42"} and ("i2", "size") not in got and ("i3", "size") not in got
+    assert got[("i3", "color")] == {"white"}
+    rejects = warehouse.table("rejects")
+    assert sorted(rejects["detail"]) == [
+        "occasion='Disco' names no occasion tag (catalog occasions)",
+        "size=7 names no size tag (catalog size)",
+    ]
+    assert set(rejects["image_id"]) == {"i2"}
+
+
 def _trend_rows(warehouse, striped_by_day: dict, n: int = 40, occasions=None) -> None:
     """image_tags (the trends' input, as the tagging step writes it) of n images a day, all red,
     `striped_by_day[day]` of them striped, the rest solid; dresses at shop_a, coats at shop_b, in turn
