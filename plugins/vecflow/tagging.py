@@ -187,27 +187,35 @@ def _catalog_tags(frame: pd.DataFrame, dim: Dimension) -> tuple[_Part, pd.DataFr
     keys = list(dim.tags)
     code_of = {tag: i for i, tag in enumerate(keys)}
     # a catalog repeats few distinct values: each is split once, each item normalised and looked up once
-    lookup: dict[str, str | None] = {}
+    lookup: dict[str, int] = {}  # an item's text -> its tag's code; -1: it names no tag, -2: blank
+
+    def code(text: str) -> int:
+        if text.strip() == "":
+            return -2
+        tag = dim.synonyms.get(normalise(text))
+        return -1 if tag is None else code_of[tag]
+
     tag_lists, unknown_lists = [], []
     for value in values:
         if _absent(value):
-            items = []
-        elif dim.multi_label:  # a JSON list, or a string split on the separator
-            items = value if isinstance(value, list) else str(value).split(dim.separator)
+            items = ()
+        elif not dim.multi_label:
+            items = (value,)
+        elif isinstance(value, list):  # a JSON list (its nulls are no values), or a string split on the separator
+            items = [item for item in value if not _absent(item)]
         else:
-            items = [value]
+            items = str(value).split(dim.separator)
         found, unknown = [], []
         for item in items:
-            text = str(item)
-            if _absent(item) or text.strip() == "":
-                continue
-            if text not in lookup:
-                lookup[text] = dim.synonyms.get(normalise(text))
-            tag = lookup[text]
-            if tag is None:
+            text = item if isinstance(item, str) else str(item)
+            c = lookup.get(text)
+            if c is None:
+                c = lookup[text] = code(text)
+            if c >= 0:
+                if c not in found:
+                    found.append(c)
+            elif c == -1:
                 unknown.append(item)
-            elif code_of[tag] not in found:
-                found.append(code_of[tag])
         tag_lists.append(found)
         unknown_lists.append(unknown)
     rows, at = _ragged(codes, np.array([len(t) for t in tag_lists], np.int64))
@@ -276,6 +284,8 @@ def _joined(parts: list[_Part]) -> _Part:
 
 def _head_tags(frame: pd.DataFrame, dim: Dimension, heads, vectors: np.ndarray | None) -> tuple[_Part, pd.DataFrame]:
     if heads is None or dim.name not in heads.dimensions:  # counted as untagged, and warned about once
+        return _no_part("head"), _no_rejects()
+    if not len(frame):  # no vectors to score (an empty matrix has no width to check)
         return _no_part("head"), _no_rejects()
     predicted = heads.predict(dim.name, vectors)
     return _Part.of(
