@@ -89,9 +89,6 @@ class _Part:
     def take(self, keep: np.ndarray) -> _Part:
         return _Part(self.source, self.rows[keep], self.codes[keep], self.tags, self.confidence[keep])
 
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"row": self.rows, "tag": self.tags[self.codes], "confidence": self.confidence})
-
 
 def _floats(values) -> np.ndarray:
     return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
