@@ -198,7 +198,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 derived.unlink()
     # the DAGs start no later than the catalog (unless the caller set the start date: then a date before it fails)
     os.environ.setdefault("VECFLOW_START_DATE", min(args.start_date, s.dags.start_date).isoformat())
-    if not os.environ.get("VECFLOW_MODEL_REGISTRY"):
+    from vecflow.resources import MODEL_REGISTRY_DIR
+
+    if s.embed.model_registry == MODEL_REGISTRY_DIR:  # the shipped registry: head sets go under VECFLOW_HOME
         os.environ["VECFLOW_MODEL_REGISTRY"] = str(demo_registry(s.paths.home))
     prepare_airflow(s.paths.home)
     dates = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
