@@ -153,7 +153,8 @@ def build_indexes(settings, warehouse, model_version: str, run_id: str, dates: l
 def switch_problems(settings, warehouse, model_version: str) -> list[str]:
     """Why `model_version` may not become the serving model (empty when it may): it must cover every
     partition and every category the serving model does, with a published window index whose
-    same-category precision@10 is no more than VECFLOW_REINDEX_MAX_PRECISION_DROP below the served one."""
+    same-category precision@10 is no more than VECFLOW_REINDEX_MAX_PRECISION_DROP below the served one,
+    and, where both have a category head, agree with the images' categories as well (head_agreement_problems)."""
     serving = settings.model_version
     problems = []
     partitions = warehouse.query("select_model_partitions", model_versions=[serving, model_version])
@@ -182,7 +183,24 @@ def switch_problems(settings, warehouse, model_version: str) -> list[str]:
                 f"{category}: precision@10 {new_precision:.4f} of {model_version} is more than "
                 f"{settings.index.reindex_max_precision_drop} below {old_precision:.4f} of {serving}"
             )
+    problems += head_agreement_problems(settings, warehouse, serving, model_version)
     return problems
+
+
+def head_agreement_problems(settings, warehouse, serving: str, model_version: str) -> list[str]:
+    """When both models have a category head: the new model's agreement with the images' categories
+    may not fall more than VECFLOW_REINDEX_MAX_PRECISION_DROP below the serving model's."""
+    counts = warehouse.query("select_model_agreement", model_versions=[serving, model_version])
+    counts = counts[counts["with_head"] > 0].set_index("model_version")
+    if not {serving, model_version} <= set(counts.index):
+        return []
+    old, new = (float(counts.loc[m, "agreeing"]) / float(counts.loc[m, "with_head"]) for m in (serving, model_version))
+    if new < old - settings.index.reindex_max_precision_drop:
+        return [
+            f"category agreement of {model_version}'s head with the images' categories {new:.4f} is more than "
+            f"{settings.index.reindex_max_precision_drop} below {old:.4f} of {serving}"
+        ]
+    return []
 
 
 def switch_model(settings, warehouse, model_version: str, run_id: str) -> dict:
