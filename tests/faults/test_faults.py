@@ -147,10 +147,12 @@ def test_the_warehouse_held_by_another_process_fails_the_step_cleanly_and_the_re
 
 @pytest.fixture
 def warehouse_file(vecflow_home, monkeypatch):
+    from vecflow.tagging import publish_taxonomy
     from vecflow.warehouse import bootstrap, get_warehouse
 
     monkeypatch.setenv("VECFLOW_DUCKDB_LOCK_TIMEOUT_SECONDS", "1")
 
     warehouse = get_warehouse()
     bootstrap(warehouse)
+    publish_taxonomy(warehouse, load_taxonomy())  # what loading a shard does first
     return warehouse, warehouse.path
