@@ -29,9 +29,7 @@ def photos(n: int) -> list[bytes]:
 
     images, _ = fashion_mnist.load("test")
     rng = np.random.default_rng(0)
-    return [
-        jpeg_bytes(render(images[i], (200, 40, 40), pattern_modulation("dots", 8, 256), rng), 90) for i in range(n)
-    ]
+    return [jpeg_bytes(render(images[i], (200, 40, 40), pattern_modulation("dots", 8, 256), rng), 90) for i in range(n)]
 
 
 def serve(bodies: list[bytes], latency_s: float) -> ThreadingHTTPServer:
