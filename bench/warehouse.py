@@ -33,6 +33,8 @@ CORES = 2
 # the rows' model: the shipped one, whose card's embedding_dim (256) the clean stage expects of them;
 # the clean stage runs as that model (Settings.with_model)
 MODEL = "garment-arcface-v1"
+# what the job measures of a red, plain garment (the clean stage reads no analyses; the tagging step does)
+ANALYSES = '{"colour":{"hue":0.0,"saturation":0.85,"value":0.78,"warmth":0.65}}'
 
 
 class BenchmarkDidNothing(RuntimeError):
@@ -116,16 +118,12 @@ def synthetic_chunks(plan: dict):
                 "listed_date": [DAY] * size,
                 "catalog_category": plan["categories"][rows],
                 "category": plan["categories"][rows],
-                "category_confidence": np.full(size, 0.9),
                 "model_version": [MODEL] * size,
                 "dim": np.full(size, 256, dtype=np.int64),
                 "embedding": lists(vectors),
                 "embedding_norm": norms,
                 "embedding_finite": finite,
-                "color": ["red"] * size,
-                "color_confidence": np.full(size, 0.9),
-                "pattern": ["solid"] * size,
-                "pattern_confidence": np.full(size, 0.9),
+                "analyses": [ANALYSES] * size,
                 "run_id": ["bench"] * size,
                 "shard_id": np.full(size, start // CHUNK, dtype=np.int64),
                 "attempt": np.ones(size, dtype=np.int64),
@@ -163,12 +161,15 @@ class StepTimer:
 def warehouse_clean(plan: dict, settings) -> tuple[float, dict]:
     from vecflow.clean import clean_partition
     from vecflow.embed.load import append_vectors
+    from vecflow.tagging import publish_taxonomy
+    from vecflow.taxonomy import load_taxonomy
     from vecflow.warehouse import bootstrap
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
         bootstrap(warehouse)
+        publish_taxonomy(warehouse, load_taxonomy())  # as loading a shard does: validation reads the categories
         for chunk in synthetic_chunks(plan):
             append_vectors(warehouse, chunk, DAY, "bench", shard_id=chunk["shard_id"][0].as_py(), attempt=1)
             del chunk
