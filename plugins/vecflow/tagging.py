@@ -628,11 +628,11 @@ def category_resolver(settings, warehouse, model_version: str):
 
 def publish_taxonomy(warehouse, taxonomy: Taxonomy) -> bool:
     """Writes the `taxonomy` and `tag_derivations` tables when the warehouse holds another taxonomy
-    version (analysts and SQL steps read them); returns whether it wrote."""
-    if warehouse.has_table("taxonomy"):
-        held = warehouse.query("select_taxonomy_version")
-        if list(held["taxonomy_version"]) == [taxonomy.version]:
-            return False
+    version (analysts and SQL steps read them); returns whether it wrote. The table exists from
+    `migrate` on: one query decides (a connection costs tens of ms on a large DuckDB file)."""
+    held = warehouse.query("select_taxonomy_version")
+    if list(held["taxonomy_version"]) == [taxonomy.version]:
+        return False
     tags = pd.DataFrame(taxonomy.rows())
     warehouse.run("replace_table", rows=tags, names={"table": "taxonomy", "columns": list(tags.columns)})
     derivations = pd.DataFrame(taxonomy.derivations(), columns=["dimension", "tag", "from_dimension", "from_tag"])
