@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.vectors_clean (
   attempt INT64
 ) PARTITION BY listed_date CLUSTER BY category;
 
-CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags (
+{#- image_tags and a retag's candidate beside it (the switch copies one into the other): one column list -#}
+{% for table in ["image_tags", "image_tags_candidate"] %}
+CREATE TABLE IF NOT EXISTS {{ dataset }}.{{ table }} (
   image_id STRING NOT NULL,
   listed_date DATE NOT NULL,
   dimension STRING NOT NULL,
@@ -83,20 +85,7 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags (
   taxonomy_version STRING,  -- the taxonomy file's content hash and the head set the tags come from
   head_version STRING
 ) PARTITION BY listed_date CLUSTER BY dimension, tag;
-
--- A retag's tags of every partition, beside image_tags until its gate holds and the switch copies them.
-CREATE TABLE IF NOT EXISTS {{ dataset }}.image_tags_candidate (
-  image_id STRING NOT NULL,
-  listed_date DATE NOT NULL,
-  dimension STRING NOT NULL,
-  tag STRING NOT NULL,
-  confidence FLOAT64,
-  tag_source STRING NOT NULL,
-  run_id STRING,
-  source STRING,
-  taxonomy_version STRING,
-  head_version STRING
-) PARTITION BY listed_date CLUSTER BY dimension, tag;
+{% endfor %}
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.index_registry (
   model_version STRING NOT NULL,
