@@ -94,29 +94,37 @@ def load_image_tags(warehouse, images) -> int:
     taxonomy = load_taxonomy()
     style_of = taxonomy.derived("style")
 
-    def names(values):
-        return "[" + ", ".join(f"'{v}'" for v in values) + "]"
-
     categories = taxonomy.tags("category")
     lookups = {
-        "source": names(SOURCES),
-        "category": names(categories),
-        "color": names(taxonomy.tags("color")),
-        "pattern": names(taxonomy.tags("pattern")),
-        "style": names(style_of[c] for c in categories),
+        "source": sql_list(SOURCES),
+        "category": sql_list(categories),
+        "color": sql_list(taxonomy.tags("color")),
+        "pattern": sql_list(taxonomy.tags("pattern")),
+        "style": sql_list(style_of[c] for c in categories),
     }
     per_dimension = [
         f"SELECT n, day, source, '{dim}' AS dimension, {lookups[dim]}[{code} + 1] AS tag, confidence FROM images"
         for dim, code in (("category", "category"), ("color", "color"), ("pattern", "pattern"), ("style", "category"))
     ]
+    return insert_tag_rows(warehouse, images, per_dimension, "confidence", "pixels")
+
+
+def sql_list(values) -> str:
+    """A DuckDB list literal of strings (tag lookups by code)."""
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def insert_tag_rows(warehouse, images, selects: list[str], confidence: str, tag_source: str) -> int:
+    """Writes the union of `selects` (n, day, source, dimension, tag[, confidence] over the registered
+    `images`) into image_tags in listing-date order; returns image_tags' row count."""
     with warehouse.connect() as con:
         con.register("images", images)
         con.execute(
             f"""INSERT INTO {warehouse.dataset}.image_tags
                   (image_id, listed_date, dimension, tag, confidence, tag_source, run_id, source)
                 SELECT 'img' || lpad(CAST(n AS VARCHAR), 9, '0'), DATE '{START}' + CAST(day AS INTEGER), dimension, tag,
-                       confidence, 'pixels', 'bench', {lookups["source"]}[source + 1]
-                FROM ({" UNION ALL ".join(per_dimension)})
+                       {confidence}, '{tag_source}', 'bench', {sql_list(SOURCES)}[source + 1]
+                FROM ({" UNION ALL ".join(selects)})
                 ORDER BY day, n, dimension"""
         )
         return con.execute(f"SELECT COUNT(*) FROM {warehouse.dataset}.image_tags").fetchone()[0]
@@ -341,13 +349,10 @@ def scale_images(images: int, seed: int = 0):
 def load_scale_tags(warehouse, images, taxonomy) -> int:
     """Writes the scale images' tag rows into image_tags (listing-date order); returns the row count."""
 
-    def names(values):
-        return "[" + ", ".join(f"'{v}'" for v in values) + "]"
-
     style_of = taxonomy.derived("style")
     categories = taxonomy.tags("category")
-    lookups = {dim: names(taxonomy.tags(dim)) for dim in SCALE_DIMENSIONS}
-    lookups["style"] = names(style_of[c] for c in categories)
+    lookups = {dim: sql_list(taxonomy.tags(dim)) for dim in SCALE_DIMENSIONS}
+    lookups["style"] = sql_list(style_of[c] for c in categories)
     selects = [
         f"SELECT n, day, source, '{dim}' AS dimension, {lookups[dim]}[{code} + 1] AS tag FROM images{where}"
         for dim, code, where in [
@@ -357,17 +362,7 @@ def load_scale_tags(warehouse, images, taxonomy) -> int:
             *((dim, f"{dim}2", f" WHERE {dim}2 >= 0") for dim, (_, multi) in SCALE_DIMENSIONS.items() if multi),
         ]
     ]
-    with warehouse.connect() as con:
-        con.register("images", images)
-        con.execute(
-            f"""INSERT INTO {warehouse.dataset}.image_tags
-                  (image_id, listed_date, dimension, tag, confidence, tag_source, run_id, source)
-                SELECT 'img' || lpad(CAST(n AS VARCHAR), 9, '0'), DATE '{START}' + CAST(day AS INTEGER), dimension, tag,
-                       1.0, 'catalog', 'bench', {names(SOURCES)}[source + 1]
-                FROM ({" UNION ALL ".join(selects)})
-                ORDER BY day, n, dimension"""
-        )
-        return con.execute(f"SELECT COUNT(*) FROM {warehouse.dataset}.image_tags").fetchone()[0]
+    return insert_tag_rows(warehouse, images, selects, "1.0", "catalog")
 
 
 def bench_scale(rows: int, repeats: int) -> dict:
