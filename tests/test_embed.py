@@ -160,6 +160,46 @@ def test_entrypoint_writes_vectors_and_reject_rows(tmp_path):
     assert not list(tmp_path.glob(".out.parquet.*.tmp"))
 
 
+def test_a_photo_stored_sideways_gets_the_category_it_has_upright(tmp_path):
+    """A phone photo: 4x the analysis size, stored rotated with an EXIF orientation tag, and a copy
+    with a non-sRGB ICC profile; both analysed as the upright sRGB photo is (the decode is DCT-scaled)."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from vecflow.demo.catalog import fashion_mnist
+    from vecflow.demo.catalog.render import render
+
+    images, labels = fashion_mnist.load("test")
+    trouser = int(np.flatnonzero(labels == 1)[0])  # long and narrow: lying on its side it is no trouser
+    picture = render(images[trouser], (40, 60, 160), np.ones((256, 256), np.float32), np.random.default_rng(3))
+    upright = picture.resize((1024, 1024), Image.BICUBIC)
+    upright.save(tmp_path / "upright.jpg", quality=92)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", quality=92, exif=exif)
+    wide = ImageCms.createProfile("LAB")  # a profile whose pixels are not sRGB numbers
+    lab = ImageCms.profileToProfile(upright, ImageCms.createProfile("sRGB"), wide, outputMode="LAB")
+    buffer = io.BytesIO()
+    lab.save(buffer, format="TIFF", icc_profile=ImageCms.ImageCmsProfile(wide).tobytes())
+    (tmp_path / "profiled.tif").write_bytes(buffer.getvalue())
+    rows = [
+        {"image_id": name, "uri": f"{name}.{ext}", "category": None}
+        for name, ext in [("upright", "jpg"), ("sideways", "jpg"), ("profiled", "tif")]
+    ]
+    pd.DataFrame(rows).assign(source="shop_a", listed_date=dt.date(2026, 1, 1)).to_parquet(tmp_path / "s.parquet")
+    assert _run(tmp_path, tmp_path / "s.parquet", tmp_path / "out.parquet") == 0
+    out = pq.read_table(tmp_path / "out.parquet").to_pandas().set_index("image_id")
+    assert out["reject_reason"].isna().all(), out["reject_detail"].to_dict()
+    model = {i: json.loads(a)["model"]["category"] for i, a in out["analyses"].items()}
+    assert model == {"upright": "trouser", "sideways": "trouser", "profiled": "trouser"}
+    vectors = {i: np.asarray(v) for i, v in out["embedding"].items()}
+    assert float(vectors["upright"] @ vectors["sideways"]) > 0.99
+    assert set(_tags(out)["color"]) == {"blue"}
+    hue = {i: json.loads(a)["colour"]["hue"] for i, a in out["analyses"].items()}
+    assert abs(hue["profiled"] - hue["upright"]) < 0.02 and abs(hue["sideways"] - hue["upright"]) < 0.02
+
+
 class _OwnBackbone(torch.nn.Module):
     """Stands for a deployment's own backbone (a torchvision model without its classifier, say)."""
 

@@ -101,6 +101,18 @@ def test_a_good_day_passes_every_suite_and_keeps_data_docs_of_every_run(warehous
     assert all(page.relative_to(docs).as_posix() in index for page in listed)
 
 
+def test_data_docs_index_lists_the_latest_results_and_keeps_every_page(warehouse, monkeypatch):
+    """The index is bounded (rendering it reads every result it lists); older pages stay."""
+    monkeypatch.setattr("vecflow.quality.DOCS_INDEX_RESULTS", 2)
+    run_good_day(warehouse)
+    first = check_partition(settings(), warehouse, D1, suites=("funnel",))["funnel"]["docs_page"]
+    latest = [check_partition(settings(), warehouse, D1, suites=("funnel",))["funnel"]["docs_page"] for _ in range(2)]
+    docs = settings().paths.reports_dir / "gx"
+    index = (docs / "index.html").read_text()
+    assert all(Path(page).relative_to(docs).as_posix() in index for page in latest)
+    assert Path(first).relative_to(docs).as_posix() not in index and Path(first).is_file()
+
+
 @pytest.mark.parametrize(
     "planted, unembedded, failing, named",
     [

@@ -20,6 +20,7 @@ from vecflow.search.sink import (
     SearchIndexes,
     SearchSinkError,
     delete_images,
+    image_documents,
     index_partition,
     index_trends,
     trend_document,
@@ -98,6 +99,42 @@ def test_documents_per_quarter_index_behind_an_alias_and_reruns_overwrite(wareho
     )
     assert index_partition(search, warehouse, s, DIMENSIONS, D1, "run-3")["stale_deleted"] == 1
     assert set(docs_of(search, indexes.image_tags)) == {"a", "c"}
+
+
+@pytest.mark.unit
+def test_image_documents_one_per_image_with_every_tag_of_a_multi_label_dimension():
+    def row(image_id, dimension=None, tag=None, confidence=None, tag_source=None, attributes=None):
+        return {
+            "image_id": image_id,
+            "listed_date": pd.Timestamp(D1),
+            "source": "shop_a",
+            "predicted_category": "coat",
+            "model_version": "m1",
+            "attributes": attributes,
+            "embedding": [0.5, 0.25],
+            "dimension": dimension,
+            "tag": tag,
+            "confidence": confidence,
+            "tag_source": tag_source,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("b", "occasion", "party", None, "catalog", '{"brand": "x"}'),
+            row("a", "color", "red", 0.7, "pixels"),
+            row("b", "occasion", "work", float("nan"), "catalog", '{"brand": "x"}'),
+            row("a", "color", "blue", 0.9, "pixels"),
+            row("c"),  # no tag rows
+        ]
+    )
+    docs = image_documents(rows, "run-1")
+    assert [d["image_id"] for d in docs] == ["a", "b", "c"]
+    a, b, c = docs
+    assert a["tags"] == {"color": ["red", "blue"]} and a["confidence"] == {"color": 0.9}
+    assert a["tag_source"] == {"color": "pixels"} and "attributes" not in a
+    assert b["tags"] == {"occasion": ["party", "work"]} and b["confidence"] == {} and b["attributes"] == {"brand": "x"}
+    assert c["tags"] == {} and c["embedding"] == [0.5, 0.25] and c["_category"] == "coat"
+    assert (a["listed_date"], a["quarter"], a["run_id"]) == (D1.isoformat(), "2026-Q1", "run-1")
 
 
 def test_refused_documents_become_rejects_and_fail_past_the_error_rate(warehouse, search, monkeypatch):

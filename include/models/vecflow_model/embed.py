@@ -33,7 +33,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri, vector_checks
-from vecflow_model.imaging import DecodeError, analysis_pixels, content_md5, decode, dhash64, edge_signature
+from vecflow_model.imaging import (
+    DecodeError,
+    analysis_pixels,
+    content_md5,
+    decode,
+    dhash64,
+    edge_signature,
+)
 from vecflow_model.pixel_tags import PixelAnalyser
 from vecflow_model.preprocess import Preprocessing, background_distance, network_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
@@ -110,7 +117,7 @@ class ShardImages(Dataset):
                 return None, {**row, **reject}
         row["content_md5"] = content_md5(data)
         try:
-            image = decode(data)
+            image = decode(data, self.preprocessing.decode_size)
         except DecodeError as exc:
             return None, {**row, "reject_reason": "corrupt", "reject_detail": f"cannot decode: {exc}"}
         row["dhash"] = dhash64(image)

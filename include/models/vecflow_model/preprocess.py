@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from vecflow_model.imaging import ANALYSIS_SIZE
+
 MODEL_INPUT_SIZE = 28
 
 
@@ -62,6 +64,11 @@ class Preprocessing:
     resize: str = "squash"
     mean: tuple[float, float, float] | None = IMAGENET_MEAN
     std: tuple[float, float, float] | None = IMAGENET_STD
+
+    @property
+    def decode_size(self) -> int:
+        """The smallest side a photo needs decoded at: the analysers' size or the model's input."""
+        return max(ANALYSIS_SIZE, self.size)
 
 
 SILHOUETTE = Preprocessing("silhouette28", MODEL_INPUT_SIZE, mean=None, std=None)

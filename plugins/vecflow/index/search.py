@@ -396,7 +396,7 @@ class ImageEmbedder:
         from vecflow_model.preprocess import background_distance, network_input
 
         model = self.model
-        image = decode(data)
+        image = decode(data, model.preprocessing.decode_size)
         tensor = network_input(image, background_distance(analysis_pixels(image)), model.preprocessing)
         with torch.inference_mode():
             vector, probabilities = model.network(torch.from_numpy(tensor[None]))

@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from vecflow.funnel import replace_rejects, replace_stage_funnel
@@ -93,33 +94,44 @@ def ensure_templates(es, indexes: SearchIndexes, dimensions: list[str], vector_d
 
 
 def image_documents(rows: pd.DataFrame, run_id: str) -> list[dict]:
-    """One document per image from select_search_docs rows (image x dimension x tag)."""
-    docs = []
-    for image_id, group in rows.groupby("image_id", sort=True):
-        first = group.iloc[0]
-        listed = pd.Timestamp(first["listed_date"]).date()
-        doc = {
-            "image_id": image_id,
-            "listed_date": listed.isoformat(),
-            "quarter": period_label(listed, "quarter"),
-            "source": first["source"],
-            "model_version": first["model_version"],
-            "run_id": run_id,
-            "tags": {},
-            "confidence": {},
-            "tag_source": {},
-            "_category": first["predicted_category"],
-        }
-        if isinstance(first["attributes"], str):
-            doc["attributes"] = json.loads(first["attributes"])
-        if "embedding" in group:
-            doc["embedding"] = [float(x) for x in first["embedding"]]
-        for r in group.dropna(subset=["dimension"]).itertuples():
-            doc["tags"].setdefault(r.dimension, []).append(r.tag)
-            if pd.notna(r.confidence):
-                doc["confidence"][r.dimension] = max(float(r.confidence), doc["confidence"].get(r.dimension, 0.0))
-            doc["tag_source"][r.dimension] = r.tag_source
-        docs.append(doc)
+    """One document per image from select_search_docs rows (image x dimension x tag), in one pass over
+    the columns as Python lists: a pandas group per image cost ~1.3 ms an image."""
+    rows = rows.sort_values("image_id", kind="stable")
+    column = {name: rows[name].tolist() for name in rows.columns if name != "listed_date"}
+    # dates as codes into their few distinct values: a Timestamp per row is slow to make
+    date_codes, days = pd.factorize(rows["listed_date"])
+    day_labels = [(day.isoformat(), period_label(day, "quarter")) for day in (pd.Timestamp(d).date() for d in days)]
+    has_embedding = "embedding" in column
+    docs: list[dict] = []
+    doc: dict = {}
+    for i, image_id in enumerate(column["image_id"]):
+        if not docs or doc["image_id"] != image_id:
+            listed, quarter = day_labels[date_codes[i]]
+            doc = {
+                "image_id": image_id,
+                "listed_date": listed,
+                "quarter": quarter,
+                "source": column["source"][i],
+                "model_version": column["model_version"][i],
+                "run_id": run_id,
+                "tags": {},
+                "confidence": {},
+                "tag_source": {},
+                "_category": column["predicted_category"][i],
+            }
+            if isinstance(column["attributes"][i], str):
+                doc["attributes"] = json.loads(column["attributes"][i])
+            if has_embedding:
+                doc["embedding"] = np.asarray(column["embedding"][i], dtype=np.float64).tolist()
+            docs.append(doc)
+        dimension = column["dimension"][i]
+        if not isinstance(dimension, str):  # an image without tag rows (NULL dimension)
+            continue
+        doc["tags"].setdefault(dimension, []).append(column["tag"][i])
+        confidence = column["confidence"][i]
+        if confidence is not None and confidence == confidence:  # not NULL, not NaN
+            doc["confidence"][dimension] = max(float(confidence), doc["confidence"].get(dimension, 0.0))
+        doc["tag_source"][dimension] = column["tag_source"][i]
     return docs
 
 
