@@ -122,22 +122,32 @@ def apportion(expected: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return counts
 
 
-def distinct_sources(images: np.ndarray, candidates: np.ndarray, max_correlation: float, needed: int) -> list[int]:
+def distinct_sources(
+    images: np.ndarray, candidates: np.ndarray, max_correlation: float, needed: int, block: int = 512
+) -> list[int]:
     """Up to `needed` of the candidates, in order, skipping each one correlated above max_correlation
-    with one kept."""
+    with one kept. Candidates go in blocks: each block against every source kept so far in one matrix
+    product, then greedily within the block (one vector product per kept source read the whole pool
+    from memory each time: ~20 s of a 91-day catalog)."""
     pixels = images[candidates].reshape(len(candidates), -1).astype(np.float32)
     pixels -= pixels.mean(axis=1, keepdims=True)
     pixels /= np.maximum(np.linalg.norm(pixels, axis=1, keepdims=True), 1e-6)
-    blocked = np.zeros(len(candidates), dtype=bool)
-    kept = []
-    for i in range(len(candidates)):
-        if blocked[i]:
-            continue
-        kept.append(int(candidates[i]))
+    kept: list[int] = []
+    for start in range(0, len(candidates), block):
         if len(kept) == needed:
             break
-        blocked[i + 1 :] |= pixels[i + 1 :] @ pixels[i] > max_correlation
-    return kept
+        rows = pixels[start : start + block]
+        blocked = (rows @ pixels[kept].T > max_correlation).any(axis=1) if kept else np.zeros(len(rows), bool)
+        within = rows @ rows.T
+        new: list[int] = []
+        for j in np.flatnonzero(~blocked):
+            if new and within[j, new].max() > max_correlation:
+                continue
+            new.append(int(j))
+            if len(kept) + len(new) == needed:
+                break
+        kept += [start + j for j in new]
+    return [int(candidates[i]) for i in kept]
 
 
 def plan_original_tags(
