@@ -23,7 +23,7 @@ from vecflow.search.sink import (
     image_documents,
     index_partition,
     index_trends,
-    trend_document,
+    trend_rows_as_documents,
 )
 from vecflow.summary import search_check
 from vecflow.tags import compute_trends
@@ -262,7 +262,7 @@ def test_trend_documents_are_the_tag_trends_rows_facets_included(warehouse, sear
     docs = trend_documents(search, s.search.index_prefix)
     key = ["period_kind", "period", "facet", "dimension", "tag"]
     assert len(docs) == len(trends) > 700 and not docs.duplicated(key).any()
-    expected = pd.DataFrame([trend_document(r, "trends-2") for r in trends.to_dict("records")])
+    expected = pd.DataFrame(trend_rows_as_documents(trends, "trends-2"))
     docs, expected = (f.sort_values(key).reset_index(drop=True)[sorted(expected.columns)] for f in (docs, expected))
     pd.testing.assert_frame_equal(docs, expected, check_dtype=False)
     assert expected["partial"].isin([True, False]).all() and expected["previous_share"].isna().any()

@@ -270,15 +270,21 @@ def _record(warehouse, run_date, run_id, docs, failed, category, delisted: pd.Da
     replace_stage_funnel(warehouse, "search", run_date, run_id, counts)
 
 
-def trend_document(row: dict, run_id: str) -> dict:
-    """A tag_trends row as its document: every column (nulls as null), dates as ISO days, counts as ints."""
-    doc = {k: (None if pd.isna(v) else v) for k, v in row.items()}
-    doc["period_start"] = pd.Timestamp(doc["period_start"]).date().isoformat()
-    for column in TREND_INT_COLUMNS:
-        doc[column] = None if doc[column] is None else int(doc[column])
-    doc["partial"] = None if doc["partial"] is None else bool(doc["partial"])
-    doc["run_id"] = run_id
-    return doc
+def trend_rows_as_documents(trends: pd.DataFrame, run_id: str) -> list[dict]:
+    """tag_trends rows as documents: every column (nulls as null), dates as ISO days, counts as ints,
+    built column by column (a pandas record per row, with a null check per value, cost ~40 us a row)."""
+    columns = {}
+    for name in trends.columns:
+        values = trends[name]
+        if name == "period_start":
+            values = pd.to_datetime(values).dt.strftime("%Y-%m-%d")
+        elif name in TREND_INT_COLUMNS:
+            values = values.astype("Int64")
+        elif name == "partial":
+            values = values.astype("boolean")
+        columns[name] = values.astype(object).where(values.notna(), None).tolist()
+    names = [*columns, "run_id"]
+    return [dict(zip(names, (*row, run_id))) for row in zip(*columns.values())]
 
 
 def trend_id(doc: dict) -> str:
@@ -308,7 +314,7 @@ def index_trends(es, warehouse, settings, dimensions: list[str], run_id: str) ->
     indexes = SearchIndexes(settings.search.index_prefix)
     ensure_templates(es, indexes, dimensions, None)
     _drop_if_outdated(es, indexes.tag_trends, _template("tag_trends_template.json"))
-    docs = [trend_document(r, run_id) for r in warehouse.table("tag_trends").to_dict("records")]
+    docs = trend_rows_as_documents(warehouse.table("tag_trends"), run_id)
     failed = bulk_write(es, lambda d: indexes.tag_trends, docs, trend_id, settings.search.chunk_size)
     if failed:
         raise SearchSinkError(
