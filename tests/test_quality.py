@@ -113,6 +113,18 @@ def test_data_docs_index_lists_the_latest_results_and_keeps_every_page(warehouse
     assert Path(first).relative_to(docs).as_posix() not in index and Path(first).is_file()
 
 
+def test_a_suite_page_is_rendered_again_only_when_the_suite_changed(warehouse, monkeypatch):
+    run_good_day(warehouse)
+    page = settings().paths.reports_dir / "gx" / "expectations" / "vector_log.html"
+    check_partition(settings(), warehouse, D1, suites=("vector_log",))
+    rendered = page.stat().st_mtime_ns
+    check_partition(settings(), warehouse, D1, suites=("vector_log",))
+    assert page.stat().st_mtime_ns == rendered  # the same suite: its page kept
+    monkeypatch.setenv("VECFLOW_QUALITY_MAX_BAD_VECTOR_SHARE", "0.05")  # a suite's threshold changes
+    check_partition(settings(), warehouse, D1, suites=("vector_log",))
+    assert page.stat().st_mtime_ns != rendered and ">95</span> % of the time" in page.read_text()
+
+
 @pytest.mark.parametrize(
     "planted, unembedded, failing, named",
     [
