@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -68,9 +69,33 @@ def load_version(store: IndexStore, key: str):
 
     files, manifest = store.read_version(key)
     index = faiss.deserialize_index(np.frombuffer(files["index.faiss"], dtype=np.uint8))
-    # through pyarrow: pandas.read_parquet costs twice as much, and a window build reads every day's ids
-    ids = pq.read_table(pa.BufferReader(files["ids.parquet"])).to_pandas() if "ids.parquet" in files else None
+    ids = _IDS_CACHE.frame(manifest["files"]["ids.parquet"], files["ids.parquet"]) if "ids.parquet" in files else None
     return index, ids, manifest
+
+
+class _IdsCache:
+    """Parsed ids.parquet files by md5 (their content: a version never changes), least recently used
+    out past `max_rows` rows in all. Every window build of a process reads each day's ids again (a
+    30-day window: 30 builds); the bytes are still read and md5-checked each time, only parsing is saved.
+    Callers get a copy, so nothing they do reaches the cache."""
+
+    def __init__(self, max_rows: int = 1_000_000):
+        self.max_rows, self.rows, self.frames = max_rows, 0, OrderedDict()
+
+    def frame(self, md5: str, data: bytes) -> pd.DataFrame:
+        if md5 in self.frames:
+            self.frames.move_to_end(md5)
+            return self.frames[md5].copy()
+        # through pyarrow: pandas.read_parquet costs twice as much
+        frame = pq.read_table(pa.BufferReader(data)).to_pandas()
+        if len(frame) <= self.max_rows:
+            self.frames[md5], self.rows = frame, self.rows + len(frame)
+            while self.rows > self.max_rows:
+                self.rows -= len(self.frames.popitem(last=False)[1])
+        return frame.copy()
+
+
+_IDS_CACHE = _IdsCache()
 
 
 def load_trained(store: IndexStore, model_version: str, category: str):
