@@ -26,7 +26,7 @@ def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     and source."""
     from vecflow.demo.catalog.spec import parse_trend_spec, planned_probabilities
     from vecflow.demo.catalog.world import derived_dimensions
-    from vecflow.search.queries import facet_label
+    from vecflow.search.queries import facet_labels
     from vecflow.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
@@ -40,7 +40,7 @@ def expected_shares(truth_dir: Path, trends: pd.DataFrame) -> pd.DataFrame:
     for (kind, keys), _ in trends.groupby(["period_kind", "facet_keys"]):
         keys = [k for k in keys.split(",") if k]
         start = pd.to_datetime(images["listed_date"]).dt.to_period("M" if kind == "month" else "Q").dt.start_time
-        facet = images[keys].apply(lambda r: facet_label(r.to_dict()), axis=1) if keys else ""
+        facet = facet_labels(images, keys) if keys else ""
         # a dimension that follows from a facet key is constant within the facet
         derived = {dim for dim, (base, _) in derived_dimensions(taxonomy).items() if base in keys}
         for dim, matrix in probabilities.items():
@@ -64,9 +64,9 @@ def _comparisons(truth_dir: Path, trends: pd.DataFrame, alpha: float) -> pd.Data
     expected = expected_shares(truth_dir, trends)
     rows = trends[~trends["direction"].isin(["new", "insufficient"])].merge(expected, on=keys, how="left")
     previous = trends[keys + ["dimension_total"]].merge(expected, on=keys, how="left")
-    previous["period_start"] = [
-        start + PERIOD_OFFSETS[kind] for start, kind in zip(previous["period_start"], previous["period_kind"])
-    ]
+    for kind, offset in PERIOD_OFFSETS.items():  # per kind on the column: a DateOffset per row is slow
+        of_kind = previous["period_kind"] == kind
+        previous.loc[of_kind, "period_start"] = previous.loc[of_kind, "period_start"] + offset
     rows = rows.merge(
         previous.rename(columns={"dimension_total": "previous_total", "expected_share": "expected_previous"}),
         on=keys,
