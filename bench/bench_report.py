@@ -11,17 +11,17 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_report(name: str, report: dict, **machine) -> Path:
-    """Writes bench/results/<name>.json; `machine` adds to the platform and CPU count (library
-    versions, the GPU)."""
+def write_report(name: str, report: dict, path: Path | None = None, **machine) -> Path:
+    """Writes bench/results/<name>.json (or `path`); `machine` adds to the platform and CPU count
+    (library versions, the GPU)."""
     document = {
         "benchmark": name,
         "date": dt.date.today().isoformat(),
         "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)), **machine},
         **report,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = Path(path or RESULTS / f"{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"written to {path}")
     return path
