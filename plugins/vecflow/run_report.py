@@ -14,7 +14,6 @@ import jinja2
 import pandas as pd
 
 from vecflow.resources import REPORT_TEMPLATES_DIR
-from vecflow.summary import published_indexes
 from vecflow.taxonomy import load_taxonomy
 from vecflow.trend_charts import TOP_TAGS, folded_shares, tag_colors
 
@@ -142,6 +141,26 @@ def _movers_by_facet(movers: pd.DataFrame) -> tuple[list[dict], int]:
                 }
             )
     return groups, left_out
+
+
+def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
+    """Per category: the published window index of the serving model with its evaluation."""
+    published = registry[
+        (registry["kind"] == "window")
+        & (registry["status"] == "published")
+        & (registry["model_version"] == model_version)
+    ]
+    return {
+        r.category: {
+            "version": r.path.rstrip("/").rsplit("/", 1)[-1],
+            "vectors": int(r.vector_count),
+            "date_from": str(r.date_from)[:10],
+            "date_to": str(r.date_to)[:10],
+            "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
+            "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10),
+        }
+        for r in published.sort_values("category").itertuples()
+    }
 
 
 def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, quality: dict | None = None) -> Path:

@@ -10,29 +10,10 @@ import logging
 import pandas as pd
 
 from vecflow.index.store import index_store
+from vecflow.run_report import published_indexes
 from vecflow.trend_charts import facet_share_charts
 
 log = logging.getLogger(__name__)
-
-
-def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
-    """Per category: the published window index of the serving model with its evaluation."""
-    published = registry[
-        (registry["kind"] == "window")
-        & (registry["status"] == "published")
-        & (registry["model_version"] == model_version)
-    ]
-    return {
-        r.category: {
-            "version": r.path.rstrip("/").rsplit("/", 1)[-1],
-            "vectors": int(r.vector_count),
-            "date_from": str(r.date_from)[:10],
-            "date_to": str(r.date_to)[:10],
-            "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
-            "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10),
-        }
-        for r in published.sort_values("category").itertuples()
-    }
 
 
 def build_summary(settings, warehouse, trends: pd.DataFrame, movers: pd.DataFrame) -> dict:
@@ -143,7 +124,7 @@ def write_summary(settings, warehouse, search=None, dimensions: list[str] | None
     charts_dir = settings.paths.reports_dir / "trends"
     summary["trend_charts"] = facet_share_charts(trends, movers, charts_dir, load_taxonomy(), settings.trends)
     if summary["trend_charts"]:
-        from vecflow.run_report import write_report_index  # run_report imports this module
+        from vecflow.run_report import write_report_index
 
         summary["trends_page"] = str(charts_dir / "index.html")
         write_report_index(settings.paths.reports_dir)  # links the page

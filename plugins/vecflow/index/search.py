@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-METADATA_COLUMNS = ["id", "image_id", "listed_date", "source", "category", "tags", "duplicates", "attributes"]
+from vecflow.index.window import METADATA_COLUMNS
+
 RESULT_COLUMNS = [
     "rank",
     "image_id",

@@ -200,13 +200,13 @@ def long_tail(in_window: pd.DataFrame, expired: pd.DataFrame, max_similarity: fl
 
 
 METADATA_FORMAT = 2  # ids.parquet's columns (METADATA_COLUMNS); part of a version's content
+# what a window's ids.parquet holds per faiss id: what filtered search and results read
+METADATA_COLUMNS = ["id", "image_id", "listed_date", "source", "category", "tags", "duplicates", "attributes"]
 
 
 def window_metadata(ids: pd.DataFrame, vectors: pd.DataFrame) -> pd.DataFrame:
     """The window's ids.parquet: one row per faiss id with what filtered search and results read
     (METADATA_COLUMNS); an image listed on several days of the window has one id: its latest row."""
-    from vecflow.index.search import METADATA_COLUMNS
-
     latest = vectors.sort_values("listed_date").drop_duplicates("image_id", keep="last")
     meta = ids.drop_duplicates("id").merge(
         latest[[c for c in METADATA_COLUMNS if c not in ("id", "image_id")] + ["image_id"]], on="image_id", how="left"
