@@ -154,3 +154,29 @@ def test_tag_columns_of_an_earlier_version_become_analyses_and_keep_their_tags(v
     assert got[("a", "color")] == ("green", 0.7) and got[("a", "pattern")] == ("checked", 0.6)
     assert got[("b", "color")] == ("pink", 0.7) and ("b", "pattern") not in got
     assert got[("a", "style")][0] == "outerwear" and set(tags["taxonomy_version"]) == {load_taxonomy().version}
+
+
+def test_duckdb_steps_attach_the_file_for_a_step_only(tmp_path):
+    """Two warehouse files in one process, a step inside a step, and the file's lock released between
+    steps (another process opens it) although the process keeps its DuckDB."""
+    import subprocess
+    import sys
+
+    from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
+
+    first, second = DuckDBWarehouse(tmp_path / "a.duckdb"), DuckDBWarehouse(tmp_path / "b b's.duckdb")
+    with first.connect() as con:
+        con.execute("CREATE TABLE vecflow.t AS SELECT 1 AS x")
+        with first.connect() as inner, second.connect() as other:  # nested: the same attachment
+            inner.execute("INSERT INTO vecflow.t VALUES (2)")
+            other.execute("CREATE TABLE vecflow.t AS SELECT 10 AS x")
+    assert first.has_table("t") and first.columns("t") == ["x"]
+    with first.connect() as con:
+        assert con.execute("SELECT SUM(x) FROM vecflow.t").fetchone()[0] == 3
+    with second.connect() as con:
+        assert con.execute("SELECT SUM(x) FROM vecflow.t").fetchone()[0] == 10
+    reader = (
+        "import duckdb, sys; print(duckdb.connect(sys.argv[1]).execute('SELECT SUM(x) FROM vecflow.t').fetchone()[0])"
+    )
+    done = subprocess.run([sys.executable, "-c", reader, str(first.path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
