@@ -132,7 +132,9 @@ def test_search_by_image_finds_the_canonical_of_a_duplicate(pipeline, capsys):
     assert "5 results" in printed
     from vecflow.index.search import search
 
-    results = search(s, path, k=5)
+    # every category's window: the query's category is the model's guess, and the shipped model
+    # takes some coats for pullovers (its accuracy is test_embed's); this is about the duplicate
+    results = search(s, path, k=5, category="all")
     top = results.iloc[0]
     assert top["image_id"] == duplicate["canonical_image_id"] and top["score"] > 0.999
     assert duplicate["image_id"] in list(top["duplicates"])
