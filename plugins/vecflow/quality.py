@@ -165,6 +165,11 @@ def describe_failure(result, row_key: list[str]) -> str:
     return text + (f" ({config.notes})" if config.notes else "")
 
 
+def _store_dir(docs_dir: Path, store: str) -> Path:
+    """Where gx_context keeps a GX store's JSON (suites, validation results) beside the site."""
+    return Path(docs_dir) / "stores" / store
+
+
 def gx_context(docs_dir: Path):
     """An ephemeral GX context whose suites and validation results are stored beside its Data Docs
     site: a build drops the pages whose results are not in the stores, so in-memory stores would
@@ -180,7 +185,7 @@ def gx_context(docs_dir: Path):
     for store in (defaults.expectations_store_name, defaults.validation_results_store_name):
         defaults.stores[store]["store_backend"] = {
             "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(docs_dir / "stores" / store),
+            "base_directory": str(_store_dir(docs_dir, store)),
         }
     site = {
         "class_name": "SiteBuilder",
@@ -199,7 +204,9 @@ def gx_context(docs_dir: Path):
 
 def _stored_suite(docs_dir: Path, name: str) -> dict | None:
     """A suite as its store holds it, less the ids GX draws anew on every write; None if not stored."""
-    path = Path(docs_dir) / "stores" / "expectations_store" / f"{name}.json"
+    from great_expectations.data_context.types.base import InMemoryStoreBackendDefaults
+
+    path = _store_dir(docs_dir, InMemoryStoreBackendDefaults().expectations_store_name) / f"{name}.json"
     if not path.exists():
         return None
     suite = json.loads(path.read_text())

@@ -48,6 +48,8 @@ class DuckDBWarehouse:
         self.dataset = dataset
         self.lock_timeout_s = lock_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the name the file is attached under: one per file, whichever path names it
+        self._alias = "warehouse_" + hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:12]
 
     def _attach(self, instance: duckdb.DuckDBPyConnection) -> None:
         """ATTACHes the file, waiting up to lock_timeout_s while another process holds it: DuckDB
@@ -64,10 +66,6 @@ class DuckDBWarehouse:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
-
-    @property
-    def _alias(self) -> str:
-        return "warehouse_" + hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:12]
 
     @contextmanager
     def connect(self):
