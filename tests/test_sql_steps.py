@@ -88,8 +88,8 @@ H0 = -0x2F3A_5C7E_91B4_D608  # negative: band extraction must not depend on the 
 S0 = unit(99, 128)
 
 
-def test_near_dedup_by_banded_dhash_and_edge_signature(warehouse):
-    # default settings: Hamming <= 3 bits and edge cosine >= 0.96, lookback 90 days
+def test_near_dedup_by_dhash_and_edge_signature(warehouse):
+    # default settings: Hamming <= 5 bits and edge cosine >= 0.96, lookback 90 days
     load(
         warehouse,
         [

@@ -4,17 +4,61 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or a zero vector
 MAX_NORM = 1.5
 
 
-def dhash_bands(max_hamming: int) -> int:
-    """LSH bands of the 64-bit dHash for near dedup: each differing bit spoils at most one band, so
-    two hashes within max_hamming bits agree on at least 2 of max_hamming + 2 bands, and joining on
-    every pair of bands finds every such pair of hashes. A pair of bands is a key of ~25 bits (for
-    max_hamming 3), so buckets stay near empty and the join grows with the rows, not with their
-    square (max_hamming + 1 single 16-bit bands put ~15 hashes in a bucket at 1M rows)."""
-    return max_hamming + 2
+def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, clean_settings) -> pa.Table:
+    """Each of today's images with a near duplicate and its first one (image_id, match_id), for
+    dedup_near.sql: the fingerprints of select_near_dup_pool.sql compared by vecflow.near_duplicates."""
+    from vecflow.near_duplicates import Pool, first_matches
+
+    table = warehouse.query_arrow(
+        "select_near_dup_pool",
+        run_date=run_date,
+        model_version=model_version,
+        reject_stage="validate",
+        lookback_days=clean_settings.near_dup_lookback_days,
+    )
+    image_ids = table.column("image_id")
+    first_today = int(pc.sum(pc.less(table.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
+    pool = Pool(
+        edges=_unit_rows(table.column("edge_signature")),
+        dhashes=table.column("dhash").to_numpy().view(np.uint64),
+        first_today=first_today,
+    )
+    del table
+    found = first_matches(pool, clean_settings.near_dup_max_hamming, clean_settings.near_dup_min_edge_similarity)
+    today = np.flatnonzero(found >= 0)
+    return pa.table(
+        {
+            "image_id": image_ids.take(pa.array(today + first_today)),
+            "match_id": image_ids.take(pa.array(found[today])),
+        }
+    )
+
+
+def _unit_rows(signatures: pa.ChunkedArray) -> np.ndarray:
+    """The list column as an (n, d) float32 matrix of unit rows, built chunk by chunk; signatures of
+    different lengths cannot be compared and are an error naming them."""
+    lengths = pc.unique(pc.list_value_length(signatures)).to_pylist()
+    if len(lengths) > 1:
+        raise ValueError(
+            f"edge signatures of lengths {sorted(lengths)} in one near-dedup pool: the images were "
+            "fingerprinted by different embedding jobs; reindex the older partitions"
+        )
+    dim = lengths[0] if lengths else 0
+    matrix = np.empty((len(signatures), dim), dtype=np.float32)
+    row = 0
+    for chunk in signatures.chunks:
+        matrix[row : row + len(chunk)] = chunk.flatten().to_numpy().reshape(-1, dim)
+        row += len(chunk)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=matrix, where=norms > 0)
 
 
 def validate_and_keep(
@@ -58,17 +102,14 @@ def clean_partition(settings, warehouse, run_date: dt.date, run_id: str) -> dict
         warehouse.run(
             "dedup_exact", run_date=run_date, run_id=run_id, model_version=model_version, reject_stage="validate"
         )
+        matches = near_duplicate_matches(warehouse, run_date, model_version, settings.clean)
         warehouse.run(
             "dedup_near",
+            rows=matches,
             run_date=run_date,
             run_id=run_id,
             model_version=model_version,
             reject_stage="validate",
-            lookback_days=settings.clean.near_dup_lookback_days,
-            max_hamming=settings.clean.near_dup_max_hamming,
-            bands=dhash_bands(settings.clean.near_dup_max_hamming),
-            band_bits=64 // dhash_bands(settings.clean.near_dup_max_hamming),
-            min_edge_similarity=settings.clean.near_dup_min_edge_similarity,
         )
 
     validate_and_keep(warehouse, run_date, run_id, model_version, "validate", expected_dim, deduplicate)

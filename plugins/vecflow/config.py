@@ -457,9 +457,10 @@ class CleanSettings:
     near_dup_lookback_days: int = setting(
         "VECFLOW_NEAR_DUP_LOOKBACK_DAYS", 90, "earlier partitions a near duplicate is looked for in", _int(minimum=0)
     )
-    # the LSH join uses max_hamming + 1 bands of the 64-bit dHash; more than 15 makes bands too narrow
+    # candidates come from the edge signatures (vecflow.near_duplicates), so the dHash bound costs
+    # nothing: 5 finds the re-encoded copies whose flat background flipped a few more bits
     near_dup_max_hamming: int = setting(
-        "VECFLOW_NEAR_DUP_MAX_HAMMING", 3, "dHash bits two near duplicates may differ in", _int(1, 15)
+        "VECFLOW_NEAR_DUP_MAX_HAMMING", 5, "dHash bits two near duplicates may differ in", _int(0, 64)
     )
     near_dup_min_edge_similarity: float = setting(
         "VECFLOW_NEAR_DUP_MIN_EDGE_SIMILARITY",
