@@ -138,7 +138,9 @@ def test_image_documents_one_per_image_with_every_tag_of_a_multi_label_dimension
 
 
 def test_refused_documents_become_rejects_and_fail_past_the_error_rate(warehouse, search, monkeypatch):
+    monkeypatch.setenv("VECFLOW_ES_CHUNK_SIZE", "1")  # a request a document: both bulk streams have some
     s = settings()
+    assert s.search.bulk_threads == 2
     # someone created this quarter's index by hand with `source` as a number: a mapping conflict
     search.indices.create(
         index=SearchIndexes(s.search.index_prefix).image_tags_of(D1),

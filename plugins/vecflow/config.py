@@ -556,6 +556,9 @@ class SearchSettings:
     conn_id: str = setting("VECFLOW_ES_CONN_ID", "elasticsearch_default", "Airflow Connection to Elasticsearch")
     index_prefix: str = setting("VECFLOW_ES_INDEX_PREFIX", "vecflow", "prefix of the index names")
     chunk_size: int = setting("VECFLOW_ES_CHUNK_SIZE", 500, "documents per bulk request", _int())
+    bulk_threads: int = setting(
+        "VECFLOW_ES_BULK_THREADS", 2, "bulk requests in flight at once (each retries its own 429s)", _int()
+    )
     max_error_rate: float = setting(
         "VECFLOW_ES_MAX_ERROR_RATE",
         0.01,

@@ -135,8 +135,22 @@ def image_documents(rows: pd.DataFrame, run_id: str) -> list[dict]:
     return docs
 
 
-def bulk_write(es, index_of, docs: list[dict], id_of, chunk_size: int) -> list[dict]:
-    """streaming_bulk with per-document retries on 429; returns the documents refused, with why."""
+def bulk_write(es, index_of, docs: list[dict], id_of, chunk_size: int, threads: int = 1) -> list[dict]:
+    """streaming_bulk with per-document retries on 429, `threads` streams over interleaved slices of
+    the documents at once (the client is thread-safe; parallel_bulk has no retries); returns the
+    documents refused, with why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, min(threads, -(-len(docs) // chunk_size)))
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda k: _stream(es, index_of, docs[k::threads], id_of, chunk_size), range(threads)))
+    written = sum(count for count, _ in results)
+    failed = [refusal for _, refused in results for refusal in refused]
+    log.info("bulk: %d written, %d refused (%d streams)", written, len(failed), threads)
+    return failed
+
+
+def _stream(es, index_of, docs: list[dict], id_of, chunk_size: int) -> tuple[int, list[dict]]:
     from elasticsearch import helpers
 
     actions = (
@@ -174,8 +188,7 @@ def bulk_write(es, index_of, docs: list[dict], id_of, chunk_size: int) -> list[d
                 "reason": str(error.get("reason", error))[:MAX_DETAIL],
             }
         )
-    log.info("bulk: %d written, %d refused", written, len(failed))
-    return failed
+    return written, failed
 
 
 def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt.date, run_id: str) -> dict:
@@ -191,7 +204,9 @@ def index_partition(es, warehouse, settings, dimensions: list[str], run_date: dt
     vector_dim = len(docs[0]["embedding"]) if docs and settings.search.index_vectors else None
     ensure_templates(es, indexes, dimensions, vector_dim)
     index = indexes.image_tags_of(run_date)  # a partition's documents live only in its quarter's index
-    failed = bulk_write(es, lambda d: index, docs, lambda d: d["image_id"], settings.search.chunk_size)
+    failed = bulk_write(
+        es, lambda d: index, docs, lambda d: d["image_id"], settings.search.chunk_size, settings.search.bulk_threads
+    )
     # documents of this partition from an earlier run (dropped since, or refused now) go away
     es.indices.refresh(index=index)
     stale = es.delete_by_query(
@@ -315,7 +330,9 @@ def index_trends(es, warehouse, settings, dimensions: list[str], run_id: str) ->
     ensure_templates(es, indexes, dimensions, None)
     _drop_if_outdated(es, indexes.tag_trends, _template("tag_trends_template.json"))
     docs = trend_rows_as_documents(warehouse.table("tag_trends"), run_id)
-    failed = bulk_write(es, lambda d: indexes.tag_trends, docs, trend_id, settings.search.chunk_size)
+    failed = bulk_write(
+        es, lambda d: indexes.tag_trends, docs, trend_id, settings.search.chunk_size, settings.search.bulk_threads
+    )
     if failed:
         raise SearchSinkError(
             f"Elasticsearch refused {len(failed)} of {len(docs)} trend documents; first: "
