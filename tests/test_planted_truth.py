@@ -1,7 +1,8 @@
 """What the generator planted is found: trends with their direction (and no false movers in any facet),
 exact and near duplicates with their canonical image.
 
-Runs every stage's typed task function (quality suites included) for 120 partitions spanning two quarters
+Runs every stage's typed task function (quality suites included) for 64 partitions spanning two quarters
+(each over a third covered, the trend tests' minimum)
 (without the Airflow scheduler loop, which test_e2e covers), then compares with the generator's truth."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from vecflow.demo.runner import generate_catalog
 from vecflow.resources import DEFAULT_TREND_SPEC
 from vecflow.warehouse import get_warehouse
 
-START, DAYS = dt.date(2026, 2, 15), 120
+START, DAYS, IMAGES_PER_DAY = dt.date(2026, 3, 1), 64, 15  # fewer, fuller days: a day's tasks cost ~5 s
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def summary(tmp_path_factory, search_server):
         env.setenv("VECFLOW_HOME", str(tmp_path_factory.mktemp("trends")))
         env.setenv("VECFLOW_ES_INDEX_PREFIX", "planted")
         generate_catalog(
-            argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=8, trends=DEFAULT_TREND_SPEC)
+            argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=IMAGES_PER_DAY, trends=DEFAULT_TREND_SPEC)
         )
         s = settings()
         warehouse = get_warehouse(s)
@@ -68,7 +69,7 @@ def test_planted_trends_found_with_their_direction(truth):
     assert _directions(found[("pattern", "striped", "")]["found"]["quarter"]) == {"2026-Q2": "rising"}
     assert _directions(found[("color", "red", "")]["found"]["quarter"]) == {"2026-Q2": "falling"}
     assert found[("pattern", "striped", "")]["ok"] and found[("color", "red", "")]["ok"]
-    # within category=dress (a tenth of 8 images a day) or source=shop_b the test may lack the power, but never
+    # within category=dress (a tenth of the images) or source=shop_b the test may lack the power, but never
     # calls the planted trend the other way
     assert found[("color", "blue", "category=dress")]["ok"] is not False
     assert found[("category", "bag", "source=shop_b")]["ok"] is not False
@@ -93,9 +94,7 @@ def test_planted_duplicates_found_with_their_canonical(truth):
     exact, near = truth["planted_duplicates"]["exact_by_md5"], truth["planted_duplicates"]["near_by_dhash"]
     assert exact["planted"] > 20 and near["planted"] > 20
     assert exact["precision"] == exact["recall"] == 1.0
-    # this catalog plants ~29 near duplicates (27 found since generator version 5 drew other garments);
-    # make run's 218 give 0.959: dHash banding's recall on clustered garments is the volume issue's (#26)
-    assert near["precision"] >= 0.99 and near["recall"] >= 0.93, near
+    assert near["precision"] >= 0.99 and near["recall"] >= 0.95, near
 
 
 def test_elasticsearch_holds_the_same_trends(summary, truth):
