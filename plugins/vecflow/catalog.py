@@ -79,22 +79,29 @@ def read_partition(settings: Settings, warehouse, run_date: dt.date) -> pd.DataF
 
 def attributes_json(columns: pd.DataFrame) -> list[str | None]:
     """Per row, the non-empty values of the attribute columns as a JSON object (keys sorted; numbers
-    stay numbers, anything else becomes text); None for a row without any."""
+    stay numbers, anything else becomes text); None for a row without any. Built column by column:
+    each value is encoded once as a `"key": value` fragment, each row joins its fragments."""
+    fragments = [_json_fragments(name, columns[name]) for name in sorted(columns.columns)]
+    rows = [[f for f in row if f is not None] for row in zip(*fragments)] if fragments else []
+    return ["{" + ", ".join(kept) + "}" if kept else None for kept in rows]
 
-    def value(v):
+
+def _json_fragments(name: str, column: pd.Series) -> list[str | None]:
+    """`"name": value` of each row of one column (json.dumps' separators), None where it is empty."""
+    key = json.dumps(name, ensure_ascii=False) + ": "
+    empty = column.isna().tolist()
+    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
+        values = column.astype(object).tolist()  # Python bools, ints and floats (nullable ones too)
+        return [None if e else key + json.dumps(v) for v, e in zip(values, empty)]
+
+    def text(v) -> str | None:
         if isinstance(v, (list, tuple, dict)) or getattr(v, "ndim", 0):
-            return str(v)
-        if v is None or pd.isna(v):
-            return None
-        if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars
+            return json.dumps(str(v), ensure_ascii=False)
+        if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars in an object column
             v = v.item()
-        return v if isinstance(v, (bool, int, float)) else str(v)
+        return json.dumps(v if isinstance(v, (bool, int, float)) else str(v), ensure_ascii=False)
 
-    out = []
-    for row in columns.itertuples(index=False, name=None):
-        kept = {name: v for name, raw in zip(columns.columns, row) if (v := value(raw)) is not None}
-        out.append(json.dumps(kept, sort_keys=True, ensure_ascii=False) if kept else None)
-    return out
+    return [None if e else key + text(v) for v, e in zip(column.tolist(), empty)]
 
 
 @dataclasses.dataclass(frozen=True)
