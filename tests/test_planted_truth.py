@@ -28,7 +28,9 @@ def summary(tmp_path_factory, search_server):
         env.setenv("VECFLOW_HOME", str(tmp_path_factory.mktemp("trends")))
         env.setenv("VECFLOW_ES_INDEX_PREFIX", "planted")
         generate_catalog(
-            argparse.Namespace(seed=21, start_date=START, days=DAYS, images_per_day=IMAGES_PER_DAY, trends=DEFAULT_TREND_SPEC)
+            argparse.Namespace(
+                seed=21, start_date=START, days=DAYS, images_per_day=IMAGES_PER_DAY, trends=DEFAULT_TREND_SPEC
+            )
         )
         s = settings()
         warehouse = get_warehouse(s)
