@@ -50,6 +50,7 @@ def exhaustive_first_matches(pool: Pool) -> np.ndarray:
 @pytest.fixture
 def small_leaves(monkeypatch):
     monkeypatch.setattr(near_duplicates, "LEAF_SIZE", 24)  # two levels of k-means on a few thousand rows
+    monkeypatch.setattr(near_duplicates, "EXHAUSTIVE_PAIRS", 0)  # and no cell compared whole for its size
 
 
 def test_matches_are_exact_and_cell_borders_miss_few(small_leaves):
@@ -86,6 +87,11 @@ def test_work_grows_with_the_rows_when_every_image_shares_a_dhash(small_leaves, 
         per_row.append(sum(compared) / (n - pool.first_today))
     # a hash-band join compares every pair of the one bucket: n / 2 a row, 4x more at 4x the rows
     assert per_row[1] < 1.5 * per_row[0] and per_row[1] < near_duplicates.PROBES * 3 * near_duplicates.LEAF_SIZE
+
+
+def test_a_small_day_is_compared_exhaustively():
+    pool, _ = clustered_pool(3000, first_today=2900)  # 100 images against a lookback of 2,900
+    assert (first_matches(pool, MAX_HAMMING, MIN_SIMILARITY) == exhaustive_first_matches(pool)).all()
 
 
 def test_no_rows_of_today_match_nothing():
