@@ -4,8 +4,8 @@ Product photos on plain backgrounds share dHashes by the hundred (a day of 20,00
 images has 16,000 distinct ones; the trousers 817 among 1,990), so a join on hash bands makes pairs
 with the square of the rows. Edge signatures tell those garments apart (a near duplicate's cosine is
 0.96-1.0, a different garment's nearest neighbour ~0.77), so candidates come from them: the pool is
-cut by spherical k-means, one or two levels, into leaves of about LEAF_SIZE rows, each row in its
-nearest cell; each of today's rows looks in its nearest cell and in up to PROBES - 1 more whose
+cut by spherical k-means (in the signatures' COARSE_DIM principal directions), one or two levels,
+into leaves of about LEAF_SIZE rows, each row in its nearest cell; each of today's rows looks in its nearest cell and in up to PROBES - 1 more whose
 centroid is within MARGIN of that one (a cut between two rows ~0.04 apart in cosine rarely leaves
 them in cells that far apart). In each leaf one matrix product compares today's rows with every
 row, and a pair counts when the cosine reaches the threshold and the dHashes are within max_hamming
