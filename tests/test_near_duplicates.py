@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from vecflow import near_duplicates
-from vecflow.clean import _unit_rows
+from vecflow.clean import _in_order, _unit_rows
 from vecflow.near_duplicates import Pool, first_matches, popcount
 
 MAX_HAMMING, MIN_SIMILARITY = 5, 0.96
@@ -105,3 +105,11 @@ def test_signatures_of_different_lengths_are_an_error_naming_them():
         _unit_rows(signatures)
     unit = _unit_rows(pa.chunked_array([pa.array([[3.0, 4.0]]), pa.array([[0.0, 2.0]])]))
     assert unit.dtype == np.float32 and np.allclose(unit, [[0.6, 0.8], [0.0, 1.0]])
+
+
+def test_pool_blocks_are_put_in_order_without_a_stacked_copy():
+    blocks = [np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), np.array([[0.6, 0.8]], np.float32)]
+    order = np.array([2, 0, 1])  # the stack's row 2 first
+    assert np.array_equal(_in_order(blocks, order), np.array([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]], np.float32))
+    with pytest.raises(ValueError, match=r"lengths \[2, 3\]"):
+        _in_order([*blocks, np.ones((1, 3), np.float32)], np.arange(4))

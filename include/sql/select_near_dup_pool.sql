@@ -1,7 +1,7 @@
 -- The fingerprints near dedup compares (vecflow.near_duplicates): today's valid images less exact
--- duplicates, and vectors_clean of the @lookback_days before, in (listed_date, image_id) order, so a
--- row's first near duplicate is the lowest row it matches. Rows without both fingerprints cannot be
--- compared and are left out (they stay in the funnel as clean vectors of their own).
+-- duplicates, and vectors_clean of the @lookback_days before, unordered (vecflow.clean orders them by
+-- (listed_date, image_id) itself: sorting a million 128-d lists here took gigabytes). Rows without
+-- both fingerprints cannot be compared and are left out (they stay clean vectors of their own).
 WITH today AS (
   SELECT v.image_id, v.listed_date, v.dhash, v.edge_signature
   FROM {{ dataset }}.v_vector_log_latest AS v
@@ -17,5 +17,4 @@ earlier AS (
 )
 SELECT image_id, listed_date, dhash, edge_signature
 FROM (SELECT * FROM today UNION ALL SELECT * FROM earlier)
-WHERE dhash IS NOT NULL AND ARRAY_LENGTH(edge_signature) > 0
-ORDER BY listed_date, image_id;
+WHERE dhash IS NOT NULL AND ARRAY_LENGTH(edge_signature) > 0;

@@ -14,24 +14,35 @@ MAX_NORM = 1.5
 
 def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, clean_settings) -> pa.Table:
     """Each of today's images with a near duplicate and its first one (image_id, match_id), for
-    dedup_near.sql: the fingerprints of select_near_dup_pool.sql compared by vecflow.near_duplicates."""
+    dedup_near.sql: the fingerprints of select_near_dup_pool.sql compared by vecflow.near_duplicates.
+    The pool is read batch by batch, each signature kept as float32 (a quarter of the list of
+    doubles the warehouse holds), then put in (listed_date, image_id) order."""
     from vecflow.near_duplicates import Pool, first_matches
 
-    table = warehouse.query_arrow(
+    keys, dhashes, signatures = [], [], []
+    for batch in warehouse.query_batches(
         "select_near_dup_pool",
         run_date=run_date,
         model_version=model_version,
         reject_stage="validate",
         lookback_days=clean_settings.near_dup_lookback_days,
-    )
-    image_ids = table.column("image_id")
-    first_today = int(pc.sum(pc.less(table.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
+    ):
+        if not batch.num_rows:  # BigQuery may page an empty batch
+            continue
+        keys.append(batch.select(["listed_date", "image_id"]))
+        dhashes.append(batch.column("dhash").to_numpy().view(np.uint64))
+        signatures.append(_unit_rows(batch.column("edge_signature")))
+    if not keys:
+        return pa.table({"image_id": pa.array([], pa.string()), "match_id": pa.array([], pa.string())})
+    keys = pa.Table.from_batches(keys)
+    order = pc.sort_indices(keys, [("listed_date", "ascending"), ("image_id", "ascending")]).to_numpy()
+    image_ids = keys.column("image_id").take(order)
+    first_today = int(pc.sum(pc.less(keys.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
     pool = Pool(
-        edges=_unit_rows(table.column("edge_signature")),
-        dhashes=table.column("dhash").to_numpy().view(np.uint64),
+        edges=_in_order(signatures, order),
+        dhashes=np.concatenate(dhashes)[order],
         first_today=first_today,
     )
-    del table
     found = first_matches(pool, clean_settings.near_dup_max_hamming, clean_settings.near_dup_min_edge_similarity)
     today = np.flatnonzero(found >= 0)
     return pa.table(
@@ -42,23 +53,42 @@ def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, cle
     )
 
 
-def _unit_rows(signatures: pa.ChunkedArray) -> np.ndarray:
-    """The list column as an (n, d) float32 matrix of unit rows, built chunk by chunk; signatures of
-    different lengths cannot be compared and are an error naming them."""
-    lengths = pc.unique(pc.list_value_length(signatures)).to_pylist()
-    if len(lengths) > 1:
-        raise ValueError(
-            f"edge signatures of lengths {sorted(lengths)} in one near-dedup pool: the images were "
-            "fingerprinted by different embedding jobs; reindex the older partitions"
-        )
+def _unit_rows(signatures: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The list column as an (n, d) float32 matrix of unit rows."""
+    lengths = _one_length(pc.unique(pc.list_value_length(signatures)).to_pylist())
+    chunks = signatures.chunks if isinstance(signatures, pa.ChunkedArray) else [signatures]
     dim = lengths[0] if lengths else 0
-    matrix = np.empty((len(signatures), dim), dtype=np.float32)
-    row = 0
-    for chunk in signatures.chunks:
-        matrix[row : row + len(chunk)] = chunk.flatten().to_numpy().reshape(-1, dim)
-        row += len(chunk)
+    matrix = np.concatenate(
+        [chunk.flatten().to_numpy().astype(np.float32).reshape(-1, dim) for chunk in chunks]
+        or [np.empty((0, dim), np.float32)]
+    )
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=matrix, where=norms > 0)
+
+
+def _one_length(lengths) -> list[int]:
+    """The signatures' one length (or none); several cannot be compared and are an error naming them."""
+    lengths = sorted(lengths)
+    if len(lengths) > 1:
+        raise ValueError(
+            f"edge signatures of lengths {lengths} in one near-dedup pool: the images were "
+            "fingerprinted by different embedding jobs; reindex the older partitions"
+        )
+    return lengths
+
+
+def _in_order(blocks: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """The blocks' rows stacked in `order` (row order[i] of the stack goes to row i), written straight
+    into one matrix: no stacked copy beside it."""
+    dims = _one_length({block.shape[1] for block in blocks if len(block)})
+    matrix = np.empty((len(order), dims[0] if dims else 0), dtype=np.float32)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    start = 0
+    for block in blocks:
+        matrix[position[start : start + len(block)]] = block
+        start += len(block)
+    return matrix
 
 
 def validate_and_keep(

@@ -232,6 +232,13 @@ class BigQueryWarehouse:
             self._execute(statement, params)
         return self._execute(last, params).to_arrow(create_bqstorage_client=False)
 
+    def query_batches(self, name: str, names: dict | None = None, **params):
+        """As `query_arrow`, as Arrow record batches, a page of results each, read as they are consumed."""
+        *setup, last = self.statements(name, names)
+        for statement in setup:
+            self._execute(statement, params)
+        yield from self._execute(last, params).to_arrow_iterable()
+
     def table(self, table: str) -> pd.DataFrame:
         return self.query("select_table", names={"table": table})
 

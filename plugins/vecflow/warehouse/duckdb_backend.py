@@ -40,6 +40,9 @@ def _process_instance() -> duckdb.DuckDBPyConnection:
         return _INSTANCE[1]
 
 
+BATCH_ROWS = 65_536  # rows of a record batch query_batches yields
+
+
 class DuckDBWarehouse:
     dialect = "duckdb"
 
@@ -131,6 +134,15 @@ class DuckDBWarehouse:
             for statement in setup:
                 con.execute(statement, self._bind(statement, params))
             return con.sql(last, params=self._bind(last, params)).to_arrow_table()
+
+    def query_batches(self, name: str, names: dict | None = None, **params):
+        """As `query_arrow`, as Arrow record batches read as they are consumed (the whole result is
+        never in memory at once; the file stays attached until the last batch is read)."""
+        *setup, last = self.statements(name, names)
+        with self.connect() as con:
+            for statement in setup:
+                con.execute(statement, self._bind(statement, params))
+            yield from con.sql(last, params=self._bind(last, params)).to_arrow_reader(BATCH_ROWS)
 
     def table(self, table: str) -> pd.DataFrame:
         return self.query("select_table", names={"table": table})
