@@ -43,6 +43,7 @@ def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, cle
         dhashes=np.concatenate(dhashes)[order],
         first_today=first_today,
     )
+    signatures.clear()  # the blocks, now copied into the pool's matrix (a gigabyte at a million rows)
     found = first_matches(pool, clean_settings.near_dup_max_hamming, clean_settings.near_dup_min_edge_similarity)
     today = np.flatnonzero(found >= 0)
     return pa.table(
