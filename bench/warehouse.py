@@ -97,6 +97,8 @@ def real_fingerprints(images: int = FINGERPRINT_IMAGES, seed: int = FINGERPRINT_
         with np.load(cache, allow_pickle=False) as stored:
             return {key: stored[key] for key in stored.files}
 
+    from unittest import mock
+
     import pandas as pd
 
     from vecflow.config import settings
@@ -105,14 +107,13 @@ def real_fingerprints(images: int = FINGERPRINT_IMAGES, seed: int = FINGERPRINT_
     from vecflow_model.imaging import decode, dhash64, edge_signature
 
     home = Path(tempfile.mkdtemp(prefix="vecflow-bench-fingerprints-"))
-    saved = os.environ.get("VECFLOW_HOME")
-    os.environ["VECFLOW_HOME"] = str(home)
     started = time.perf_counter()
     try:
-        generate_catalog(
-            argparse.Namespace(seed=seed, start_date=DAY, days=1, images_per_day=images, trends=DEFAULT_TREND_SPEC)
-        )
-        catalog = settings().paths.catalog_dir
+        with mock.patch.dict(os.environ, {"VECFLOW_HOME": str(home)}):  # the caller's home restored after
+            generate_catalog(
+                argparse.Namespace(seed=seed, start_date=DAY, days=1, images_per_day=images, trends=DEFAULT_TREND_SPEC)
+            )
+            catalog = settings().paths.catalog_dir
         truth = pd.read_parquet(catalog / "truth" / "images.parquet")
         duplicates = pd.read_csv(catalog / "truth" / "duplicates.csv")
         corrupt = set(pd.read_csv(catalog / "truth" / "corrupt.csv")["image_id"])
@@ -127,10 +128,6 @@ def real_fingerprints(images: int = FINGERPRINT_IMAGES, seed: int = FINGERPRINT_
                 dhash[image_id] = dhash64(image) & (2**64 - 1)
                 edges[image_id] = edge_signature(image).astype(np.float32)
     finally:
-        if saved is None:
-            os.environ.pop("VECFLOW_HOME", None)
-        else:
-            os.environ["VECFLOW_HOME"] = saved
         shutil.rmtree(home, ignore_errors=True)
     ids = list(originals["image_id"])
     pair_hamming = [bin(dhash[a] ^ dhash[b]).count("1") for a, b in zip(near["image_id"], near["canonical_image_id"])]
