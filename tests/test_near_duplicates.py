@@ -94,6 +94,19 @@ def test_a_small_day_is_compared_exhaustively():
     assert (first_matches(pool, MAX_HAMMING, MIN_SIMILARITY) == exhaustive_first_matches(pool)).all()
 
 
+def test_an_image_listed_again_is_not_its_own_duplicate():
+    pool, _ = clustered_pool(300, first_today=200)
+    again = Pool(
+        np.vstack([pool.edges, pool.edges[5]]),
+        np.append(pool.dhashes, pool.dhashes[5]),
+        200,
+        np.append(np.arange(300), 5),
+    )
+    found = first_matches(again, MAX_HAMMING, MIN_SIMILARITY)
+    assert found[-1] != 5
+    assert first_matches(Pool(again.edges, again.dhashes, 200), MAX_HAMMING, MIN_SIMILARITY)[-1] == 5
+
+
 def test_no_rows_of_today_match_nothing():
     pool, _ = clustered_pool(500, first_today=500)
     assert first_matches(pool, MAX_HAMMING, MIN_SIMILARITY).size == 0

@@ -42,6 +42,7 @@ def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, cle
         edges=_in_order(signatures, order),
         dhashes=np.concatenate(dhashes)[order],
         first_today=first_today,
+        images=pc.dictionary_encode(image_ids).combine_chunks().indices.to_numpy(),
     )
     signatures.clear()  # the blocks, now copied into the pool's matrix (a gigabyte at a million rows)
     found = first_matches(pool, clean_settings.near_dup_max_hamming, clean_settings.near_dup_min_edge_similarity)

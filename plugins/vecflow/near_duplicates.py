@@ -48,6 +48,9 @@ class Pool:
     edges: np.ndarray  # (n, d) float32, unit rows
     dhashes: np.ndarray  # (n,) uint64
     first_today: int
+    # a code per row, one per image_id: an image listed again is not its own duplicate (as in
+    # dedup_exact); None when every row is a different image
+    images: np.ndarray | None = None
 
 
 def popcount(values: np.ndarray) -> np.ndarray:
@@ -161,6 +164,8 @@ def _match_leaf(pool: Pool, rows: np.ndarray, queries: np.ndarray, max_hamming: 
         q, m = np.nonzero(similar[hits])
         q, m = block[hits[q]], rows[m]
         keep = m < q
+        if pool.images is not None:
+            keep &= pool.images[m] != pool.images[q]
         q, m = q[keep], m[keep]
         close = popcount(pool.dhashes[q] ^ pool.dhashes[m]) <= max_hamming
         np.minimum.at(best, q[close], m[close])
