@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,6 +26,35 @@ def write_report(name: str, report: dict, path: Path | None = None, **machine) -
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"written to {path}")
     return path
+
+
+class RssTimeline:
+    """The process's resident memory sampled every 20 ms, stamped by `clock`, to read the peak between
+    two stamps (a task's, a step's)."""
+
+    def __init__(self, clock=time.perf_counter):
+        import threading
+
+        import psutil
+
+        self.clock, self.samples = clock, []
+        self.process, self.stop = psutil.Process(), threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self.stop.wait(0.02):
+            self.samples.append((self.clock(), self.process.memory_info().rss))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def peak(self, start, end) -> int:
+        return max((rss for at, rss in self.samples if start <= at <= end), default=0)
 
 
 class PeakMemory:

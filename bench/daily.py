@@ -15,38 +15,13 @@ import datetime as dt
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
-from bench_report import RESULTS, write_report  # bench/ is the script's directory
+from bench_report import RESULTS, RssTimeline, write_report  # bench/ is the script's directory
 
 DAY = dt.date(2026, 3, 2)
-
-
-class RssTimeline:
-    """The process's resident memory sampled every 20 ms, to read a task's peak from its start and end."""
-
-    def __init__(self):
-        self.process, self.stop, self.samples = psutil.Process(), threading.Event(), []
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self):
-        while not self.stop.wait(0.02):
-            self.samples.append((dt.datetime.now(dt.UTC), self.process.memory_info().rss))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    def peak(self, start: dt.datetime, end: dt.datetime) -> int:
-        return max((rss for at, rss in self.samples if start <= at <= end), default=0)
 
 
 def unaccounted_duplicates(catalog_dir: Path, warehouse) -> list[str]:
@@ -102,7 +77,7 @@ def main() -> int:
 
     import vecflow.tasks  # noqa: F401
 
-    with search_server_if_needed(s), RssTimeline() as rss:
+    with search_server_if_needed(s), RssTimeline(clock=lambda: dt.datetime.now(dt.UTC)) as rss:
         started = time.perf_counter()
         dag_run = daily.test(logical_date=dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
         wall = time.perf_counter() - started

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-from bench_report import PeakMemory, write_report  # noqa: E402  (bench/ is the script's directory)
+from bench_report import PeakMemory, RssTimeline, write_report  # noqa: E402  (bench/ is the script's directory)
 
 from vecflow_model.contract import vector_checks  # noqa: E402
 
@@ -367,16 +367,10 @@ class StepTimer:
     of each step too."""
 
     def __init__(self, warehouse, progress=None):
-        import threading
-
-        import psutil
-
         self.raw_seconds: dict[str, float] = {}
         self.progress = progress or (lambda phase: None)
         self.intervals: list[tuple[str, float, float]] = []
-        self.samples: list[tuple[float, int]] = []
-        self._process, self._stop = psutil.Process(), threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.memory = RssTimeline()
         for method in ("run", "query", "query_arrow"):
             setattr(warehouse, method, self._timed(getattr(warehouse, method)))
         if hasattr(warehouse, "query_batches"):
@@ -386,17 +380,12 @@ class StepTimer:
     def seconds(self) -> dict[str, float]:
         return {name: round(seconds, 2) for name, seconds in self.raw_seconds.items()}
 
-    def _sample(self):
-        while not self._stop.wait(0.02):
-            self.samples.append((time.perf_counter(), self._process.memory_info().rss))
-
     def __enter__(self):
-        self._thread.start()
+        self.memory.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        self.memory.__exit__(*exc)
 
     def _timed(self, original, label=None):
         def timed(*args, **kwargs):
@@ -443,8 +432,7 @@ class StepTimer:
         """Each step's peak resident memory (GiB) while it ran."""
         peaks: dict[str, float] = {}
         for name, started, ended in self.intervals:
-            rss = max((r for at, r in self.samples if started <= at <= ended), default=0)
-            peaks[name] = max(peaks.get(name, 0), round(rss / 2**30, 2))
+            peaks[name] = max(peaks.get(name, 0), round(self.memory.peak(started, ended) / 2**30, 2))
         return peaks
 
 
