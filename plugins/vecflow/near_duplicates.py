@@ -108,8 +108,8 @@ def _coarse(edges: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _split(edges: np.ndarray, rows: np.ndarray, queries: np.ndarray, rng: np.random.Generator):
     """The cell cut by spherical k-means: each row into its nearest child, each query into its nearest
-    and, when the second is within MARGIN, the second too. None when k-means cannot cut the rows (all
-    but identical signatures), which makes them one leaf."""
+    and up to PROBES - 1 more within MARGIN of it. None when k-means cannot cut the rows (all but
+    identical signatures), which makes them one leaf."""
     import faiss
 
     # straight into leaves when that is at most MAX_CELLS cells, else two levels of sqrt(leaves) each
@@ -157,6 +157,8 @@ def _match_leaf(pool: Pool, rows: np.ndarray, queries: np.ndarray, max_hamming: 
     for start in range(0, len(queries), QUERY_BLOCK):
         block = queries[start : start + QUERY_BLOCK]
         similar = pool.edges[block] @ base.T >= min_similarity
+        # a today row is in its own leaf: its similarity with itself cleared, so `any` finds the few
+        # rows with a match instead of every row (m < q below would drop the pair anyway)
         own = np.searchsorted(rows, block).clip(max=len(rows) - 1)
         itself = rows[own] == block
         similar[np.flatnonzero(itself), own[itself]] = False
