@@ -10,7 +10,7 @@ colour (72, pixels) and pattern (31, pixels), style (50, rules from the brand), 
 head trained here with vecflow.heads on a 2% labelled sample of the bench's own vectors). Pixel
 analyses are what the embedding job measures of generated pictures: garments rendered with
 vecflow.demo.catalog.render in the palette's colours and the patterns' layouts and periods, measured
-with vecflow_model.pixel_tags.PixelAnalyser, then resampled per image of the same category. Vectors
+with the embedding job's vecflow_model.measure, then resampled per image of the same category. Vectors
 are a silhouette's direction plus its category's plus noise (a head learns them, not perfectly).
 
 Two retags, both timed: v1 (999 tags) from an empty image_tags, then v2 (a new brand whose synonyms
@@ -162,11 +162,13 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
     """Per category, analyses JSON of rendered garments (colour drawn from a skewed popularity over the
     palette, pattern plain 60% and the rest spread) and the colour and pattern drawn."""
     import numpy as np
+    import torch
 
     from vecflow.demo.catalog import fashion_mnist
     from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
-    from vecflow_model.imaging import analysis_pixels, decode
-    from vecflow_model.pixel_tags import PixelAnalyser
+    from vecflow_model.imaging import analysis_planes, decode
+    from vecflow_model.measure import measure
+    from vecflow_model.preprocess import SILHOUETTE
 
     rng = np.random.default_rng(seed)
     images, labels = fashion_mnist.load("test")
@@ -174,7 +176,6 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
     colour_p = 1.0 / np.arange(1, len(colours) + 1) ** 0.8
     colour_p = rng.permutation(colour_p / colour_p.sum())
     pattern_p = np.r_[0.6, np.full(len(patterns) - 1, 0.4 / (len(patterns) - 1))]
-    analyser = PixelAnalyser()
     by_label = {tag: info["label"] for tag, info in taxonomy.dimension("category").tags.items()}
     pool = {}
     for category, label in by_label.items():
@@ -188,7 +189,8 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
             picture = render(
                 images[rng.choice(candidates)], tuple(taxonomy.tag_info("color", colour)["rgb"]), modulation, rng
             )
-            measured = analyser.analyse(analysis_pixels(decode(jpeg_bytes(picture, 90))))
+            planes = torch.from_numpy(analysis_planes(decode(jpeg_bytes(picture, 90)))[None])
+            measured = measure(planes, SILHOUETTE).analyses[0]
             if measured is not None:
                 rows.append((json.dumps(measured), colour, pattern))
         pool[category] = rows

@@ -12,7 +12,7 @@ bench/results/warehouse.json.
 
 Synthetic rows from real fingerprints: a day of the demo generator's catalog (FINGERPRINT_IMAGES
 images, made once and cached in the system's temporary folder) is fingerprinted with the embedding
-job's own functions (vecflow_model.imaging: decode, dhash64, edge_signature); its distinct garments
+job's own functions (vecflow_model.imaging.decode, vecflow_model.measure); its distinct garments
 (neither planted duplicates nor corrupt files) are the prototypes. A row is a random prototype: its
 dHash with 0 or 1 bits flipped (so a 1M-row day shares each dHash among hundreds of rows; real
 catalogs cluster too, if less) and its edge signature plus Gaussian noise of sigma sqrt(0.33/128) a
@@ -100,11 +100,14 @@ def real_fingerprints(images: int = FINGERPRINT_IMAGES, seed: int = FINGERPRINT_
     from unittest import mock
 
     import pandas as pd
+    import torch
 
     from vecflow.config import settings
     from vecflow.demo.runner import generate_catalog
     from vecflow.resources import DEFAULT_TREND_SPEC
-    from vecflow_model.imaging import decode, dhash64, edge_signature
+    from vecflow_model.imaging import analysis_planes, decode
+    from vecflow_model.measure import measure
+    from vecflow_model.preprocess import SILHOUETTE
 
     home = Path(tempfile.mkdtemp(prefix="vecflow-bench-fingerprints-"))
     started = time.perf_counter()
@@ -124,9 +127,10 @@ def real_fingerprints(images: int = FINGERPRINT_IMAGES, seed: int = FINGERPRINT_
         dhash, edges = {}, {}
         for image_id, uri in zip(manifest["image_id"], manifest["uri"]):
             if image_id in wanted:
-                image = decode((catalog / uri).read_bytes())
-                dhash[image_id] = dhash64(image) & (2**64 - 1)
-                edges[image_id] = edge_signature(image).astype(np.float32)
+                planes = torch.from_numpy(analysis_planes(decode((catalog / uri).read_bytes()))[None])
+                measured = measure(planes, SILHOUETTE)
+                dhash[image_id] = measured.dhash[0] & (2**64 - 1)
+                edges[image_id] = measured.edge_signature[0]
     finally:
         shutil.rmtree(home, ignore_errors=True)
     ids = list(originals["image_id"])

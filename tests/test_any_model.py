@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from vecflow.config import settings
-from vecflow_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, network_input
+from vecflow_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, rgb_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, file_md5, load_model, read_card
 
 DAY = dt.date(2026, 1, 1)
@@ -28,39 +28,39 @@ CARD = {
 }
 
 
-def thirds(width: int = 300, height: int = 100) -> Image.Image:
-    """A wide image: red, green and blue thirds from left to right."""
+def thirds(width: int = 300, height: int = 100) -> np.ndarray:
+    """A wide photo: red, green and blue thirds from left to right."""
     pixels = np.zeros((height, width, 3), dtype=np.uint8)
     for channel in range(3):
         pixels[:, channel * width // 3 : (channel + 1) * width // 3, channel] = 255
-    return Image.fromarray(pixels)
+    return pixels
 
 
 def test_squash_keeps_the_whole_photo_and_center_crop_its_middle():
     raw = Preprocessing("rgb", 6, "squash", None, None)
-    squashed = network_input(thirds(), None, raw)
+    squashed = rgb_input(thirds(), raw)
     assert squashed.shape == (3, 6, 6) and squashed.dtype == np.float32
     # every third survives, squeezed into two columns (bilinear blends the columns where they meet)
     assert np.allclose(squashed[0, :, 0], 1) and np.allclose(squashed[2, :, 5], 1)
     assert (squashed[1, :, 2:4] > 0.5).all() and (squashed[[0, 2], :, 2:4] < 0.5).all()
-    cropped = network_input(thirds(), None, Preprocessing("rgb", 6, "center_crop", None, None))
+    cropped = rgb_input(thirds(), Preprocessing("rgb", 6, "center_crop", None, None))
     # the centre square (the shorter side kept whole) is green; its edge columns blend in a little of
     # their neighbours, as a resize before a crop does (torchvision's and CLIP's preprocessing)
     assert np.allclose(cropped[1, :, 1:5], 1) and (cropped[1] > 0.8).all() and (cropped[[0, 2]] < 0.2).all()
     # a tall photo is cropped top and bottom
-    tall = network_input(thirds().rotate(90, expand=True), None, Preprocessing("rgb", 6, "center_crop", None, None))
+    tall = rgb_input(np.rot90(thirds()).copy(), Preprocessing("rgb", 6, "center_crop", None, None))
     assert np.allclose(tall[1, 1:5], 1) and (tall[[0, 2]] < 0.2).all()
 
 
 def test_normalisation_is_the_cards_mean_and_std_or_none():
-    image = Image.new("RGB", (40, 20), (255, 128, 0))
+    image = np.full((20, 40, 3), (255, 128, 0), dtype=np.uint8)
     rgb = np.array([1.0, 128 / 255, 0.0], dtype=np.float32)[:, None, None]
-    raw = network_input(image, None, Preprocessing("rgb", 8, "squash", None, None))
+    raw = rgb_input(image, Preprocessing("rgb", 8, "squash", None, None))
     assert raw.shape == (3, 8, 8) and np.allclose(raw, rgb)
-    imagenet = network_input(image, None, Preprocessing("rgb", 8))
+    imagenet = rgb_input(image, Preprocessing("rgb", 8))
     expected = (rgb - np.array(IMAGENET_MEAN)[:, None, None]) / np.array(IMAGENET_STD)[:, None, None]
     assert np.allclose(imagenet, expected, atol=1e-6)
-    own = network_input(image, None, Preprocessing("rgb", 8, "squash", (0.5, 0.5, 0.5), (0.5, 0.25, 0.5)))
+    own = rgb_input(image, Preprocessing("rgb", 8, "squash", (0.5, 0.5, 0.5), (0.5, 0.25, 0.5)))
     assert np.allclose(own[:, 0, 0], [1.0, (128 / 255 - 0.5) / 0.25, -1.0], atol=1e-6)
 
 
@@ -190,7 +190,7 @@ def test_a_384d_exported_model_is_embedded_and_cleaned_by_its_card(tmp_path, war
 
     def embedded(preprocessing: Preprocessing) -> np.ndarray:
         photos = [decode((tmp_path / f"{i}.jpg").read_bytes()) for i in out.index]
-        batch = torch.from_numpy(np.stack([network_input(p, None, preprocessing) for p in photos]))
+        batch = torch.from_numpy(np.stack([rgb_input(p, preprocessing) for p in photos]))
         with torch.inference_mode():
             return model.network(batch)[0].numpy()
 

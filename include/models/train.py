@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def normalise(batch: torch.Tensor) -> torch.Tensor:
-    """The same per-image scaling as preprocess.model_input: 99.5th percentile -> 1."""
+    """The same per-image scaling as preprocess.silhouette_input: 99.5th percentile -> 1."""
     top = torch.quantile(batch.flatten(1), 0.995, dim=1).clamp_min(1e-6)
     return (batch / top[:, None, None, None]).clamp(0, 1)
 
@@ -72,8 +72,9 @@ def rendered_catalog_accuracy(
     the same decode -> preprocess path as the embedding job."""
     from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
     from vecflow.taxonomy import load_taxonomy
-    from vecflow_model.imaging import analysis_pixels, decode
-    from vecflow_model.preprocess import background_distance, model_input
+    from vecflow_model.imaging import analysis_planes, decode
+    from vecflow_model.measure import measure
+    from vecflow_model.preprocess import SILHOUETTE
 
     taxonomy = load_taxonomy()
     rng = np.random.default_rng(seed)
@@ -84,8 +85,9 @@ def rendered_catalog_accuracy(
         info = taxonomy.tag_info("pattern", pattern)
         mod = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
         picture = decode(jpeg_bytes(render(images[i], tuple(taxonomy.tag_info("color", color)["rgb"]), mod, rng), 90))
-        batch.append(model_input(background_distance(analysis_pixels(picture))))
-    _, probabilities = embed_all(model, torch.from_numpy(np.stack(batch))[:, None])
+        batch.append(analysis_planes(picture))
+    silhouettes = measure(torch.from_numpy(np.stack(batch)), SILHOUETTE).inputs
+    _, probabilities = embed_all(model, silhouettes)
     return float((probabilities.argmax(1).numpy() == labels[:count]).mean())
 
 

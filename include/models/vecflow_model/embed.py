@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import datetime as dt
 import json
 import logging
@@ -33,16 +35,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vecflow_model.contract import OUTPUT_SCHEMA, ShardJob, open_location, resolve_uri, vector_checks
-from vecflow_model.imaging import (
-    DecodeError,
-    analysis_pixels,
-    content_md5,
-    decode,
-    dhash64,
-    edge_signature,
-)
-from vecflow_model.pixel_tags import PixelAnalyser
-from vecflow_model.preprocess import Preprocessing, background_distance, network_input
+from vecflow_model.imaging import DecodeError, analysis_planes, content_md5, decode
+from vecflow_model.measure import measure
+from vecflow_model.preprocess import Preprocessing, rgb_input
 from vecflow_model.registry import DEFAULT_REGISTRY, ModelRegistryError, load_model
 
 log = logging.getLogger("vecflow_model.embed")
@@ -74,10 +69,12 @@ def parse_args(argv: list[str] | None = None) -> ShardJob:
 
 
 class ShardImages(Dataset):
-    """One manifest row -> (model input or None, output row). Runs in DataLoader workers."""
+    """One manifest row -> (analysis planes, RGB model input, output row); a reject has no planes.
+    Runs in DataLoader workers: reading, hashing and decoding are per image, every measurement is
+    made on the batch (measure_batch)."""
 
     def __init__(self, rows: list[dict], catalog_root: Path, preprocessing: Preprocessing):
-        self.rows, self.root, self.analyser = rows, catalog_root, PixelAnalyser()
+        self.rows, self.root = rows, catalog_root
         self.preprocessing = preprocessing  # the card's input: size, resize mode, normalisation
 
     def __len__(self) -> int:
@@ -98,7 +95,7 @@ class ShardImages(Dataset):
         except OSError as exc:
             return None, {"reject_reason": "unreadable", "reject_detail": f"{path}: {exc}"}
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray | None, dict]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
         item = self.rows[i]
         row = {
             "image_id": item["image_id"],
@@ -109,33 +106,68 @@ class ShardImages(Dataset):
             "reject_detail": None,
         }
         if item.get("reject_reason"):  # decided before the job (the fetch stage): passed on as it is
-            return None, {**row, "reject_reason": item["reject_reason"], "reject_detail": item.get("reject_detail")}
+            return (
+                None,
+                None,
+                {**row, "reject_reason": item["reject_reason"], "reject_detail": item.get("reject_detail")},
+            )
         data = item.get("content")  # fetched before the job
         if data is None:
             data, reject = self.read_local(item["uri"])
             if reject:
-                return None, {**row, **reject}
+                return None, None, {**row, **reject}
         row["content_md5"] = content_md5(data)
         try:
             image = decode(data, self.preprocessing.decode_size)
         except DecodeError as exc:
-            return None, {**row, "reject_reason": "corrupt", "reject_detail": f"cannot decode: {exc}"}
-        row["dhash"] = dhash64(image)
-        row["edge_signature"] = edge_signature(image).tolist()
-        pixels = analysis_pixels(image)
-        distance = background_distance(pixels)
-        analyses = self.analyser.analyse(pixels, distance)
+            return None, None, {**row, "reject_reason": "corrupt", "reject_detail": f"cannot decode: {exc}"}
+        return analysis_planes(image), rgb_input(image, self.preprocessing), row
+
+
+Batch = tuple[torch.Tensor | None, torch.Tensor | None, list[dict], list[dict]]
+
+
+def collate(items: list[tuple[np.ndarray | None, np.ndarray | None, dict]]) -> Batch:
+    """(analysis planes, RGB model inputs or None, rows of decoded images, rows of rejects)."""
+    decoded = [item for item in items if item[0] is not None]
+    planes = torch.from_numpy(np.stack([p for p, _, _ in decoded])) if decoded else None
+    rgb = torch.from_numpy(np.stack([x for _, x, _ in decoded])) if decoded and decoded[0][1] is not None else None
+    return planes, rgb, [row for _, _, row in decoded], [row for p, _, row in items if p is None]
+
+
+def measure_batch(
+    planes: torch.Tensor, rgb: torch.Tensor | None, rows: list[dict], preprocessing: Preprocessing
+) -> tuple[torch.Tensor, list[dict], list[dict]]:
+    """Fingerprints and pixel analyses of a batch of analysis planes, written into `rows`: (model
+    inputs of the images with a garment, their rows, the rows rejected for having none)."""
+    measured = measure(planes, preprocessing, rgb)
+    kept, rejected = [], []
+    for i, (row, dhash, edges, analyses) in enumerate(
+        zip(rows, measured.dhash, measured.edge_signature, measured.analyses)
+    ):
+        row["dhash"], row["edge_signature"] = dhash, edges.tolist()
         if analyses is None:
-            return None, {**row, "reject_reason": "no_garment", "reject_detail": "no foreground pixels found"}
-        row["analyses"] = analyses
-        return network_input(image, distance, self.preprocessing), row
+            rejected.append({**row, "reject_reason": "no_garment", "reject_detail": "no foreground pixels found"})
+        else:
+            row["analyses"] = analyses
+            kept.append(i)
+    return measured.inputs[kept], [rows[i] for i in kept], rejected
 
 
-def collate(batch: list[tuple[np.ndarray | None, dict]]) -> tuple[torch.Tensor | None, list[dict], list[dict]]:
-    inputs = [x for x, _ in batch if x is not None]
-    embedded = [row for x, row in batch if x is not None]
-    rejected = [row for x, row in batch if x is None]
-    return (torch.from_numpy(np.stack(inputs)) if inputs else None), embedded, rejected
+# glibc gives a freed block above its mmap threshold back to the kernel at once, so every chunk's
+# megabytes of float planes were fresh pages to fault in: ~40% of the measuring time on CPU
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES = 256 << 20
+
+
+def keep_freed_memory() -> None:
+    """Keep freed blocks of up to KEEP_FREED_BYTES in the process's heap for reuse (glibc only)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc: its allocator is its own
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest
+    mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
 def _autocast(device: torch.device, amp: str):
@@ -171,16 +203,26 @@ def embed_shard(args: ShardJob) -> dict:
         "embedded_at": dt.datetime.now(dt.UTC),
     }
     rows: list[dict] = []
-    model_seconds = 0.0
-    with torch.inference_mode(), _autocast(device, args.amp):
-        for inputs, embedded, rejected in loader:
-            rows.extend({**base, **r} for r in rejected)
-            if inputs is not None:
+    model_seconds = measure_seconds = 0.0
+    keep_freed_memory()
+    with torch.inference_mode():
+        for planes, rgb, decoded, rejected in loader:
+            if planes is not None:
                 tick = time.perf_counter()
-                inputs = inputs.to(device, non_blocking=True)
+                inputs, embedded, no_garment = measure_batch(
+                    planes.to(device, non_blocking=True), rgb, decoded, model.preprocessing
+                )
+                measure_seconds += time.perf_counter() - tick
+                rejected += no_garment
+            else:
+                embedded = []
+            rows.extend({**base, **r} for r in rejected)
+            if embedded:
+                tick = time.perf_counter()
                 if device.type == "cuda":
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
-                vectors, probabilities = network(inputs)
+                with _autocast(device, args.amp):  # the model only: the measurements stay exact
+                    vectors, probabilities = network(inputs)
                 vectors = vectors.float().cpu().numpy()
                 if probabilities is not None:  # the model's own category head: its class, for the taxonomy
                     confidence, label = probabilities.float().max(dim=1)
@@ -219,6 +261,7 @@ def embed_shard(args: ShardJob) -> dict:
         "rejected": rejected_count,
         "seconds": round(elapsed, 3),
         "model_seconds": round(model_seconds, 3),
+        "measure_seconds": round(measure_seconds, 3),
         "images_per_s": round(len(rows) / elapsed, 1) if elapsed else None,
         "output": str(args.output),
     }

@@ -11,39 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
-from vecflow_model.imaging import ANALYSIS_SIZE
+from vecflow_model.imaging import ANALYSIS_SIZE, box_resize_float, histogram_quantile
 
 MODEL_INPUT_SIZE = 28
+BORDER_PX = 4
 
 
-def background_distance(pixels: np.ndarray) -> np.ndarray:
-    """Per-pixel max-channel distance from the median border colour, float32 (H, W)."""
-    border = np.concatenate(
-        [
-            pixels[:4].reshape(-1, 3),
-            pixels[-4:].reshape(-1, 3),
-            pixels[:, :4].reshape(-1, 3),
-            pixels[:, -4:].reshape(-1, 3),
-        ]
+def background_distance(planes: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) float32: each pixel's max-channel distance from the median colour of its image's
+    4-pixel border, for images given as imaging.channel_planes."""
+    b = BORDER_PX
+    border = torch.cat(
+        [p.flatten(2) for p in (planes[:, :, :b], planes[:, :, -b:], planes[:, :, :, :b], planes[:, :, :, -b:])], dim=2
     )
-    background = np.median(border, axis=0)
-    # channel by channel: a max over a length-3 last axis is a slow strided reduction
-    distance = np.abs(pixels[..., 0] - background[0])
+    levels = torch.arange(256, dtype=torch.float64, device=planes.device)
+    background = histogram_quantile(border.flatten(0, 1).long(), None, 0.5, levels).reshape(-1, 3, 1, 1)
+    distance = (planes[:, 0] - background[:, 0]).abs_()
     for channel in (1, 2):
-        np.maximum(distance, np.abs(pixels[..., channel] - background[channel]), out=distance)
+        torch.maximum(distance, (planes[:, channel] - background[:, channel]).abs_(), out=distance)
     return distance
 
 
-def model_input(distance: np.ndarray) -> np.ndarray:
-    """(28, 28) float32 in [0, 1] from a background-distance map of any size."""
-    small = Image.fromarray(distance.astype(np.float32), mode="F").resize(
-        (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.BOX
-    )
-    array = np.asarray(small, dtype=np.float32)
-    top = float(np.percentile(array, 99.5))
-    return np.clip(array / top, 0.0, 1.0) if top > 0 else array
+def silhouette_input(distance: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 28, 28) float32 in [0, 1] from (N, H, W) background distances: area-downsampled as
+    Pillow's BOX filter does, scaled by each image's 99.5th percentile."""
+    small = box_resize_float(distance, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+    top = torch.quantile(small.reshape(len(small), -1), 0.995, dim=1)[:, None, None]
+    scaled = torch.where(top > 0, (small / top.clamp_min(1e-30)).clamp(0.0, 1.0), small)
+    return scaled[:, None]
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,12 +72,12 @@ class Preprocessing:
 SILHOUETTE = Preprocessing("silhouette28", MODEL_INPUT_SIZE, mean=None, std=None)
 
 
-def network_input(image: Image.Image, distance: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """The tensor a model takes, without the batch axis: (1, 28, 28) silhouette for the shipped
-    model, (3, S, S) RGB for a backbone brought by a deployment."""
-    if preprocessing.kind == "silhouette28":
-        return model_input(distance)[None]
-    rgb = image.convert("RGB")
+def rgb_input(image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray | None:
+    """(3, S, S) float32 for a backbone taking RGB (preprocessing.kind "rgb"), from the decoded (H, W, 3)
+    uint8 photo; None for the silhouette model, whose input is measured from the analysis planes."""
+    if preprocessing.kind != "rgb":
+        return None
+    rgb = Image.fromarray(image)
     size = preprocessing.size
     box = None
     if preprocessing.resize == "center_crop":

@@ -393,14 +393,17 @@ class ImageEmbedder:
         vecflow_model.imaging.DecodeError when `data` is not an image."""
         import torch
 
-        from vecflow_model.imaging import analysis_pixels, decode
-        from vecflow_model.preprocess import background_distance, network_input
+        from vecflow_model.imaging import analysis_planes, decode
+        from vecflow_model.measure import measure
+        from vecflow_model.preprocess import rgb_input
 
-        model = self.model
-        image = decode(data, model.preprocessing.decode_size)
-        tensor = network_input(image, background_distance(analysis_pixels(image)), model.preprocessing)
+        model, preprocessing = self.model, self.model.preprocessing
+        image = decode(data, preprocessing.decode_size)
+        rgb = rgb_input(image, preprocessing)
         with torch.inference_mode():
-            vector, probabilities = model.network(torch.from_numpy(tensor[None]))
+            planes = torch.from_numpy(analysis_planes(image)[None])
+            inputs = measure(planes, preprocessing, None if rgb is None else torch.from_numpy(rgb[None])).inputs
+            vector, probabilities = model.network(inputs)
         category = model.categories[int(probabilities.argmax())] if probabilities is not None else None
         return vector[0].numpy().astype(np.float32), category
 
