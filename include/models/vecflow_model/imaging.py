@@ -27,9 +27,9 @@ class DecodeError(ValueError):
 
 def decode(data: bytes, min_size: int = ANALYSIS_SIZE) -> np.ndarray:
     """(H, W, 3) uint8 sRGB pixels, upright; truncated files fail here, not later. A JPEG decodes at the
-    smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least `min_size`: a 12-megapixel photo
-    costs an eighth of its full decode, and nothing downstream reads more than the analysis or model
-    size. The EXIF orientation is applied (a phone photo stored sideways is analysed upright) and an
+    smallest DCT scale (libjpeg-turbo's n/8; Pillow's 1/2, 1/4, 1/8 for the photos it decodes) that
+    keeps both sides at least `min_size`: a 12-megapixel photo costs a fraction of its full decode,
+    and nothing downstream reads more than the analysis or model size. The EXIF orientation is applied (a phone photo stored sideways is analysed upright) and an
     embedded ICC profile is converted to sRGB, the space the colour analyser's hues are measured in.
     A plain RGB or grey JPEG (most catalog photos) is decoded by libjpeg-turbo straight into an array,
     without Pillow's image object and copy: a third of the time."""
