@@ -160,9 +160,9 @@ def test_images_install_what_the_tests_ran():
     """The model image takes torch and the entrypoint's libraries at requirements.txt's pins; the
     Airflow image installs requirements.txt, without the test and demo tools."""
     model_image = (PROJECT_DIR / "include" / "models" / "Dockerfile").read_text()
-    assert "grep -E '^(torch|numpy|pillow|pyarrow)==' /tmp/requirements.txt" in model_image
+    assert "grep -E '^(torch|numpy|pillow|simplejpeg|pyarrow)==' /tmp/requirements.txt" in model_image
     runtime = (PROJECT_DIR / "requirements.txt").read_text()
-    assert {"torch", "numpy", "pillow", "pyarrow"} <= set(re.findall(r"^([\w-]+)==", runtime, re.M))
+    assert {"torch", "numpy", "pillow", "simplejpeg", "pyarrow"} <= set(re.findall(r"^([\w-]+)==", runtime, re.M))
     assert not {"pytest", "noida-db", "ruff"} & set(re.findall(r"^([\w-]+)==", runtime, re.M))
     airflow_image = (PROJECT_DIR / "docker" / "airflow" / "Dockerfile").read_text()
     assert (

@@ -3,12 +3,14 @@ and work that grows with the rows when every image shares one dHash."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from vecflow import near_duplicates
-from vecflow.clean import _in_order, _unit_rows
+from vecflow.clean import _PoolBuilder, _unit_rows
 from vecflow.near_duplicates import Pool, first_matches, popcount
 
 MAX_HAMMING, MIN_SIMILARITY = 5, 0.96
@@ -120,9 +122,28 @@ def test_signatures_of_different_lengths_are_an_error_naming_them():
     assert unit.dtype == np.float32 and np.allclose(unit, [[0.6, 0.8], [0.0, 1.0]])
 
 
-def test_pool_blocks_are_put_in_order_without_a_stacked_copy():
-    blocks = [np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), np.array([[0.6, 0.8]], np.float32)]
-    order = np.array([2, 0, 1])  # the stack's row 2 first
-    assert np.array_equal(_in_order(blocks, order), np.array([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]], np.float32))
+def test_pool_batches_go_to_their_positions_and_rows_without_a_signature_are_left_out():
+    """Batches arrive in any order, each row written at the position the warehouse numbered it with;
+    a numbered row that never arrives (no signature) is left out, and image_ids follow the rows."""
+    day = dt.date(2026, 3, 2)
+
+    def batch(positions, image_ids, dates, signatures):
+        return pa.record_batch(
+            {
+                "position": pa.array(positions, pa.int64()),
+                "image_code": pa.array(positions, pa.int64()),
+                "image_id": pa.array(image_ids),
+                "listed_date": pa.array(dates, pa.date32()),
+                "dhash": pa.array(positions, pa.int64()),
+                "edge_signature": pa.array(signatures),
+            }
+        )
+
+    builder = _PoolBuilder(4)
+    builder.add(batch([3, 0], ["d", "a"], [day, day - dt.timedelta(1)], [[0.0, 2.0], [3.0, 4.0]]), day)
+    builder.add(batch([1], ["b"], [day - dt.timedelta(1)], [[1.0, 0.0]]), day)  # position 2 never comes
+    pool, image_ids = builder.build()
+    assert image_ids.to_pylist() == ["a", "b", "d"] and pool.first_today == 2
+    assert np.allclose(pool.edges, [[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]]) and pool.dhashes.tolist() == [0, 1, 3]
     with pytest.raises(ValueError, match=r"lengths \[2, 3\]"):
-        _in_order([*blocks, np.ones((1, 3), np.float32)], np.arange(4))
+        builder.add(batch([2], ["c"], [day], [[1.0, 0.0, 0.0]]), day)

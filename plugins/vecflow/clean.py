@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vecflow.near_duplicates import Pool, first_matches
+
 MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or a zero vector
 MAX_NORM = 1.5
 
@@ -15,11 +17,9 @@ MAX_NORM = 1.5
 def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, clean_settings) -> pa.Table:
     """Each of today's images with a near duplicate and its first one (image_id, match_id), for
     dedup_near.sql: the fingerprints of select_near_dup_pool.sql compared by vecflow.near_duplicates.
-    The pool is read batch by batch, each signature kept as float32 (a quarter of the list of
-    doubles the warehouse holds), then put in (listed_date, image_id) order."""
-    from vecflow.near_duplicates import Pool, first_matches
-
-    keys, dhashes, signatures = [], [], []
+    The pool is read batch by batch, each row written at its position in (listed_date, image_id)
+    order (numbered by the warehouse) of one float32 matrix: no sort here, no second copy."""
+    pool = None
     for batch in warehouse.query_batches(
         "select_near_dup_pool",
         run_date=run_date,
@@ -29,30 +29,65 @@ def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, cle
     ):
         if not batch.num_rows:  # BigQuery may page an empty batch
             continue
-        keys.append(batch.select(["listed_date", "image_id"]))
-        dhashes.append(batch.column("dhash").to_numpy().view(np.uint64))
-        signatures.append(_unit_rows(batch.column("edge_signature")))
-    if not keys:
+        pool = pool or _PoolBuilder(int(batch.column("pool_rows")[0].as_py()))
+        pool.add(batch, run_date)
+    if pool is None:
         return pa.table({"image_id": pa.array([], pa.string()), "match_id": pa.array([], pa.string())})
-    keys = pa.Table.from_batches(keys)
-    order = pc.sort_indices(keys, [("listed_date", "ascending"), ("image_id", "ascending")]).to_numpy()
-    image_ids = keys.column("image_id").take(order)
-    first_today = int(pc.sum(pc.less(keys.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
-    pool = Pool(
-        edges=_in_order(signatures, order),
-        dhashes=np.concatenate(dhashes)[order],
-        first_today=first_today,
-        images=pc.dictionary_encode(image_ids).combine_chunks().indices.to_numpy(),
+    fingerprints, image_ids = pool.build()
+    found = first_matches(
+        fingerprints, clean_settings.near_dup_max_hamming, clean_settings.near_dup_min_edge_similarity
     )
-    signatures.clear()  # the blocks, now copied into the pool's matrix (a gigabyte at a million rows)
-    found = first_matches(pool, clean_settings.near_dup_max_hamming, clean_settings.near_dup_min_edge_similarity)
     today = np.flatnonzero(found >= 0)
     return pa.table(
         {
-            "image_id": image_ids.take(pa.array(today + first_today)),
+            "image_id": image_ids.take(pa.array(today + fingerprints.first_today)),
             "match_id": image_ids.take(pa.array(found[today])),
         }
     )
+
+
+class _PoolBuilder:
+    """The near-dedup pool filled batch by batch at the rows' positions."""
+
+    def __init__(self, rows: int):
+        self.rows, self.dim = rows, None
+        self.edges: np.ndarray | None = None
+        self.dhashes = np.zeros(rows, dtype=np.uint64)
+        self.images = np.zeros(rows, dtype=np.int64)
+        self.filled = np.zeros(rows, dtype=bool)
+        self.earlier = 0
+        self.ids: list[pa.Array] = []
+        self.positions: list[np.ndarray] = []
+
+    def add(self, batch: pa.RecordBatch, run_date: dt.date) -> None:
+        position = batch.column("position").to_numpy()
+        signatures = _unit_rows(batch.column("edge_signature"))
+        if self.edges is None:
+            self.edges = np.empty((self.rows, signatures.shape[1]), dtype=np.float32)
+        _one_length({self.edges.shape[1], signatures.shape[1]})
+        self.edges[position] = signatures
+        self.dhashes[position] = batch.column("dhash").to_numpy().view(np.uint64)
+        self.images[position] = batch.column("image_code").to_numpy()
+        self.filled[position] = True
+        self.earlier += int(pc.sum(pc.less(batch.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
+        self.ids.append(batch.column("image_id"))
+        self.positions.append(position)
+
+    def build(self) -> tuple[Pool, pa.Array]:
+        """The pool and its image_ids in order. Rows numbered without a signature (an image embedded
+        before edge signatures existed) are left out."""
+        arrival = np.empty(self.rows, dtype=np.int64)
+        arrival[np.concatenate(self.positions)] = np.arange(sum(len(p) for p in self.positions))
+        keep = None if self.filled.all() else np.flatnonzero(self.filled)
+        if keep is not None:
+            self.edges, self.dhashes, self.images, arrival = (
+                self.edges[keep],
+                self.dhashes[keep],
+                self.images[keep],
+                arrival[keep],
+            )
+        image_ids = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in self.ids])
+        return Pool(self.edges, self.dhashes, self.earlier, self.images), image_ids.take(pa.array(arrival))
 
 
 def _unit_rows(signatures: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -77,20 +112,6 @@ def _one_length(lengths) -> list[int]:
             "fingerprinted by different embedding jobs; reindex the older partitions"
         )
     return lengths
-
-
-def _in_order(blocks: list[np.ndarray], order: np.ndarray) -> np.ndarray:
-    """The blocks' rows stacked in `order` (row order[i] of the stack goes to row i), written straight
-    into one matrix: no stacked copy beside it."""
-    dims = _one_length({block.shape[1] for block in blocks if len(block)})
-    matrix = np.empty((len(order), dims[0] if dims else 0), dtype=np.float32)
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
-    start = 0
-    for block in blocks:
-        matrix[position[start : start + len(block)]] = block
-        start += len(block)
-    return matrix
 
 
 def validate_and_keep(
