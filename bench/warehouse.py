@@ -479,7 +479,8 @@ def warehouse_clean(plan: dict, settings, setup_settings, directory: Path, progr
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb")
+        # as get_warehouse() makes it, in the bench's own file
+        warehouse = DuckDBWarehouse(Path(tmp) / "bench.duckdb", memory_limit=settings.warehouse.duckdb_memory_limit)
         bootstrap(warehouse)
         publish_taxonomy(warehouse, load_taxonomy())  # as loading a shard does: validation reads the categories
         progress("setup: load")

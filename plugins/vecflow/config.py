@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,13 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _memory_size(raw: str) -> str:
+    """A size DuckDB reads, e.g. 2GB or 512MiB."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", raw.strip(), re.IGNORECASE):
+        raise ValueError("must be a size such as 2GB or 512MiB")
+    return raw.strip()
 
 
 def _flag(raw: str) -> bool:
@@ -428,6 +436,13 @@ class WarehouseSettings:
         120,
         "how long a task waits for another process's lock on the DuckDB file",
         _int(minimum=0),
+    )
+    duckdb_memory_limit: str = setting(
+        "VECFLOW_DUCKDB_MEMORY_LIMIT",
+        "2GB",
+        "DuckDB's memory in a worker process: past it, it spills to the temporary folder (its own default, "
+        "80% of RAM, it fills with cached blocks: 6 GB of a million-row clean step)",
+        _memory_size,
     )
     pool: str = setting(
         "VECFLOW_WAREHOUSE_POOL",

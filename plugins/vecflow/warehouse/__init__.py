@@ -17,7 +17,11 @@ def get_warehouse(settings=None, labels: dict | None = None):
         return BigQueryWarehouse.from_settings(s.bigquery, labels)
     from vecflow.warehouse.duckdb_backend import DuckDBWarehouse
 
-    return DuckDBWarehouse(s.paths.warehouse_path, lock_timeout_s=s.warehouse.duckdb_lock_timeout_s)
+    return DuckDBWarehouse(
+        s.paths.warehouse_path,
+        lock_timeout_s=s.warehouse.duckdb_lock_timeout_s,
+        memory_limit=s.warehouse.duckdb_memory_limit,
+    )
 
 
 # run in this order: tables, columns added or dropped since, views, then what old rows lack

@@ -46,10 +46,13 @@ BATCH_ROWS = 65_536  # rows of a record batch query_batches yields
 class DuckDBWarehouse:
     dialect = "duckdb"
 
-    def __init__(self, path: Path, dataset: str = DATASET, lock_timeout_s: float = 120):
+    def __init__(
+        self, path: Path, dataset: str = DATASET, lock_timeout_s: float = 120, memory_limit: str | None = None
+    ):
         self.path = Path(path)
         self.dataset = dataset
         self.lock_timeout_s = lock_timeout_s
+        self.memory_limit = memory_limit  # DuckDB's own default when None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # the name the file is attached under: one per file, whichever path names it
         self._alias = "warehouse_" + hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:12]
@@ -63,12 +66,15 @@ class DuckDBWarehouse:
         while True:
             try:
                 instance.execute(f"ATTACH '{quoted}' AS {self._alias}")
-                return
+                break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() + pause > deadline:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
+        if self.memory_limit:  # the process's DuckDB: the last warehouse attached sets it
+            limit = self.memory_limit.replace("'", "''")
+            instance.execute(f"SET memory_limit = '{limit}'")
 
     @contextmanager
     def connect(self):
