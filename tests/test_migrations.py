@@ -8,6 +8,7 @@ import datetime as dt
 import re
 
 import pandas as pd
+import pytest
 
 from vecflow import tasks
 from vecflow.catalog import partition_dir
@@ -180,3 +181,17 @@ def test_duckdb_steps_attach_the_file_for_a_step_only(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", reader, str(first.path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+
+
+def test_duckdb_memory_is_the_settings_limit(vecflow_home, monkeypatch):
+    """get_warehouse() bounds the process's DuckDB by VECFLOW_DUCKDB_MEMORY_LIMIT (DuckDB's own default,
+    80% of RAM, it fills with cached blocks); a value that is no size is refused by name."""
+    from vecflow.config import ConfigError
+    from vecflow.warehouse import get_warehouse
+
+    monkeypatch.setenv("VECFLOW_DUCKDB_MEMORY_LIMIT", "512MiB")
+    with get_warehouse().connect() as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "512.0 MiB"
+    monkeypatch.setenv("VECFLOW_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(ConfigError, match="VECFLOW_DUCKDB_MEMORY_LIMIT='lots' must be a size"):
+        settings().warehouse  # noqa: B018  (parsing the group is the check)
