@@ -54,7 +54,7 @@ def main() -> int:
     )
     from vecflow.demo.truth import duplicate_check
     from vecflow.resources import DAGS_DIR, DEFAULT_TREND_SPEC
-    from vecflow.warehouse import get_warehouse
+    from vecflow.warehouse import get_warehouse, migrate
 
     started = time.perf_counter()
     generate_catalog(
@@ -77,6 +77,9 @@ def main() -> int:
 
     import vecflow.tasks  # noqa: F401
 
+    # the warehouse's schema, made once as a deployment makes it (`vecflow.cli migrate`): a daily
+    # run's plan_shards then finds it recorded, as every run after a deployment's first does
+    migrate(get_warehouse(s))
     with search_server_if_needed(s), RssTimeline(clock=lambda: dt.datetime.now(dt.UTC)) as rss:
         started = time.perf_counter()
         dag_run = daily.test(logical_date=dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
