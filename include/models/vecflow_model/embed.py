@@ -1,9 +1,10 @@
 """Embed one shard: `python -m vecflow_model.embed --manifest SHARD.parquet --output OUT.parquet ...`
 
 The container contract of the embedding job, the same on a GPU pod and as a local process. Reads
-a shard manifest (image_id, uri, source, listed_date, category), decodes and preprocesses images in
-DataLoader workers, embeds them under torch.inference_mode (AMP and channels_last on CUDA,
-optionally torch.compile) and writes one parquet file with a row per image: fingerprints, the
+a shard manifest (image_id, uri, source, listed_date, category), reads, hashes and decodes images in
+DataLoader workers, measures each batch on the job's device (vecflow_model.measure: fingerprints,
+pixel analyses, the model's input), embeds it under torch.inference_mode (AMP and channels_last on
+CUDA, optionally torch.compile) and writes one parquet file with a row per image: fingerprints, the
 vector, the pixel analyses and the model head's class (`analyses`, JSON keyed by analyser: what a
 taxonomy's tags are computed from, vecflow.tagging), and for an image that could not be used a
 reject_reason instead of a vector. The job knows no taxonomy: tags are the worker's business. The file is written under a temporary name and renamed, so a
