@@ -165,7 +165,7 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
     import torch
 
     from vecflow.demo.catalog import fashion_mnist
-    from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
+    from vecflow.demo.catalog.render import jpeg_bytes, render_tagged
     from vecflow_model.imaging import analysis_planes, decode
     from vecflow_model.measure import measure
     from vecflow_model.preprocess import SILHOUETTE
@@ -184,11 +184,7 @@ def measured_pool(taxonomy, seed: int = 0) -> dict:
         while len(rows) < RENDERS_PER_CATEGORY:
             colour = colours[rng.choice(len(colours), p=colour_p)]
             pattern = patterns[rng.choice(len(patterns), p=pattern_p)]
-            info = taxonomy.tag_info("pattern", pattern)
-            modulation = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
-            picture = render(
-                images[rng.choice(candidates)], tuple(taxonomy.tag_info("color", colour)["rgb"]), modulation, rng
-            )
+            picture = render_tagged(images[rng.choice(candidates)], taxonomy, colour, pattern, rng)
             planes = torch.from_numpy(analysis_planes(decode(jpeg_bytes(picture, 90)))[None])
             measured = measure(planes, SILHOUETTE).analyses[0]
             if measured is not None:

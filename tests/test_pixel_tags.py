@@ -14,7 +14,7 @@ from PIL import Image
 
 from vecflow.demo.catalog import fashion_mnist
 from vecflow.demo.catalog.generate import SOURCE_MAX_CORRELATION, distinct_sources
-from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render
+from vecflow.demo.catalog.render import jpeg_bytes, near_duplicate, pattern_modulation, render, render_tagged
 from vecflow.pixel_tags import colour_tags, pattern_tags
 from vecflow.taxonomy import load_taxonomy, parse_taxonomy
 from vecflow_model.imaging import DecodeError, _edge_projection, analysis_planes, decode
@@ -49,9 +49,7 @@ def rendered():
     out = []
     for i in range(300):
         color, pattern = colors[i % len(colors)], patterns[(i // len(colors)) % len(patterns)]
-        info = taxonomy.tag_info("pattern", pattern)
-        mod = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
-        picture = render(images[i], tuple(taxonomy.tag_info("color", color)["rgb"]), mod, rng)
+        picture = render_tagged(images[i], taxonomy, color, pattern, rng)
         out.append((picture, color, pattern, int(labels[i])))
     return out
 
@@ -161,9 +159,7 @@ def test_batched_measurements_equal_the_per_image_ones_they_replaced():
     planes = []
     for i in range(1000):
         color, pattern = colors[rng.integers(len(colors))], patterns[rng.integers(len(patterns))]
-        info = taxonomy.tag_info("pattern", pattern)
-        modulation = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
-        picture = render(images[i], tuple(taxonomy.tag_info("color", color)["rgb"]), modulation, rng)
+        picture = render_tagged(images[i], taxonomy, color, pattern, rng)
         planes.append(analysis_planes(decode(jpeg_bytes(picture, 90))))
     after = measure(torch.from_numpy(np.stack(planes)), SILHOUETTE)
 

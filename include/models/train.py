@@ -70,7 +70,7 @@ def rendered_catalog_accuracy(
 ) -> float:
     """Category accuracy on product photos drawn like the catalog (tint, pattern, JPEG), through
     the same decode -> preprocess path as the embedding job."""
-    from vecflow.demo.catalog.render import jpeg_bytes, pattern_modulation, render
+    from vecflow.demo.catalog.render import jpeg_bytes, render_tagged
     from vecflow.taxonomy import load_taxonomy
     from vecflow_model.imaging import analysis_planes, decode
     from vecflow_model.measure import measure
@@ -82,9 +82,7 @@ def rendered_catalog_accuracy(
     batch = []
     for i in range(count):
         color, pattern = rng.choice(colors), rng.choice(patterns)
-        info = taxonomy.tag_info("pattern", pattern)
-        mod = pattern_modulation(info.get("layout"), info.get("period_px"), 256)
-        picture = decode(jpeg_bytes(render(images[i], tuple(taxonomy.tag_info("color", color)["rgb"]), mod, rng), 90))
+        picture = decode(jpeg_bytes(render_tagged(images[i], taxonomy, color, pattern, rng), 90))
         batch.append(analysis_planes(picture))
     silhouettes = measure(torch.from_numpy(np.stack(batch)), SILHOUETTE).inputs
     _, probabilities = embed_all(model, silhouettes)

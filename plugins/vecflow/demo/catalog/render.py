@@ -47,6 +47,16 @@ def render(
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
+def render_tagged(
+    garment28: np.ndarray, taxonomy, color: str, pattern: str, rng: np.random.Generator, size: int = 256
+) -> Image.Image:
+    """`render` in a taxonomy's tags: the rgb of `color` (dimension "color") and the layout and
+    period of `pattern` (dimension "pattern")."""
+    info = taxonomy.tag_info("pattern", pattern)
+    modulation = pattern_modulation(info.get("layout"), info.get("period_px"), size)
+    return render(garment28, tuple(taxonomy.tag_info("color", color)["rgb"]), modulation, rng)
+
+
 def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
