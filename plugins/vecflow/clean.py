@@ -50,11 +50,10 @@ class _PoolBuilder:
     """The near-dedup pool filled batch by batch at the rows' positions."""
 
     def __init__(self, rows: int):
-        self.rows, self.dim = rows, None
+        self.rows = rows
         self.edges: np.ndarray | None = None
         self.dhashes = np.zeros(rows, dtype=np.uint64)
         self.images = np.zeros(rows, dtype=np.int64)
-        self.filled = np.zeros(rows, dtype=bool)
         self.earlier = 0
         self.ids: list[pa.Array] = []
         self.positions: list[np.ndarray] = []
@@ -68,7 +67,6 @@ class _PoolBuilder:
         self.edges[position] = signatures
         self.dhashes[position] = batch.column("dhash").to_numpy().view(np.uint64)
         self.images[position] = batch.column("image_code").to_numpy()
-        self.filled[position] = True
         self.earlier += int(pc.sum(pc.less(batch.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
         self.ids.append(batch.column("image_id"))
         self.positions.append(position)
@@ -76,18 +74,14 @@ class _PoolBuilder:
     def build(self) -> tuple[Pool, pa.Array]:
         """The pool and its image_ids in order. Rows numbered without a signature (an image embedded
         before edge signatures existed) are left out."""
-        arrival = np.empty(self.rows, dtype=np.int64)
+        arrival = np.full(self.rows, -1, dtype=np.int64)  # each position's row among the batches' rows
         arrival[np.concatenate(self.positions)] = np.arange(sum(len(p) for p in self.positions))
-        keep = None if self.filled.all() else np.flatnonzero(self.filled)
-        if keep is not None:
-            self.edges, self.dhashes, self.images, arrival = (
-                self.edges[keep],
-                self.dhashes[keep],
-                self.images[keep],
-                arrival[keep],
-            )
-        image_ids = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in self.ids])
-        return Pool(self.edges, self.dhashes, self.earlier, self.images), image_ids.take(pa.array(arrival))
+        edges, dhashes, images = self.edges, self.dhashes, self.images
+        if (arrival < 0).any():
+            keep = np.flatnonzero(arrival >= 0)
+            edges, dhashes, images, arrival = edges[keep], dhashes[keep], images[keep], arrival[keep]
+        image_ids = pa.concat_arrays(self.ids).take(pa.array(arrival))
+        return Pool(edges, dhashes, self.earlier, images), image_ids
 
 
 def _unit_rows(signatures: pa.Array | pa.ChunkedArray) -> np.ndarray:

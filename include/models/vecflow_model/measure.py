@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vecflow_model.imaging import channel_planes, dhash64, edge_signature
+from vecflow_model.imaging import EDGE_SIGNATURE_DIM, channel_planes, dhash64, edge_signature
 from vecflow_model.pixel_tags import analyse
 from vecflow_model.preprocess import Preprocessing, background_distance, silhouette_input
 
@@ -51,7 +51,7 @@ def measure(planes: torch.Tensor, preprocessing: Preprocessing, rgb: torch.Tenso
             inputs.append(silhouette_input(distance))
     return Measured(
         dhash,
-        np.concatenate(edges) if edges else np.zeros((0, 128), np.float32),
+        np.concatenate(edges) if edges else np.zeros((0, EDGE_SIGNATURE_DIM), np.float32),
         analyses,
-        torch.cat(inputs) if inputs else rgb.to(planes.device),
+        torch.cat(inputs) if rgb is None else rgb.to(planes.device),
     )
