@@ -18,7 +18,7 @@ def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, cle
     """Each of today's images with a near duplicate and its first one (image_id, match_id), for
     dedup_near.sql: the fingerprints of select_near_dup_pool.sql compared by vecflow.near_duplicates.
     The pool is read batch by batch, each row written at its position in (listed_date, image_id)
-    order (numbered by the warehouse) of one float32 matrix: no sort here, no second copy."""
+    order (numbered by the warehouse) of one float16 matrix: no sort here, no second copy."""
     pool = None
     for batch in warehouse.query_batches(
         "select_near_dup_pool",
@@ -59,16 +59,17 @@ class _PoolBuilder:
         self.positions: list[np.ndarray] = []
 
     def add(self, batch: pa.RecordBatch, run_date: dt.date) -> None:
-        position = batch.column("position").to_numpy()
+        # copies: a view of one column keeps the whole batch (its signatures) alive
+        position = batch.column("position").to_numpy().copy()
         signatures = _unit_rows(batch.column("edge_signature"))
         if self.edges is None:
-            self.edges = np.empty((self.rows, signatures.shape[1]), dtype=np.float32)
+            self.edges = np.empty((self.rows, signatures.shape[1]), dtype=np.float16)
         _one_length({self.edges.shape[1], signatures.shape[1]})
         self.edges[position] = signatures
         self.dhashes[position] = batch.column("dhash").to_numpy().view(np.uint64)
         self.images[position] = batch.column("image_code").to_numpy()
         self.earlier += int(pc.sum(pc.less(batch.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
-        self.ids.append(batch.column("image_id"))
+        self.ids.append(batch.column("image_id").take(pa.array(np.arange(batch.num_rows))))
         self.positions.append(position)
 
     def build(self) -> tuple[Pool, pa.Array]:

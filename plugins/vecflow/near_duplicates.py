@@ -45,7 +45,7 @@ class Pool:
     """Rows in (listed_date, image_id) order: the earlier partitions' first, today's last (`first_today`
     on). A row can only match one before it, so the first match of a row is its lowest match."""
 
-    edges: np.ndarray  # (n, d) float32, unit rows
+    edges: np.ndarray  # (n, d) unit rows: float16 (half the memory; cosines within ~2e-4) or float32
     dhashes: np.ndarray  # (n,) uint64
     first_today: int
     # a code per row, one per image_id: an image listed again is not its own duplicate (as in
@@ -65,7 +65,7 @@ def first_matches(pool: Pool, max_hamming: int, min_similarity: float, seed: int
     best = np.full(n, n, dtype=np.int64)
     rng = np.random.default_rng(seed)
     today = n - pool.first_today
-    coarse = pool.edges if n * today <= EXHAUSTIVE_PAIRS else _coarse(pool.edges, rng)
+    coarse = pool.edges.astype(np.float32, copy=False) if n * today <= EXHAUSTIVE_PAIRS else _coarse(pool.edges, rng)
     leaves = compared = 0
     # a cell: the rows placed in it (each row in its nearest cell) and today's rows that look in it
     stack = [(np.arange(n), np.arange(pool.first_today, n))]
@@ -93,16 +93,18 @@ def first_matches(pool: Pool, max_hamming: int, min_similarity: float, seed: int
 
 
 def _coarse(edges: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The rows in the COARSE_DIM principal directions of a sample, unit length: where the cells are
-    cut (4x cheaper to assign than the full signatures; near duplicates stay as close)."""
+    """The rows in the COARSE_DIM principal directions of a sample, unit length, float32: where the
+    cells are cut (4x cheaper to assign than the full signatures; near duplicates stay as close)."""
     import faiss
 
     if edges.shape[1] <= COARSE_DIM or len(edges) <= 3 * LEAF_SIZE:
-        return edges
+        return edges.astype(np.float32, copy=False)
     pca = faiss.PCAMatrix(edges.shape[1], COARSE_DIM)
-    pca.train(edges[rng.choice(len(edges), min(len(edges), PCA_SAMPLE), replace=False)])
-    coarse = pca.apply(edges)
-    coarse /= np.maximum(np.linalg.norm(coarse, axis=1, keepdims=True), 1e-12)
+    pca.train(edges[np.sort(rng.choice(len(edges), min(len(edges), PCA_SAMPLE), replace=False))].astype(np.float32))
+    coarse = np.empty((len(edges), COARSE_DIM), dtype=np.float32)
+    for start in range(0, len(edges), ASSIGN_BLOCK):  # float16 pools projected a block at a time
+        coarse[start : start + ASSIGN_BLOCK] = pca.apply(edges[start : start + ASSIGN_BLOCK].astype(np.float32))
+    faiss.normalize_L2(coarse)
     return coarse
 
 
@@ -153,10 +155,10 @@ def _group(values: np.ndarray, labels: np.ndarray, count: int) -> list[np.ndarra
 
 def _match_leaf(pool: Pool, rows: np.ndarray, queries: np.ndarray, max_hamming: int, min_similarity: float, best):
     """The queries against every row of the leaf before them: the lowest match of each into `best`."""
-    base = pool.edges[rows]
+    base = pool.edges[rows].astype(np.float32, copy=False)
     for start in range(0, len(queries), QUERY_BLOCK):
         block = queries[start : start + QUERY_BLOCK]
-        similar = pool.edges[block] @ base.T >= min_similarity
+        similar = pool.edges[block].astype(np.float32, copy=False) @ base.T >= min_similarity
         # a today row is in its own leaf: its similarity with itself cleared, so `any` finds the few
         # rows with a match instead of every row (m < q below would drop the pair anyway)
         own = np.searchsorted(rows, block).clip(max=len(rows) - 1)
