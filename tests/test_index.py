@@ -165,6 +165,47 @@ def test_the_gate_blocks_a_broken_index_at_every_nprobe_and_the_published_one_ke
     assert statuses[-2:] == ["published", "blocked"]
 
 
+def test_the_gate_blocks_a_window_whose_same_category_precision_drops(index_env, monkeypatch):
+    """A day whose catalog labels no longer follow the vectors' clusters (a model that mixes garments
+    up): recall against exact search stays perfect, but same-category precision@10 drops by more than
+    allowed and the window is blocked. A first version meets only the floor, off by default."""
+    warehouse, centers = index_env
+    s = settings()
+
+    def labelled_day(day, mixed: bool):
+        rng = np.random.default_rng(day.toordinal())
+        cluster = rng.integers(0, len(centers), 60)
+        vectors = centers[cluster] + rng.normal(scale=0.25, size=(60, 256))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        labels = rng.permutation(cluster) if mixed else cluster
+        rows = [
+            row(f"{day:%m%d}-{i:03d}", day, category="coat", catalog_category=f"kind-{label}", embedding=v.tolist())
+            for i, (v, label) in enumerate(zip(vectors, labels))
+        ]
+        load(warehouse, rows, day)
+        clean_partition(s, warehouse, day, "run-1")
+        build_day_indexes(s, warehouse, day, "run-1")
+        return build_and_publish(s, warehouse, day, "run-1", ["coat"])
+
+    [first] = labelled_day(DAYS[0], mixed=True)  # no floor by default: published whatever its precision
+    assert first["status"] == "published" and first["precision_at_10"] < 0.6
+    [second] = labelled_day(DAYS[1], mixed=False)
+    published = read_current(index_store(s), "m1", "coat").payload["version"]
+    assert second["version"] == published
+    with pytest.raises(IndexGateError, match=r"coat: same-category precision@10 0\.\d+ dropped more than 0\.05"):
+        labelled_day(DAYS[2], mixed=True)
+    assert read_current(index_store(s), "m1", "coat").payload["version"] == published
+    # the run report names the blocked version and why
+    from vecflow.run_report import write_run_report
+
+    page = write_run_report(s, warehouse, DAYS[2], "run-1").read_text()
+    assert "Blocked by the gate" in page and "same-category precision@10" in page
+    monkeypatch.setenv("VECFLOW_INDEX_MIN_PRECISION", "0.95")
+    from vecflow.index.window import gate_problem
+
+    assert "below the minimum 0.95" in gate_problem({"recall_at_10": 1.0, "precision_at_10": 0.9}, None, settings())
+
+
 def test_rollback_walks_back_and_the_loader_refuses_a_damaged_file(index_env):
     warehouse, centers = index_env
     s = settings()

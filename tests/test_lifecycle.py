@@ -102,7 +102,7 @@ def test_tombstones_hide_a_delisted_image_before_the_next_merge(index_env):  # n
     run_day(warehouse, DAYS[0], rows)
     target = np.asarray(rows[5]["embedding"], dtype=np.float32)
     library = load_library(index_store(s), "m1")
-    assert library.search(target, 3)["image_id"].iloc[0] == rows[5]["image_id"]
+    assert library.search(target, 3)[0]["image_id"] == rows[5]["image_id"]
     # delisted by a feed applied outside the daily run (no merge since): the tombstone hides it
     folder = s.paths.catalog_dir / "delisted" / f"date={DAYS[1]}"
     folder.mkdir(parents=True)
@@ -113,7 +113,7 @@ def test_tombstones_hide_a_delisted_image_before_the_next_merge(index_env):  # n
     assert refreshed.windows["coat"].index is library.windows["coat"].index  # same version, new tombstones
     assert rows[5]["image_id"] in served_ids(s)  # still in the index file
     results = refreshed.search(target, 3)
-    assert rows[5]["image_id"] not in set(results["image_id"]) and len(results) == 3
+    assert rows[5]["image_id"] not in {r["image_id"] for r in results} and len(results) == 3
 
 
 def test_filters_are_parsed_with_clear_errors():

@@ -117,6 +117,7 @@ def row(
     dhash=0,
     edge_signature=None,
     source="shop_a",
+    catalog_category=None,
 ):
     embedding = unit(seed_of(image_id)) if embedding is None else embedding
     # unrelated pictures: random edge signatures are far from each other (cosine ~0)
@@ -129,7 +130,7 @@ def row(
         "edge_signature": edge_signature,
         "source": source,
         "listed_date": day,
-        "catalog_category": category,
+        "catalog_category": catalog_category or category,
         "category": category,
         "model_version": model_version,
         "dim": len(embedding),

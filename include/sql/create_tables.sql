@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS {{ dataset }}.index_registry (
   created_at TIMESTAMP,
   recall_at_10 FLOAT64,
   precision_at_10 FLOAT64,
-  published_at TIMESTAMP
+  published_at TIMESTAMP,
+  gate_problem STRING
 );
 
 CREATE TABLE IF NOT EXISTS {{ dataset }}.funnel_metrics (

@@ -4,6 +4,7 @@ ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS edge_signature ARR
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS recall_at_10 FLOAT64;
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS precision_at_10 FLOAT64;
 ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS published_at TIMESTAMP;
+ALTER TABLE {{ dataset }}.index_registry ADD COLUMN IF NOT EXISTS gate_problem STRING;
 ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS alert_id STRING;
 ALTER TABLE {{ dataset }}.alerts ADD COLUMN IF NOT EXISTS attempts INT64;
 ALTER TABLE {{ dataset }}.vector_log ADD COLUMN IF NOT EXISTS reused BOOL;

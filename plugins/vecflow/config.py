@@ -601,6 +601,19 @@ class IndexSettings:
     max_recall_drop: float = setting(
         "VECFLOW_INDEX_MAX_RECALL_DROP", 0.02, "largest recall drop vs the published version", _float(0.0, 1.0)
     )
+    min_precision: float = setting(
+        "VECFLOW_INDEX_MIN_PRECISION",
+        0.0,
+        "same-category precision@10 a window needs to publish (0: no floor; later versions are also held to "
+        "VECFLOW_INDEX_MAX_PRECISION_DROP)",
+        _float(0.0, 1.0),
+    )
+    max_precision_drop: float = setting(
+        "VECFLOW_INDEX_MAX_PRECISION_DROP",
+        0.05,
+        "largest same-category precision@10 drop vs the published version",
+        _float(0.0, 1.0),
+    )
     keep_versions: int = setting("VECFLOW_INDEX_KEEP_VERSIONS", 5, "published versions kept per category", _int())
     long_tail_days: int = setting(
         "VECFLOW_INDEX_LONG_TAIL_DAYS", 90, "days past the window that long-tail vectors stay", _int()

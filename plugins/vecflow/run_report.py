@@ -163,9 +163,30 @@ def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
     }
 
 
+def blocked_indexes(registry: pd.DataFrame, model_version: str, run_date: dt.date) -> list[dict]:
+    """The window versions ending on `run_date` that the gate kept from publishing, and why."""
+    blocked = registry[
+        (registry["kind"] == "window")
+        & (registry["status"] == "blocked")
+        & (registry["model_version"] == model_version)
+        & (pd.to_datetime(registry["date_to"]).dt.date == run_date)
+    ]
+    return [
+        {
+            "category": r.category,
+            "version": r.path.rstrip("/").rsplit("/", 1)[-1],
+            "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
+            "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10),
+            "problem": r.gate_problem if isinstance(r.gate_problem, str) else "",
+        }
+        for r in blocked.sort_values("category").itertuples()
+    ]
+
+
 def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, quality: dict | None = None) -> Path:
     """Writes reports/<date>/index.html (replacing a rerun's) and refreshes reports/index.html."""
-    published = published_indexes(warehouse.table("index_registry"), settings.model_version)
+    registry = warehouse.table("index_registry")
+    published = published_indexes(registry, settings.model_version)
     trends = warehouse.table("tag_trends")
     movers = warehouse.query("trend_movers") if len(trends) else pd.DataFrame()
     movers_by_facet, facets_left_out = _movers_by_facet(movers) if len(movers) else ([], 0)
@@ -190,6 +211,7 @@ def write_run_report(settings, warehouse, run_date: dt.date, run_id: str, qualit
             "bonferroni": f"Bonferroni correction (family-wise error rate {settings.trends.alpha})",
         }[settings.trends.correction],
         indexes=[{"category": category, **index} for category, index in published.items()],
+        blocked=blocked_indexes(registry, settings.model_version, run_date),
         quality=quality,
         gx_docs="../gx/index.html" if gx_index.exists() else None,
     )

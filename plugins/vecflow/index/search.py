@@ -12,7 +12,8 @@ by the filter's selectivity lists (capped at every list), searches a small subse
 vectors reconstructed), and repeats over every list when it still found fewer than k of the matches.
 
 What a result shows (tags, folded duplicates, source, listing date, attributes) comes from the
-version's ids.parquet (METADATA_COLUMNS), so a search service needs the index store only.
+version's ids.parquet (vecflow.index.window.METADATA_COLUMNS), prepared as column arrays when the
+version loads, so a search service needs the index store only and a request builds k small dicts.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from vecflow.index.window import METADATA_COLUMNS
 
 RESULT_COLUMNS = [
     "rank",
@@ -110,7 +109,8 @@ def parse_filters(
 
 class Window:
     """One category's published window version in memory: the faiss index, its metadata (one row per
-    id) and manifest, with the lookups filtered search needs."""
+    id) and manifest, with the lookups filtered search and answers need, prepared at load: a request
+    reads k rows of column arrays, never a DataFrame."""
 
     def __init__(self, index, meta: pd.DataFrame, manifest: dict, tombstones: frozenset[str] = frozenset()):
         self.index, self.manifest = index, manifest
@@ -118,15 +118,24 @@ class Window:
         self.meta = meta.reset_index(drop=True)
         self.ids = self.meta["id"].to_numpy(dtype=np.int64)
         self.row_of = pd.Index(self.ids)
+        self.image_ids = self.meta["image_id"].to_numpy(dtype=object)
+        self.row_of_image = pd.Index(self.image_ids)
+        self.has_metadata = "tags" in self.meta.columns
+        # what an answer shows of a row, as column arrays (absent in versions built before metadata)
+        self.columns = {
+            column: self.meta[column].to_numpy(dtype=object) if column in self.meta.columns else None
+            for column in ("listed_date", "source", "tags", "duplicates", "attributes")
+        }
         self.ivf = _ivf(index)
         if self.ivf is not None:  # reconstruct by id: exact search over a small subset, search by image_id
             import faiss
 
             self.ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         self.nprobe = int(manifest.get("nprobe") or 1)
-        self.has_metadata = "tags" in self.meta.columns
         self._postings: dict[str, dict[str, np.ndarray]] = {}
         self._attributes: pd.DataFrame | None = None
+        self._listed_days: np.ndarray | None = None
+        self._canonical_of: pd.Series | None = None
         self.tombstoned = self.meta["image_id"].isin(tombstones).to_numpy()
 
     @classmethod
@@ -170,6 +179,12 @@ class Window:
             return np.full(len(self.meta), "", dtype=object)
         return self._attributes[name].map(lambda v: "" if v is None or v != v else str(v)).to_numpy()
 
+    def _listed(self) -> np.ndarray:
+        """Each row's listing date as datetime64[D] (built on first use)."""
+        if self._listed_days is None:
+            self._listed_days = pd.to_datetime(self.meta["listed_date"]).to_numpy().astype("datetime64[D]")
+        return self._listed_days
+
     def mask(self, flt: SearchFilter) -> np.ndarray | None:
         """The rows a search may return (filter and tombstones), or None for all of them."""
         keep = ~self.tombstoned if self.tombstoned.any() else None
@@ -190,59 +205,82 @@ class Window:
             for value in values:
                 hit[posting.get(value, [])] = True
             keep &= hit
-        if flt.listed_after or flt.listed_before:
-            listed = pd.to_datetime(self.meta["listed_date"]).dt.date.to_numpy()
-            if flt.listed_after:
-                keep &= listed >= flt.listed_after
-            if flt.listed_before:
-                keep &= listed <= flt.listed_before
+        if flt.listed_after:
+            keep &= self._listed() >= np.datetime64(flt.listed_after, "D")
+        if flt.listed_before:
+            keep &= self._listed() <= np.datetime64(flt.listed_before, "D")
         return keep
 
+    def canonical_of(self, image_id: str) -> str | None:
+        """The image a folded duplicate `image_id` was folded into, when this window holds it."""
+        if self._canonical_of is None:
+            duplicates = self.columns["duplicates"]
+            folded = pd.Series(duplicates if duplicates is not None else [], dtype=object).explode().dropna()
+            self._canonical_of = pd.Series(self.image_ids[folded.index.to_numpy()], index=folded.to_numpy())
+        found = self._canonical_of.get(image_id)
+        return None if found is None else str(found if np.ndim(found) == 0 else found.iloc[0])
+
     def vector_of(self, image_id: str) -> np.ndarray | None:
-        rows = np.flatnonzero(self.meta["image_id"].to_numpy() == image_id)
-        if not len(rows):
+        row = self.row_of_image.get_indexer([image_id])[0]
+        if row < 0:
             return None
-        return self.index.reconstruct(int(self.ids[rows[0]])).astype(np.float32)
+        return self.index.reconstruct(int(self.ids[row])).astype(np.float32)
 
     def search(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the top-k among the rows `keep` allows (all when None), best first."""
+        return self.search_batch(np.asarray(query).reshape(1, -1), k, keep)[0]
+
+    def search_batch(
+        self, queries: np.ndarray, k: int, keep: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """search() for each row of `queries` (m, d), in as few faiss calls as the filter allows."""
         import faiss
 
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         allowed = self.size if keep is None else int(keep.sum())
         want = min(k, allowed)
+        empty = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
         if want == 0:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+            return [empty] * len(queries)
         if keep is not None and allowed <= EXACT_SUBSET:
             rows = np.flatnonzero(keep)
-            vectors = self.index.reconstruct_batch(self.ids[rows])
-            scores = vectors @ query[0]
-            best = np.argsort(-scores, kind="stable")[:want]
-            return scores[best].astype(np.float32), rows[best]
+            scores = queries @ self.index.reconstruct_batch(self.ids[rows]).T
+            best = np.argsort(-scores, axis=1, kind="stable")[:, :want]
+            return [(scores[i, b].astype(np.float32), rows[b]) for i, b in enumerate(best)]
         nlist = self.ivf.nlist if self.ivf is not None else 1
-        nprobe = self.nprobe
-        selector = batch = None
+        answers: list = [None] * len(queries)
+        pending = np.arange(len(queries))
         selectivity = allowed / max(self.size, 1)
         if keep is not None and selectivity >= POST_FILTER_SELECTIVITY:
             # a broad filter: an id selector over so many ids costs more than the search, so rank
             # k / selectivity (twice over) without one and keep the matches; too few: the selector
-            scores, found = self._search(query, min(self.size, math.ceil(2 * k / selectivity)), nprobe, None)
-            rows = self.row_of.get_indexer(found)
-            hit = keep[rows]
-            if hit.sum() >= want:
-                return scores[hit][:want], rows[hit][:want]
-        if keep is not None:
+            fetch = min(self.size, math.ceil(2 * k / selectivity))
+            for i, (scores, found) in enumerate(self._search(queries, fetch, self.nprobe, None)):
+                rows = self.row_of.get_indexer(found)
+                hit = keep[rows]
+                if hit.sum() >= want:
+                    answers[i] = (scores[hit][:want], rows[hit][:want])
+            pending = np.array([i for i in pending if answers[i] is None], dtype=np.int64)
+        selector = batch = None
+        nprobe = self.nprobe
+        if keep is not None and len(pending):
             nprobe = min(nlist, math.ceil(self.nprobe / selectivity))
             # the smaller id set: the matches, or (IDSelectorNot) those that do not match
             batch = faiss.IDSelectorBatch(self.ids[keep] if 2 * allowed <= self.size else self.ids[~keep])
             selector = batch if 2 * allowed <= self.size else faiss.IDSelectorNot(batch)
-        scores, found = self._search(query, want, nprobe, selector)
-        if len(found) < want and nprobe < nlist:  # IVF's lists held fewer matches than asked: every list
-            scores, found = self._search(query, want, nlist, selector)
+        if len(pending):
+            for i, (scores, found) in zip(pending, self._search(queries[pending], want, nprobe, selector)):
+                answers[i] = (scores, self.row_of.get_indexer(found))
+            # IVF's lists held fewer matches than asked: every list
+            short = np.array([i for i in pending if len(answers[i][1]) < want], dtype=np.int64)
+            if len(short) and nprobe < nlist:
+                for i, (scores, found) in zip(short, self._search(queries[short], want, nlist, selector)):
+                    answers[i] = (scores, self.row_of.get_indexer(found))
         del selector, batch  # after the searches: faiss holds raw pointers to both
-        return scores, self.row_of.get_indexer(found)
+        return answers
 
-    def _search(self, query, k: int, nprobe: int, selector) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries, k: int, nprobe: int, selector) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(scores, ids) per query, without faiss's -1 padding."""
         import faiss
 
         if self.ivf is not None:
@@ -251,16 +289,25 @@ class Window:
             params = faiss.SearchParameters()
         if selector is not None:
             params.sel = selector
-        scores, found = self.index.search(query, k, params=params)
-        valid = found[0] != -1
-        return scores[0][valid], found[0][valid]
+        scores, found = self.index.search(queries, k, params=params)
+        return [(s[f != -1], f[f != -1]) for s, f in zip(scores, found)]
 
-    def results(self, scores: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-        out = self.meta.iloc[rows].copy()
-        out["score"] = scores.astype(float)
-        out["category"] = self.category
-        out["index_version"] = self.version
-        return out
+    def record(self, row: int, score: float) -> dict:
+        """What an answer shows of a row (RESULT_COLUMNS less rank); attributes stay their JSON text."""
+        listed, source, tags, duplicates, attributes = (
+            None if values is None else values[row] for values in self.columns.values()
+        )
+        return {
+            "image_id": self.image_ids[row],
+            "score": float(score),
+            "category": self.category,
+            "listed_date": None if listed is None or listed != listed else str(listed)[:10],
+            "source": source if isinstance(source, str) else None,
+            "tags": [] if tags is None or np.ndim(tags) == 0 else [str(t) for t in tags],
+            "duplicates": [] if duplicates is None or np.ndim(duplicates) == 0 else [str(d) for d in duplicates],
+            "attributes": attributes if isinstance(attributes, str) else None,
+            "index_version": self.version,
+        }
 
 
 def _ivf(index):
@@ -288,6 +335,10 @@ class Library:
     def versions(self) -> dict[str, str]:
         return {category: window.version for category, window in sorted(self.windows.items())}
 
+    @property
+    def dim(self) -> int:
+        return next(iter(self.windows.values())).index.d
+
     def categories_for(self, category: str | None, flt: SearchFilter) -> list[str]:
         """The categories to search: the filter's `category` values, or `category` ('all' or None: every one)."""
         wanted = flt.values("category") or ({category} if category not in (None, "all") else None)
@@ -308,39 +359,59 @@ class Library:
         category: str | None = None,
         flt: SearchFilter = SearchFilter(),
         exclude: str | None = None,
-    ) -> pd.DataFrame:
+    ) -> list[dict]:
         """The top-k over the categories (see categories_for) that match `flt`, without delisted
-        images (nor `exclude`, the query's own image); RESULT_COLUMNS."""
+        images (nor `exclude`, the query's own image): a dict per result (RESULT_COLUMNS), best first."""
+        return self.search_batch(np.asarray(vector).reshape(1, -1), k, category, flt, [exclude])[0]
+
+    def search_batch(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        category: str | None = None,
+        flt: SearchFilter = SearchFilter(),
+        excludes: list[str | None] | None = None,
+    ) -> list[list[dict]]:
+        """search() for each row of `vectors` (m, d): one faiss search per window for them all."""
         if k < 1:
             raise SearchError(f"k must be at least 1, not {k}")
-        frames = []
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise SearchError(f"vectors of {vectors.shape[-1]} numbers; the served model's have {self.dim}")
+        excludes = excludes or [None] * len(vectors)
+        # one more than asked when a query excludes its own image, which may be among them
+        fetch = k + any(e is not None for e in excludes)
+        found: list[list[tuple[float, Window, int]]] = [[] for _ in vectors]
         for name in self.categories_for(category, flt):
             window = self.windows[name]
-            keep = window.mask(flt)
-            if exclude is not None:
-                own = window.meta["image_id"].to_numpy() == exclude
-                if own.any():
-                    keep = (np.ones(window.size, dtype=bool) if keep is None else keep) & ~own
-            scores, rows = window.search(vector, k, keep)
-            frames.append(window.results(scores, rows))
-        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METADATA_COLUMNS)
-        if results.empty:
-            return pd.DataFrame(columns=RESULT_COLUMNS)
-        # an image listed again on a later day may sit in two categories' windows: once, at its best
-        results = results.sort_values("score", ascending=False, kind="stable").drop_duplicates("image_id")
-        results = results.head(k).reset_index(drop=True)
-        results.insert(0, "rank", range(1, len(results) + 1))
-        for column in RESULT_COLUMNS:
-            if column not in results.columns:
-                results[column] = None
-        return results[RESULT_COLUMNS]
+            for hits, (scores, rows) in zip(found, window.search_batch(vectors, fetch, window.mask(flt))):
+                hits.extend((score, window, row) for score, row in zip(scores.tolist(), rows.tolist()))
+        answers = []
+        for hits, exclude in zip(found, excludes):
+            # an image listed again on a later day may sit in two categories' windows: once, at its best
+            seen, records = {exclude}, []
+            for score, window, row in sorted(hits, key=lambda hit: -hit[0]):
+                image_id = window.image_ids[row]
+                if image_id in seen:
+                    continue
+                seen.add(image_id)
+                records.append({"rank": len(records) + 1, **window.record(row, score)})
+                if len(records) == k:
+                    break
+            answers.append(records)
+        return answers
 
-    def vector_of(self, image_id: str) -> tuple[np.ndarray, str]:
-        """A served image's vector and category (SearchError when no published window has it)."""
+    def resolve(self, image_id: str) -> tuple[np.ndarray, str, str]:
+        """A catalog image's vector, category and the image searched as: itself when served, its
+        canonical image when it was folded as a duplicate (SearchError when neither is served)."""
         for name, window in sorted(self.windows.items()):
             vector = window.vector_of(image_id)
             if vector is not None:
-                return vector, name
+                return vector, name, image_id
+        for window in self.windows.values():
+            canonical = window.canonical_of(image_id)
+            if canonical is not None:
+                vector, name, _ = self.resolve(canonical)
+                return vector, name, canonical
         raise SearchError(f"image_id {image_id!r} is not in any published index of {self.model_version}")
 
 
@@ -424,6 +495,6 @@ def search(
     )
     library = load_library(index_store(settings), settings.model_version)
     chosen = category if category is not None or flt.values("category") else predicted
-    results = library.search(vector, k, chosen, flt)
+    results = pd.DataFrame(library.search(vector, k, chosen, flt), columns=RESULT_COLUMNS)
     results.attrs["predicted_category"] = predicted
     return results

@@ -8,8 +8,9 @@ re-adding); exact day indexes from before the IVF was trained are added from the
 Expiry: days older than the window leave it, except their long-tail items: those up to
 `index_long_tail_days` old whose nearest neighbour in the window has cosine below
 `index_long_tail_similarity` (nothing like them is listed any more, so they stay searchable; seed
-001 5.4). A version is published only when its recall@10 against exact search reaches the configured
-minimum and has not dropped beyond the tolerance from the published one; publishing (and rollback)
+001 5.4). A version is published only when its recall@10 against exact search and its same-category
+precision@10 (the catalog's labels of its neighbours) reach their minimums and have not dropped
+beyond their tolerances from the published one's (gate_problem); publishing (and rollback)
 swaps CURRENT with a precondition on the pointer it read (PointerConflict when another writer got
 there first), so a reader sees one version or the other and no switch is lost.
 """
@@ -352,10 +353,9 @@ def _build_window(
         )
     counts["long_tail_kept"] = len(tail)
     counts["long_tail_from"] = tail_from.isoformat()
-    previous_recall = None
+    previous = None  # the published version's evaluation, which the gate compares with
     if published:
         previous = store.manifest(window_key(settings.model_version, category, published.payload["version"]))
-        previous_recall = previous.get("recall_at_10") if previous else None
     ids = window_metadata(ids, pd.concat([in_window, tail]))
     removed = hashlib.sha1(",".join(sorted(dropped["image_id"].unique())).encode()).hexdigest()
     version = version_name(
@@ -366,9 +366,10 @@ def _build_window(
         + f"|delisted:{removed}|metadata:{METADATA_FORMAT}",
     )
     if published and published.payload["version"] == version:
-        previous_recall = None  # an unchanged rerun is not compared with itself
+        previous = None  # an unchanged rerun is not compared with itself
     # the smallest nprobe that meets the gate (autofaiss's way), not a fixed one: the gate then
     # blocks only a window no nprobe up to every list can make good (a broken index or model)
+    previous_recall = (previous or {}).get("recall_at_10")
     target = max(settings.index.min_recall, (previous_recall or 0.0) - settings.index.max_recall_drop)
     quality = evaluate(
         index,
@@ -397,7 +398,7 @@ def _build_window(
                 **quality,
             },
         )
-    problem = gate_problem(quality["recall_at_10"], previous_recall, settings)
+    problem = gate_problem(quality, previous, settings)
     row = {
         "model_version": settings.model_version,
         "category": category,
@@ -413,6 +414,7 @@ def _build_window(
         "created_at": pd.Timestamp.now(tz="UTC"),
         "recall_at_10": quality["recall_at_10"],
         "precision_at_10": quality["precision_at_10"],
+        "gate_problem": problem,
     }
     result = {
         "category": category,
@@ -443,17 +445,28 @@ def prune_versions(settings, store: IndexStore, category: str) -> list[str]:
     return [store.uri(window_key(settings.model_version, category, v)) for v in deleted]
 
 
-def gate_problem(recall: float | None, previous_recall: float | None, settings) -> str | None:
-    if recall is None:
-        return None
-    if recall < settings.index.min_recall:
-        return f"recall@10 {recall:.4f} below the minimum {settings.index.min_recall}"
-    if previous_recall is not None and recall < previous_recall - settings.index.max_recall_drop:
-        return (
-            f"recall@10 {recall:.4f} dropped more than {settings.index.max_recall_drop} from the "
-            f"published {previous_recall:.4f}"
-        )
-    return None
+def gate_problem(quality: dict, previous: dict | None, settings) -> str | None:
+    """Why a window version must not publish (None: it may): recall@10 against exact search or
+    same-category precision@10 below its floor, or dropped from the `previous` (published) version's
+    by more than allowed."""
+    problems = []
+    for metric, name, floor, drop in (
+        ("recall_at_10", "recall@10", settings.index.min_recall, settings.index.max_recall_drop),
+        (
+            "precision_at_10",
+            "same-category precision@10",
+            settings.index.min_precision,
+            settings.index.max_precision_drop,
+        ),
+    ):
+        value, before = quality.get(metric), (previous or {}).get(metric)
+        if value is None:
+            continue
+        if value < floor:
+            problems.append(f"{name} {value:.4f} below the minimum {floor}")
+        elif before is not None and value < before - drop:
+            problems.append(f"{name} {value:.4f} dropped more than {drop} from the published {before:.4f}")
+    return "; ".join(problems) or None
 
 
 def rollback(settings, warehouse, category: str) -> str:
