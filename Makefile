@@ -59,10 +59,10 @@ $(BQ_STAMP): requirements-bqemulator.txt
 setup: $(STAMP) $(EDITABLE) $(FASHION_MNIST)
 
 catalog: setup
-	$(VENV)/bin/python -m vecflow.cli generate-catalog $(CATALOG_ARGS)
+	$(VENV)/bin/python -m vecflow.demo generate-catalog $(CATALOG_ARGS)
 
 run: setup
-	$(VENV)/bin/python -m vecflow.cli run $(CATALOG_ARGS)
+	$(VENV)/bin/python -m vecflow.demo run $(CATALOG_ARGS)
 
 # every tier: unit, integration (servers on loopback), e2e (DAG runs), scheduler (airflow standalone)
 test: setup $(BQ_STAMP) lint
@@ -96,7 +96,7 @@ bench: setup
 SEARCH_PORT ?= 9200
 airflow: setup
 	mkdir -p $(VECFLOW_HOME)/airflow
-	setsid $(VENV)/bin/python -m vecflow.cli search-server --port $(SEARCH_PORT) & es=$$!; \
+	setsid $(VENV)/bin/python -m vecflow.demo search-server --port $(SEARCH_PORT) & es=$$!; \
 	AIRFLOW_CONN_ELASTICSEARCH_DEFAULT=elasticsearch://127.0.0.1:$(SEARCH_PORT) \
 	AIRFLOW_HOME=$(VECFLOW_HOME)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__PARALLELISM=4 \

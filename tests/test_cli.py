@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from vecflow.cli import main
+from vecflow.demo.__main__ import main as demo_main
 from vecflow.warehouse import get_warehouse
 
 
@@ -15,7 +16,7 @@ def test_malformed_trend_spec_stops_the_run_before_anything_starts(tmp_path, vec
     spec = tmp_path / "trends.json"
     spec.write_text(json.dumps({"trends": [{"dimension": "color", "tag": "teal", "from_share": 0.1, "to_share": 0.2}]}))
     with caplog.at_level(logging.ERROR):
-        assert main(["run", "--days", "2", "--trends", str(spec)]) == 2
+        assert demo_main(["run", "--days", "2", "--trends", str(spec)]) == 2
     assert "trends[0].tag='teal'" in caplog.text
     assert not (vecflow_home / "catalog").exists() and not (vecflow_home / "airflow").exists()
 
@@ -23,7 +24,7 @@ def test_malformed_trend_spec_stops_the_run_before_anything_starts(tmp_path, vec
 def test_bad_settings_are_named(vecflow_home, monkeypatch, caplog):
     monkeypatch.setenv("VECFLOW_SHARD_SIZE", "lots")
     with caplog.at_level(logging.ERROR):
-        assert main(["generate-catalog", "--days", "1", "--images-per-day", "8"]) == 2
+        assert demo_main(["generate-catalog", "--days", "1", "--images-per-day", "8"]) == 2
     assert "VECFLOW_SHARD_SIZE='lots' is not an integer" in caplog.text
 
 

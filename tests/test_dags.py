@@ -193,7 +193,7 @@ def test_airflow_dags_test_runs_a_partition(airflow_db, tmp_path, monkeypatch):
     }
     env |= {"VECFLOW_HOME": str(tmp_path), "VECFLOW_SEARCH_SINK": "none"}
     generate = ["generate-catalog", "--start-date", "2026-03-30", "--days", "1", "--images-per-day", "6"]
-    subprocess.run([sys.executable, "-m", "vecflow.cli", *generate], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "vecflow.demo", *generate], env=env, check=True, capture_output=True)
     airflow = Path(sys.executable).parent / "airflow"
     done = subprocess.run(
         [airflow, "dags", "test", "vecflow_daily", "2026-03-31"], env=env, capture_output=True, text=True, timeout=500

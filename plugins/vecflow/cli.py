@@ -1,6 +1,7 @@
-"""Command line (`python -m vecflow.cli`, or `vecflow`): search the published indexes, roll an index
-back, switch the serving model; and the demo's commands (generate-catalog, run, search-server),
-which live in vecflow.demo.runner.
+"""Command line (`python -m vecflow.cli`, or `vecflow`): search the published indexes, serve them,
+roll an index back, switch the serving model, import a catalog, train heads and retag, migrate,
+acknowledge alerts. The demo's commands (generate-catalog, run, search-server) are
+`python -m vecflow.demo`.
 """
 
 from __future__ import annotations
@@ -210,14 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU build it tries
     parser = argparse.ArgumentParser(prog="python -m vecflow.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from vecflow.demo import runner as demo
-
-    gen = sub.add_parser("generate-catalog", help="demo: generate the catalog and its truth under VECFLOW_HOME")
-    demo.add_catalog_args(gen)
-    run = sub.add_parser("run", help="demo: generate the catalog if needed and run the pipeline through Airflow")
-    demo.add_catalog_args(run)
-    server = sub.add_parser("search-server", help="demo: run the loopback Elasticsearch-compatible server")
-    server.add_argument("--port", type=int, default=9200)
     finder = sub.add_parser("search", help="nearest catalog images of a picture, from the published indexes")
     finder.add_argument("--image", type=Path, required=True)
     finder.add_argument("--k", type=int, default=10)
@@ -290,15 +283,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings().check()  # a malformed variable of any group stops the command before it starts
-        if args.command == "generate-catalog":
-            demo.generate_catalog(args)
-            return 0
         commands = {
-            "search-server": demo.cmd_search_server,
             "search": cmd_search,
             "serve": cmd_serve,
             "index-rollback": cmd_index_rollback,
-            "run": demo.cmd_run,
             "switch-model": cmd_switch_model,
             "alerts": cmd_alerts_ack,
             "catalog": cmd_catalog_import,
@@ -314,7 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         ModelSwitchError,
         CatalogError,
         IndexGateError,
-        demo.RunError,
         CommandError,
         HeadError,
         TaggingError,

@@ -786,10 +786,20 @@ class Settings:
         never call this at DAG parse time."""
         if self.model_override:
             return self.model_override
-        from vecflow.index.pointers import serving_model_version
+        from vecflow.index.pointers import SERVING, switched_model_version
         from vecflow.index.store import index_store
 
-        return serving_model_version(index_store(self), self.embed.model_version)
+        store, configured = index_store(self), self.embed.model_version
+        serving = switched_model_version(store)
+        if serving is None:
+            return configured or DEFAULT_MODEL_VERSION
+        if configured and configured != serving:  # the daily run would embed with a model other than the served
+            raise ConfigError(
+                f"VECFLOW_MODEL_VERSION={configured!r} but {store.uri(SERVING)} names {serving!r} (switched by a "
+                f"reindex run): unset the variable, or switch back with `python -m vecflow.cli "
+                f"switch-model --model-version {configured}`"
+            )
+        return serving
 
     def with_model(self, model_version: str) -> Settings:
         return Settings(self.environ, model_override=model_version)

@@ -5,7 +5,7 @@ trains the head dimensions on the generator's labelled sample (`tags train`) and
 them (`vecflow_retag`); then `vecflow_trends`, and prints the summary with the planted-truth checks
 and every dimension's tags against the truth. With the Elasticsearch sink on and no connection
 defined, it starts the loopback stand-in server for the run (data under VECFLOW_HOME/elasticsearch).
-`python -m vecflow.cli run|generate-catalog|search-server` reach it.
+`python -m vecflow.demo run|generate-catalog|search-server` reach it.
 """
 
 from __future__ import annotations
