@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vecflow.near_duplicates import Pool, first_matches
+from vecflow.near_duplicates import Pool, first_matches, quantize
 
 MIN_NORM = 0.5  # vectors are L2-normalised; far from 1 means a broken model or a zero vector
 MAX_NORM = 1.5
@@ -18,7 +18,8 @@ def near_duplicate_matches(warehouse, run_date: dt.date, model_version: str, cle
     """Each of today's images with a near duplicate and its first one (image_id, match_id), for
     dedup_near.sql: the fingerprints of select_near_dup_pool.sql compared by vecflow.near_duplicates.
     The pool is read batch by batch, each row written at its position in (listed_date, image_id)
-    order (numbered by the warehouse) of one float16 matrix: no sort here, no second copy."""
+    order (numbered by the warehouse) of one int8 matrix (near_duplicates.quantize): no sort here, no
+    second copy."""
     pool = None
     for batch in warehouse.query_batches(
         "select_near_dup_pool",
@@ -52,6 +53,7 @@ class _PoolBuilder:
     def __init__(self, rows: int):
         self.rows = rows
         self.edges: np.ndarray | None = None
+        self.scales = np.zeros(rows, dtype=np.float32)
         self.dhashes = np.zeros(rows, dtype=np.uint64)
         self.images = np.zeros(rows, dtype=np.int64)
         self.earlier = 0
@@ -63,9 +65,9 @@ class _PoolBuilder:
         position = batch.column("position").to_numpy().copy()
         signatures = _unit_rows(batch.column("edge_signature"))
         if self.edges is None:
-            self.edges = np.empty((self.rows, signatures.shape[1]), dtype=np.float16)
+            self.edges = np.empty((self.rows, signatures.shape[1]), dtype=np.int8)
         _one_length({self.edges.shape[1], signatures.shape[1]})
-        self.edges[position] = signatures
+        self.edges[position], self.scales[position] = quantize(signatures)
         self.dhashes[position] = batch.column("dhash").to_numpy().view(np.uint64)
         self.images[position] = batch.column("image_code").to_numpy()
         self.earlier += int(pc.sum(pc.less(batch.column("listed_date"), pa.scalar(run_date))).as_py() or 0)
@@ -77,12 +79,18 @@ class _PoolBuilder:
         before edge signatures existed) are left out."""
         arrival = np.full(self.rows, -1, dtype=np.int64)  # each position's row among the batches' rows
         arrival[np.concatenate(self.positions)] = np.arange(sum(len(p) for p in self.positions))
-        edges, dhashes, images = self.edges, self.dhashes, self.images
+        edges, scales, dhashes, images = self.edges, self.scales, self.dhashes, self.images
         if (arrival < 0).any():
             keep = np.flatnonzero(arrival >= 0)
-            edges, dhashes, images, arrival = edges[keep], dhashes[keep], images[keep], arrival[keep]
+            edges, scales, dhashes, images, arrival = (
+                edges[keep],
+                scales[keep],
+                dhashes[keep],
+                images[keep],
+                arrival[keep],
+            )
         image_ids = pa.concat_arrays(self.ids).take(pa.array(arrival))
-        return Pool(edges, dhashes, self.earlier, images), image_ids
+        return Pool(edges, dhashes, self.earlier, images, scales), image_ids
 
 
 def _unit_rows(signatures: pa.Array | pa.ChunkedArray) -> np.ndarray:
