@@ -69,7 +69,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from vecflow.serve import serve
 
-    serve(settings(), args.host, args.port, args.poll_seconds)
+    serve(settings(), args.host, args.port, args.poll_seconds, args.access_log)
     return 0
 
 
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     server_cmd.add_argument(
         "--poll-seconds", type=float, default=30.0, help="how often to look for new published versions"
     )
+    server_cmd.add_argument("--access-log", action="store_true", help="log a line per request")
     back = sub.add_parser("index-rollback", help="serve the window index published before the current one")
     back.add_argument("--category", required=True)
     switch = sub.add_parser("switch-model", help="serve another model's indexes (the reindex switch gate applies)")

@@ -77,13 +77,17 @@ class SearchFilter:
 
 
 def parse_filters(
-    pairs: Iterable[str], listed_after: dt.date | None = None, listed_before: dt.date | None = None
+    pairs: Iterable[str],
+    listed_after: dt.date | None = None,
+    listed_before: dt.date | None = None,
+    taxonomy=None,
 ) -> SearchFilter:
-    """`key=value` pairs (a key given twice matches either value): a tag dimension of the taxonomy
-    (`color=red`, `category=dress`), `source`, or `attributes.<name>` (a catalog column)."""
+    """`key=value` pairs (a key given twice matches either value): a tag dimension of `taxonomy` (the
+    configured one when None, read from its file) (`color=red`, `category=dress`), `source`, or
+    `attributes.<name>` (a catalog column)."""
     from vecflow.taxonomy import load_taxonomy
 
-    taxonomy = load_taxonomy()
+    taxonomy = taxonomy or load_taxonomy()
     wanted: dict[str, set[str]] = {}
     for pair in pairs:
         key, sep, value = str(pair).partition("=")
@@ -117,7 +121,9 @@ class Window:
         self.category, self.version = manifest["category"], manifest["version"]
         self.meta = meta.reset_index(drop=True)
         self.ids = self.meta["id"].to_numpy(dtype=np.int64)
-        self.row_of = pd.Index(self.ids)
+        # faiss answers ids; their rows by binary search (pandas' hashed lookup cost ~50 us a call)
+        self._id_order = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[self._id_order]
         self.image_ids = self.meta["image_id"].to_numpy(dtype=object)
         self.row_of_image = pd.Index(self.image_ids)
         self.has_metadata = "tags" in self.meta.columns
@@ -211,6 +217,10 @@ class Window:
             keep &= self._listed() <= np.datetime64(flt.listed_before, "D")
         return keep
 
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """The metadata rows of faiss ids (each id is in the window)."""
+        return self._id_order[np.searchsorted(self._sorted_ids, ids)]
+
     def canonical_of(self, image_id: str) -> str | None:
         """The image a folded duplicate `image_id` was folded into, when this window holds it."""
         if self._canonical_of is None:
@@ -256,7 +266,7 @@ class Window:
             # k / selectivity (twice over) without one and keep the matches; too few: the selector
             fetch = min(self.size, math.ceil(2 * k / selectivity))
             for i, (scores, found) in enumerate(self._search(queries, fetch, self.nprobe, None)):
-                rows = self.row_of.get_indexer(found)
+                rows = self.rows_of(found)
                 hit = keep[rows]
                 if hit.sum() >= want:
                     answers[i] = (scores[hit][:want], rows[hit][:want])
@@ -270,12 +280,12 @@ class Window:
             selector = batch if 2 * allowed <= self.size else faiss.IDSelectorNot(batch)
         if len(pending):
             for i, (scores, found) in zip(pending, self._search(queries[pending], want, nprobe, selector)):
-                answers[i] = (scores, self.row_of.get_indexer(found))
+                answers[i] = (scores, self.rows_of(found))
             # IVF's lists held fewer matches than asked: every list
             short = np.array([i for i in pending if len(answers[i][1]) < want], dtype=np.int64)
             if len(short) and nprobe < nlist:
                 for i, (scores, found) in zip(short, self._search(queries[short], want, nlist, selector)):
-                    answers[i] = (scores, self.row_of.get_indexer(found))
+                    answers[i] = (scores, self.rows_of(found))
         del selector, batch  # after the searches: faiss holds raw pointers to both
         return answers
 
@@ -294,20 +304,29 @@ class Window:
 
     def record(self, row: int, score: float) -> dict:
         """What an answer shows of a row (RESULT_COLUMNS less rank); attributes stay their JSON text."""
+        columns = self.columns
         listed, source, tags, duplicates, attributes = (
-            None if values is None else values[row] for values in self.columns.values()
+            None if columns[c] is None else columns[c][row]
+            for c in ("listed_date", "source", "tags", "duplicates", "attributes")
         )
         return {
             "image_id": self.image_ids[row],
-            "score": float(score),
+            "score": score,
             "category": self.category,
             "listed_date": None if listed is None or listed != listed else str(listed)[:10],
             "source": source if isinstance(source, str) else None,
-            "tags": [] if tags is None or np.ndim(tags) == 0 else [str(t) for t in tags],
-            "duplicates": [] if duplicates is None or np.ndim(duplicates) == 0 else [str(d) for d in duplicates],
+            "tags": _strings(tags),
+            "duplicates": _strings(duplicates),
             "attributes": attributes if isinstance(attributes, str) else None,
             "index_version": self.version,
         }
+
+
+def _strings(values) -> list[str]:
+    """A list cell (an array from parquet, a list, or nothing) as a list of strings."""
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    return [str(v) for v in values] if isinstance(values, list | tuple) else []
 
 
 def _ivf(index):
