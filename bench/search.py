@@ -130,9 +130,9 @@ def main() -> int:
     colours_of = {"50%": ["black", "blue", "red"], "5%": ["blue", "red"], "0.5%": ["red"]}
     for name in SELECTIVITIES:
         flt = parse_filters([f"color={c}" for c in colours_of[name]])
-        mask = window.mask(flt)
-        subset = np.flatnonzero(mask)
-        times, out = timed(lambda q: window.search(q, K, mask), queries)
+        selection = window.select(flt)  # prepared once, as the service keeps it for the next request
+        subset = np.flatnonzero(selection.keep)
+        times, out = timed(lambda q: window.search(q, K, selection), queries)
         recalls, full = [], True
         for q, (_, rows) in zip(queries, out):
             exact = subset[np.argsort(-(x[subset] @ q))[:K]]

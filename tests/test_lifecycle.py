@@ -344,3 +344,14 @@ def test_a_warehouse_catalog_without_a_delist_table_removes_nothing(vecflow_home
     folder.mkdir(parents=True)
     FEED.to_csv(folder / "feed.csv", index=False)  # files are the files source's feed, not read here
     assert read_delist_feed(settings(), None, FEED_DAY) is None
+
+
+def test_a_filter_is_prepared_once_and_new_tombstones_are_never_served_stale():
+    window, _, _ = synthetic_window(n=6000, nlist=16)
+    flt = parse_filters(["color=blue"])
+    first = window.select(flt)
+    assert window.select(flt) is first and window.select(parse_filters([])) is None
+    gone = window.meta["image_id"].iloc[np.flatnonzero(first.keep)[0]]
+    twin = window.with_tombstones(frozenset([gone]))
+    assert twin.select(flt) is not first and twin.select(flt).allowed == first.allowed - 1
+    assert twin.select(parse_filters([])).allowed == window.size - 1

@@ -23,6 +23,8 @@ import datetime as dt
 import io
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,6 +43,7 @@ RESULT_COLUMNS = [
     "attributes",
     "index_version",
 ]
+FILTER_CACHE = 32  # filters a window keeps prepared (Window.select)
 EXACT_SUBSET = 4096  # a filtered subset this small is searched exactly, from its reconstructed vectors
 POST_FILTER_SELECTIVITY = 0.2  # a filter matching this share or more is applied to an over-fetched result
 TOMBSTONES = "TOMBSTONES.parquet"  # the index store's tombstone set (vecflow.lifecycle writes it)
@@ -142,7 +145,13 @@ class Window:
         self._attributes: pd.DataFrame | None = None
         self._listed_days: np.ndarray | None = None
         self._canonical_of: pd.Series | None = None
+        self._tombstone(tombstones)
+
+    def _tombstone(self, tombstones: frozenset[str]) -> None:
         self.tombstoned = self.meta["image_id"].isin(tombstones).to_numpy()
+        self.any_tombstoned = bool(self.tombstoned.any())
+        self._selections: OrderedDict[SearchFilter, Selection] = OrderedDict()  # they hold the tombstones
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, store, model_version: str, category: str, tombstones: frozenset[str] = frozenset()) -> Window:
@@ -155,7 +164,7 @@ class Window:
     def with_tombstones(self, tombstones: frozenset[str]) -> Window:
         twin = object.__new__(Window)
         twin.__dict__.update(self.__dict__)
-        twin.tombstoned = self.meta["image_id"].isin(tombstones).to_numpy()
+        twin._tombstone(tombstones)
         return twin
 
     @property
@@ -193,7 +202,7 @@ class Window:
 
     def mask(self, flt: SearchFilter) -> np.ndarray | None:
         """The rows a search may return (filter and tombstones), or None for all of them."""
-        keep = ~self.tombstoned if self.tombstoned.any() else None
+        keep = ~self.tombstoned if self.any_tombstoned else None
         if flt.empty:
             return keep
         if not self.has_metadata:
@@ -236,57 +245,65 @@ class Window:
             return None
         return self.index.reconstruct(int(self.ids[row])).astype(np.float32)
 
-    def search(self, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) of the top-k among the rows `keep` allows (all when None), best first."""
+    def select(self, flt: SearchFilter) -> Selection | None:
+        """What a search with `flt` may return (and the tombstones allow), prepared once and kept for
+        the next FILTER_CACHE distinct filters; None: every row."""
+        if flt.empty and not self.any_tombstoned:
+            return None
+        with self._lock:
+            if flt in self._selections:
+                self._selections.move_to_end(flt)
+                return self._selections[flt]
+        selection = Selection(self, self.mask(flt))
+        with self._lock:
+            self._selections[flt] = selection
+            while len(self._selections) > FILTER_CACHE:
+                self._selections.popitem(last=False)
+        return selection
+
+    def search(self, query: np.ndarray, k: int, keep=None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the top-k among the rows `keep` allows (a mask or a Selection; all when
+        None), best first."""
         return self.search_batch(np.asarray(query).reshape(1, -1), k, keep)[0]
 
-    def search_batch(
-        self, queries: np.ndarray, k: int, keep: np.ndarray | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def search_batch(self, queries: np.ndarray, k: int, keep=None) -> list[tuple[np.ndarray, np.ndarray]]:
         """search() for each row of `queries` (m, d), in as few faiss calls as the filter allows."""
-        import faiss
-
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        allowed = self.size if keep is None else int(keep.sum())
+        selection = Selection(self, keep) if isinstance(keep, np.ndarray) else keep
+        allowed = self.size if selection is None else selection.allowed
         want = min(k, allowed)
         empty = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
         if want == 0:
             return [empty] * len(queries)
-        if keep is not None and allowed <= EXACT_SUBSET:
-            rows = np.flatnonzero(keep)
-            scores = queries @ self.index.reconstruct_batch(self.ids[rows]).T
+        if selection is not None and selection.vectors is not None:  # a small subset: exactly
+            scores = queries @ selection.vectors.T
             best = np.argsort(-scores, axis=1, kind="stable")[:, :want]
-            return [(scores[i, b].astype(np.float32), rows[b]) for i, b in enumerate(best)]
+            return [(scores[i, b].astype(np.float32), selection.rows[b]) for i, b in enumerate(best)]
         nlist = self.ivf.nlist if self.ivf is not None else 1
         answers: list = [None] * len(queries)
         pending = np.arange(len(queries))
-        selectivity = allowed / max(self.size, 1)
-        if keep is not None and selectivity >= POST_FILTER_SELECTIVITY:
+        if selection is not None and selection.selectivity >= POST_FILTER_SELECTIVITY:
             # a broad filter: an id selector over so many ids costs more than the search, so rank
             # k / selectivity (twice over) without one and keep the matches; too few: the selector
-            fetch = min(self.size, math.ceil(2 * k / selectivity))
+            fetch = min(self.size, math.ceil(2 * k / selection.selectivity))
             for i, (scores, found) in enumerate(self._search(queries, fetch, self.nprobe, None)):
                 rows = self.rows_of(found)
-                hit = keep[rows]
+                hit = selection.keep[rows]
                 if hit.sum() >= want:
                     answers[i] = (scores[hit][:want], rows[hit][:want])
             pending = np.array([i for i in pending if answers[i] is None], dtype=np.int64)
-        selector = batch = None
-        nprobe = self.nprobe
-        if keep is not None and len(pending):
-            nprobe = min(nlist, math.ceil(self.nprobe / selectivity))
-            # the smaller id set: the matches, or (IDSelectorNot) those that do not match
-            batch = faiss.IDSelectorBatch(self.ids[keep] if 2 * allowed <= self.size else self.ids[~keep])
-            selector = batch if 2 * allowed <= self.size else faiss.IDSelectorNot(batch)
-        if len(pending):
-            for i, (scores, found) in zip(pending, self._search(queries[pending], want, nprobe, selector)):
+        if not len(pending):
+            return answers
+        selector, nprobe = None, self.nprobe
+        if selection is not None:
+            selector, nprobe = selection.selector, min(nlist, math.ceil(self.nprobe / selection.selectivity))
+        for i, (scores, found) in zip(pending, self._search(queries[pending], want, nprobe, selector)):
+            answers[i] = (scores, self.rows_of(found))
+        # IVF's lists held fewer matches than asked: every list
+        short = np.array([i for i in pending if len(answers[i][1]) < want], dtype=np.int64)
+        if len(short) and nprobe < nlist:
+            for i, (scores, found) in zip(short, self._search(queries[short], want, nlist, selector)):
                 answers[i] = (scores, self.rows_of(found))
-            # IVF's lists held fewer matches than asked: every list
-            short = np.array([i for i in pending if len(answers[i][1]) < want], dtype=np.int64)
-            if len(short) and nprobe < nlist:
-                for i, (scores, found) in zip(short, self._search(queries[short], want, nlist, selector)):
-                    answers[i] = (scores, self.rows_of(found))
-        del selector, batch  # after the searches: faiss holds raw pointers to both
         return answers
 
     def _search(self, queries, k: int, nprobe: int, selector) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -327,6 +344,33 @@ def _strings(values) -> list[str]:
     if isinstance(values, np.ndarray):
         return values.tolist()
     return [str(v) for v in values] if isinstance(values, list | tuple) else []
+
+
+class Selection:
+    """The rows a search may return (a filter and the tombstones) and what searching among them
+    needs, built once per filter (Window.select): the subset's vectors when it is small enough to
+    search exactly, else the faiss id selector of the matches, or IDSelectorNot of those that do not
+    match when they are fewer (read-only in a search: requests share it)."""
+
+    def __init__(self, window: Window, keep: np.ndarray):
+        import faiss
+
+        self.keep = keep
+        self.allowed = int(keep.sum())
+        self.selectivity = self.allowed / max(window.size, 1)
+        self.rows = self.vectors = self.selector = None
+        if self.allowed <= EXACT_SUBSET:
+            self.rows = np.flatnonzero(keep)
+            self.vectors = (
+                window.index.reconstruct_batch(window.ids[self.rows])
+                if self.allowed
+                else np.zeros((0, window.index.d), dtype=np.float32)
+            )
+        else:
+            few = 2 * self.allowed <= window.size
+            # kept here: faiss holds a raw pointer to the batch inside IDSelectorNot
+            self._batch = faiss.IDSelectorBatch(window.ids[keep] if few else window.ids[~keep])
+            self.selector = self._batch if few else faiss.IDSelectorNot(self._batch)
 
 
 def _ivf(index):
@@ -402,7 +446,7 @@ class Library:
         found: list[list[tuple[float, Window, int]]] = [[] for _ in vectors]
         for name in self.categories_for(category, flt):
             window = self.windows[name]
-            for hits, (scores, rows) in zip(found, window.search_batch(vectors, fetch, window.mask(flt))):
+            for hits, (scores, rows) in zip(found, window.search_batch(vectors, fetch, window.select(flt))):
                 hits.extend((score, window, row) for score, row in zip(scores.tolist(), rows.tolist()))
         answers = []
         for hits, exclude in zip(found, excludes):
