@@ -170,6 +170,25 @@ def test_filtered_search_keeps_recall_at_every_selectivity(colors, share):
     assert np.mean(recalls) >= 0.95
 
 
+def test_a_mid_selective_filter_searches_an_index_of_its_subset(monkeypatch):
+    """Between the exactly searched subsets and the broad ones: an IVF-Flat index of the matches on
+    the window's quantizer, with recall and always k as the other ways."""
+    from vecflow.index import search as search_module
+
+    monkeypatch.setattr(search_module, "EXACT_SUBSET", 1000)
+    window, x, color = synthetic_window()
+    selection = window.select(parse_filters(["color=blue", "color=red"]))
+    assert selection.index is not None and selection.index.ntotal == selection.allowed
+    subset = np.flatnonzero(selection.keep)
+    recalls = []
+    for q in np.random.default_rng(2).choice(len(x), 50, replace=False):
+        _, rows = window.search(x[q], 10, selection)
+        assert len(rows) == 10 and set(rows) <= set(subset)
+        exact = subset[np.argsort(-(x[subset] @ x[q]), kind="stable")[:10]]
+        recalls.append(len(set(rows) & set(exact)) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
 def test_a_filter_with_fewer_matches_than_k_returns_all_of_them():
     window, x, color = synthetic_window(n=5000, nlist=16)
     few = np.flatnonzero(color == "red")

@@ -247,7 +247,8 @@ class Window:
 
     def select(self, flt: SearchFilter) -> Selection | None:
         """What a search with `flt` may return (and the tombstones allow), prepared once and kept for
-        the next FILTER_CACHE distinct filters; None: every row."""
+        the next FILTER_CACHE distinct filters (while the vectors they copy are fewer than the
+        window's); None: every row."""
         if flt.empty and not self.any_tombstoned:
             return None
         with self._lock:
@@ -257,7 +258,10 @@ class Window:
         selection = Selection(self, self.mask(flt))
         with self._lock:
             self._selections[flt] = selection
-            while len(self._selections) > FILTER_CACHE:
+            # at most FILTER_CACHE filters, and no more copied vectors than the window has
+            while len(self._selections) > FILTER_CACHE or (
+                len(self._selections) > 1 and sum(s.held for s in self._selections.values()) > self.size
+            ):
                 self._selections.popitem(last=False)
         return selection
 
@@ -294,20 +298,23 @@ class Window:
             pending = np.array([i for i in pending if answers[i] is None], dtype=np.int64)
         if not len(pending):
             return answers
-        selector, nprobe = None, self.nprobe
+        index, selector, nprobe = self.index, None, self.nprobe
         if selection is not None:
-            selector, nprobe = selection.selector, min(nlist, math.ceil(self.nprobe / selection.selectivity))
-        for i, (scores, found) in zip(pending, self._search(queries[pending], want, nprobe, selector)):
+            nprobe = min(nlist, math.ceil(self.nprobe / selection.selectivity))
+            index, selector = (
+                (selection.index, None) if selection.index is not None else (self.index, selection.selector)
+            )
+        for i, (scores, found) in zip(pending, self._search(queries[pending], want, nprobe, selector, index)):
             answers[i] = (scores, self.rows_of(found))
         # IVF's lists held fewer matches than asked: every list
         short = np.array([i for i in pending if len(answers[i][1]) < want], dtype=np.int64)
         if len(short) and nprobe < nlist:
-            for i, (scores, found) in zip(short, self._search(queries[short], want, nlist, selector)):
+            for i, (scores, found) in zip(short, self._search(queries[short], want, nlist, selector, index)):
                 answers[i] = (scores, self.rows_of(found))
         return answers
 
-    def _search(self, queries, k: int, nprobe: int, selector) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(scores, ids) per query, without faiss's -1 padding."""
+    def _search(self, queries, k: int, nprobe: int, selector, index=None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(scores, ids) per query from `index` (the window's when None), without faiss's -1 padding."""
         import faiss
 
         if self.ivf is not None:
@@ -316,7 +323,7 @@ class Window:
             params = faiss.SearchParameters()
         if selector is not None:
             params.sel = selector
-        scores, found = self.index.search(queries, k, params=params)
+        scores, found = (index or self.index).search(queries, k, params=params)
         return [(s[f != -1], f[f != -1]) for s, f in zip(scores, found)]
 
     def record(self, row: int, score: float) -> dict:
@@ -348,9 +355,12 @@ def _strings(values) -> list[str]:
 
 class Selection:
     """The rows a search may return (a filter and the tombstones) and what searching among them
-    needs, built once per filter (Window.select): the subset's vectors when it is small enough to
-    search exactly, else the faiss id selector of the matches, or IDSelectorNot of those that do not
-    match when they are fewer (read-only in a search: requests share it)."""
+    needs, built once per filter (Window.select), read-only in a search (requests share it): the
+    subset's vectors when it is small enough to search exactly; for a narrower subset than the
+    post-filter's, an IVF-Flat index of the subset alone on the window's own quantizer (its lists
+    hold only matches, so probing nprobe / selectivity lists scans what a plain search scans); and
+    the faiss id selector of the matches, or IDSelectorNot of those that do not match when they are
+    fewer (a broad filter's fallback, and the window's when it is not IVF-Flat)."""
 
     def __init__(self, window: Window, keep: np.ndarray):
         import faiss
@@ -358,7 +368,8 @@ class Selection:
         self.keep = keep
         self.allowed = int(keep.sum())
         self.selectivity = self.allowed / max(window.size, 1)
-        self.rows = self.vectors = self.selector = None
+        self.rows = self.vectors = self.selector = self.index = None
+        self.held = 0  # vectors this selection copies (Window.select bounds them)
         if self.allowed <= EXACT_SUBSET:
             self.rows = np.flatnonzero(keep)
             self.vectors = (
@@ -366,6 +377,12 @@ class Selection:
                 if self.allowed
                 else np.zeros((0, window.index.d), dtype=np.float32)
             )
+            self.held = self.allowed
+        elif self.selectivity < POST_FILTER_SELECTIVITY and isinstance(window.ivf, faiss.IndexIVFFlat):
+            ivf, ids = window.ivf, window.ids[keep]
+            self.index = faiss.IndexIVFFlat(ivf.quantizer, ivf.d, ivf.nlist, ivf.metric_type)
+            self.index.add_with_ids(window.index.reconstruct_batch(ids), ids)
+            self.held = self.allowed
         else:
             few = 2 * self.allowed <= window.size
             # kept here: faiss holds a raw pointer to the batch inside IDSelectorNot
@@ -377,7 +394,7 @@ def _ivf(index):
     import faiss
 
     try:
-        return faiss.extract_index_ivf(index)
+        return faiss.downcast_index(faiss.extract_index_ivf(index))  # its own class: IndexIVFFlat, ...
     except RuntimeError:
         return None
 
