@@ -213,7 +213,7 @@ def test_a_catalog_from_2019_backfills_and_a_date_before_the_start_is_an_error(a
     # the DAGs' start date is read when they are parsed: a new process, as the scheduler's would be
     env = {**os.environ, "VECFLOW_HOME": str(tmp_path / "late"), "VECFLOW_START_DATE": "2020-01-01"}
     args = ["run", "--seed", "3", "--days", "1", "--images-per-day", "8", "--start-date", "2019-03-01"]
-    done = subprocess.run([sys.executable, "-m", "vecflow.cli", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "vecflow.demo", *args], env=env, capture_output=True, text=True)
     output = done.stdout + done.stderr  # Airflow's logging may take over either stream
     assert done.returncode == 1, output[-2000:]
     assert "vecflow_daily for partition 2019-03-01 ended success but these tasks did not run: " in output
