@@ -81,6 +81,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 bench: setup
+	$(VENV)/bin/pip install -q -r requirements-bench.txt
 	$(VENV)/bin/python bench/embed.py --mode cpu
 	$(VENV)/bin/python bench/daily.py
 	$(VENV)/bin/python bench/warehouse.py

@@ -4,10 +4,15 @@
 2. A tombstoned search (1% of the window delisted, excluded with IDSelectorNot) vs the plain one.
 3. Filtered search at selectivities 50%, 5% and 0.5% (a colour tag): recall@10 against exact search
    over the filtered subset, p50 and QPS, and whether every query got k results.
-4. The HTTP service (vecflow.serve on 127.0.0.1, uvicorn) with JSON vectors: p50/p99 and QPS, so the
-   HTTP overhead shows apart from faiss.
+4. Side by side, plain and filtered (5%), at 1 and --clients (8) concurrent clients: faiss in this
+   process, vecflow's service (`python -m vecflow.cli serve` in its own process over a local index
+   store, POST /search with base64 vectors over HTTP) and LanceDB (embedded, IVF_FLAT; installed by
+   `make bench` from requirements-bench.txt): p50/p99, QPS, recall@10, and ratios to vecflow.
+5. POST /search/batch throughput, and a load test: --clients clients for --load-seconds while two new
+   versions are published and a tombstone set is written: failed requests and p99.
 Vectors are synthetic (unit vectors around 4096 centres). Writes bench/results/search.json; fails
-when a search returned fewer results than asked or recall is under the goal (0.95).
+when a search returned fewer results than asked, a request failed or a tombstoned image came back
+after the service loaded the tombstones, or filtered recall is under the goal (0.95).
 """
 
 from __future__ import annotations
