@@ -143,43 +143,42 @@ def _movers_by_facet(movers: pd.DataFrame) -> tuple[list[dict], int]:
     return groups, left_out
 
 
+def _windows(registry: pd.DataFrame, model_version: str, status: str):
+    """The model's window versions of a status in the registry, by category, with what each was
+    evaluated at."""
+    rows = registry[
+        (registry["kind"] == "window") & (registry["status"] == status) & (registry["model_version"] == model_version)
+    ]
+    for r in rows.sort_values("category").itertuples():
+        yield (
+            r,
+            {
+                "version": r.path.rstrip("/").rsplit("/", 1)[-1],
+                "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
+                "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10),
+            },
+        )
+
+
 def published_indexes(registry: pd.DataFrame, model_version: str) -> dict:
     """Per category: the published window index of the serving model with its evaluation."""
-    published = registry[
-        (registry["kind"] == "window")
-        & (registry["status"] == "published")
-        & (registry["model_version"] == model_version)
-    ]
     return {
         r.category: {
-            "version": r.path.rstrip("/").rsplit("/", 1)[-1],
+            **evaluated,
             "vectors": int(r.vector_count),
             "date_from": str(r.date_from)[:10],
             "date_to": str(r.date_to)[:10],
-            "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
-            "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10),
         }
-        for r in published.sort_values("category").itertuples()
+        for r, evaluated in _windows(registry, model_version, "published")
     }
 
 
 def blocked_indexes(registry: pd.DataFrame, model_version: str, run_date: dt.date) -> list[dict]:
     """The window versions ending on `run_date` that the gate kept from publishing, and why."""
-    blocked = registry[
-        (registry["kind"] == "window")
-        & (registry["status"] == "blocked")
-        & (registry["model_version"] == model_version)
-        & (pd.to_datetime(registry["date_to"]).dt.date == run_date)
-    ]
     return [
-        {
-            "category": r.category,
-            "version": r.path.rstrip("/").rsplit("/", 1)[-1],
-            "recall_at_10": None if pd.isna(r.recall_at_10) else float(r.recall_at_10),
-            "precision_at_10": None if pd.isna(r.precision_at_10) else float(r.precision_at_10),
-            "problem": r.gate_problem if isinstance(r.gate_problem, str) else "",
-        }
-        for r in blocked.sort_values("category").itertuples()
+        {"category": r.category, **evaluated, "problem": r.gate_problem if isinstance(r.gate_problem, str) else ""}
+        for r, evaluated in _windows(registry, model_version, "blocked")
+        if pd.Timestamp(r.date_to).date() == run_date
     ]
 
 

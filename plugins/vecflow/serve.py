@@ -7,8 +7,9 @@
   `{"image_ids": [...]}`, one faiss search per window for them all. Each takes `k`, `category`
   (default: the image's predicted one; `all`), `filter=key=value` (repeatable), `listed_after`,
   `listed_before`. Results carry tags, folded duplicates, source, listing date and attributes.
-- Requests run in worker threads (faiss and the model release the GIL, so they overlap); results
-  are read from column arrays prepared when a version loads and written by orjson.
+- A search alone runs on the event loop, one that arrives beside it in a worker thread (faiss and
+  the model release the GIL, so they overlap); results are read from column arrays prepared when a
+  version loads and written by orjson.
 - `GET /healthz`: the model and versions served, the tombstone count, the last refresh error.
 - It checks the CURRENT pointers, SERVING and the tombstone set every `poll_seconds`, loads a new
   version whole and md5-verified (vecflow.index.search.load_library) and only then swaps it in: a
@@ -150,21 +151,17 @@ class SearchRoutes:
         query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").decode("latin-1")
-        if self.in_flight:  # another search is running: this one in a worker thread beside it
-            self.in_flight += 1
-            try:
-                answered = asyncio.get_running_loop().run_in_executor(
+        self.in_flight += 1
+        try:
+            if self.in_flight > 1:  # another search is running: this one in a worker thread beside it
+                loop = asyncio.get_running_loop()
+                status, payload = await loop.run_in_executor(
                     self.workers, self.answer, route, query, content_type, body
                 )
-                status, payload = await answered
-            finally:
-                self.in_flight -= 1
-        else:  # alone: on the event loop (a thread hop cost ~0.5 ms on a 2-core VM, more than a search)
-            self.in_flight += 1
-            try:
+            else:  # alone: on the event loop (a thread hop cost ~0.5 ms on a 2-core VM, more than a search)
                 status, payload = self.answer(route, query, content_type, body)
-            finally:
-                self.in_flight -= 1
+        finally:
+            self.in_flight -= 1
         await send(
             {
                 "type": "http.response.start",
@@ -225,7 +222,7 @@ class SearchRoutes:
     def by_image(self, lib: Library, query, content_type: str, body: bytes) -> dict:
         predicted = None
         if content_type.startswith("application/json"):
-            vectors = _json_vectors(body, batch=False)
+            vectors = _json_vectors(_json_body(body), batch=False)
         else:
             from vecflow_model.imaging import decode
 
@@ -236,10 +233,8 @@ class SearchRoutes:
         return {**head, "results": results}
 
     def batch(self, lib: Library, query, content_type: str, body: bytes) -> dict:
-        try:
-            image_ids = orjson.loads(body).get("image_ids")
-        except (orjson.JSONDecodeError, AttributeError):
-            image_ids = None
+        parsed = _json_body(body)
+        image_ids = parsed.get("image_ids") if isinstance(parsed, dict) else None
         searched_as = None
         if image_ids is not None:
             if not isinstance(image_ids, list) or not 0 < len(image_ids) <= MAX_BATCH:
@@ -248,7 +243,7 @@ class SearchRoutes:
             vectors = np.stack([vector for vector, _, _ in resolved])
             searched_as = [image_id for _, _, image_id in resolved]
         else:
-            vectors = _json_vectors(body, batch=True)
+            vectors = _json_vectors(parsed, batch=True)
         head, results = self.search(lib, query, vectors, searched_as)
         return {**head, "searched_as": searched_as, "results": results}
 
@@ -268,9 +263,16 @@ VECTOR_BODY = (
 )
 
 
-def _json_vectors(body: bytes, batch: bool) -> np.ndarray:
-    """The query vectors of a JSON body as an (m, d) float32 matrix (m = 1 unless `batch`), from
-    numbers or base64 float32 (4 bytes a number instead of ~20)."""
+def _json_body(body: bytes):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise SearchError(VECTOR_BODY) from None
+
+
+def _json_vectors(parsed, batch: bool) -> np.ndarray:
+    """The query vectors of a parsed JSON body as an (m, d) float32 matrix (m = 1 unless `batch`),
+    from numbers or base64 float32 (4 bytes a number instead of ~20)."""
     import base64
     import binascii
 
@@ -278,15 +280,13 @@ def _json_vectors(body: bytes, batch: bool) -> np.ndarray:
         return np.frombuffer(base64.b64decode(encoded, validate=True), dtype="<f4")
 
     try:
-        parsed = orjson.loads(body)
-        if batch:
-            numbers = parsed.get("vectors")
-            vectors = [np.asarray(v, dtype=np.float32) for v in numbers] if numbers is not None else None
-            vectors = vectors if vectors is not None else [unpacked(e) for e in parsed["vectors_b64"]]
+        numbers = parsed.get("vectors" if batch else "vector")
+        if numbers is None:
+            encoded = parsed["vectors_b64"] if batch else [parsed["vector_b64"]]
+            vectors = [unpacked(e) for e in encoded]
         else:
-            numbers = parsed.get("vector")
-            vectors = [np.asarray(numbers, dtype=np.float32) if numbers is not None else unpacked(parsed["vector_b64"])]
-    except (AttributeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error):
+            vectors = [np.asarray(v, dtype=np.float32) for v in (numbers if batch else [numbers])]
+    except (AttributeError, KeyError, TypeError, ValueError, binascii.Error):
         raise SearchError(VECTOR_BODY) from None
     if not 0 < len(vectors) <= MAX_BATCH or any(v.ndim != 1 for v in vectors):
         raise SearchError(f"{VECTOR_BODY} (1 to {MAX_BATCH} vectors)")

@@ -369,7 +369,6 @@ class Selection:
         self.allowed = int(keep.sum())
         self.selectivity = self.allowed / max(window.size, 1)
         self.rows = self.vectors = self.selector = self.index = None
-        self.held = 0  # vectors this selection copies (Window.select bounds them)
         if self.allowed <= EXACT_SUBSET:
             self.rows = np.flatnonzero(keep)
             self.vectors = (
@@ -377,17 +376,20 @@ class Selection:
                 if self.allowed
                 else np.zeros((0, window.index.d), dtype=np.float32)
             )
-            self.held = self.allowed
         elif self.selectivity < POST_FILTER_SELECTIVITY and isinstance(window.ivf, faiss.IndexIVFFlat):
             ivf, ids = window.ivf, window.ids[keep]
             self.index = faiss.IndexIVFFlat(ivf.quantizer, ivf.d, ivf.nlist, ivf.metric_type)
             self.index.add_with_ids(window.index.reconstruct_batch(ids), ids)
-            self.held = self.allowed
         else:
             few = 2 * self.allowed <= window.size
             # kept here: faiss holds a raw pointer to the batch inside IDSelectorNot
             self._batch = faiss.IDSelectorBatch(window.ids[keep] if few else window.ids[~keep])
             self.selector = self._batch if few else faiss.IDSelectorNot(self._batch)
+
+    @property
+    def held(self) -> int:
+        """Vectors this selection copies (Window.select bounds them): its subset, when it keeps one."""
+        return self.allowed if self.vectors is not None or self.index is not None else 0
 
 
 def _ivf(index):
